@@ -1,0 +1,1 @@
+"""Benchmarks: each prints measured numbers (resources, fmax, cycles, storage, accuracy)."""

@@ -1,0 +1,70 @@
+"""The ``sparrow`` command line: one program, one subcommand per job.
+
+Each subcommand lives in the module of its area and exposes ``configure(parser)``
+(add arguments; must import nothing heavy) and ``run(args) -> int``.  User
+mistakes raise :class:`sparrow.SparrowError`; they are printed here as one line
+with a non-zero exit status and no traceback.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import SparrowError, __version__
+
+# name -> (module, one-line help).  Modules are imported only when needed.
+COMMANDS = {
+    "doctor":   ("sparrow.doctor",         "list every tool of the flow with version and path"),
+    "demo":     ("sparrow.demo",           "run the main job end to end and print the report"),
+    "compress": ("sparrow.sw.compress_cmd", "train/compress a model and write a model directory"),
+    "golden":   ("sparrow.sw.golden_cmd",  "run a model directory on the integer golden model"),
+    "eval":     ("sparrow.sw.eval_cmd",    "accuracy of a model directory on the digits test split"),
+    "generate": ("sparrow.hw.generate_cmd", "generate Verilog (and memory images) for a unit or model"),
+    "sim":      ("sparrow.tb.sim_cmd",     "run a model directory on the generated RTL (Verilator/Icarus)"),
+    "build":    ("sparrow.fpga.build_cmd", "place and route for a board and write a JSON report"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _load(name):
+    module, _ = COMMANDS[name]
+    return importlib.import_module(module)
+
+
+def build_parser(names=None):
+    parser = _Parser(prog="sparrow", description="Compress neural networks and generate FPGA accelerators.")
+    parser.add_argument("--version", action="version", version=f"sparrow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (_, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if names is None or name in names:
+            _load(name).configure(p)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Configure only the chosen subcommand, so `sparrow doctor` never imports torch.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        parser = build_parser({chosen} if chosen in COMMANDS else set())
+        args = parser.parse_args(argv)
+        return _load(args.command).run(args) or 0
+    except SparrowError as exc:
+        print(f"sparrow {chosen}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sparrow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""cocotb testbenches and the simulator runner (Verilator, Icarus)."""
