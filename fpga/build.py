@@ -1,0 +1,115 @@
+"""Place and route a design for a board with Yosys and nextpnr, and report what it costs.
+
+:func:`build_design` wraps any ``wiring.Component`` in a :class:`Harness`,
+runs amaranth-boards' own build script (Yosys ``synth_ice40 -dsp`` /
+``synth_ecp5``, nextpnr with a fixed ``--seed`` and ``--report``, then
+icepack/ecppack), and returns the report as a dict, also written to
+``<out_dir>/<name>.report.json``.  No board needs to be attached.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import SparrowError
+from ..toolchain import TOOLS, activate
+from .boards import get_board
+from .harness import Harness
+from .report import parse_nextpnr_report, count_ice40_ffs, summarise
+
+__all__ = ["build_design", "tool_versions"]
+
+
+def tool_versions(family):
+    """Versions of the tools a build for ``family`` runs (yosys, nextpnr, packer)."""
+    wanted = {"yosys", f"nextpnr-{family}", "icepack" if family == "ice40" else "ecppack"}
+    return {t.name: t.version() for t in TOOLS if t.name in wanted}
+
+
+def _write_json_atomic(path, data):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=None,
+                 extra=None, progress=True):
+    """Synthesise, place and route ``component`` for ``board``; return the report dict.
+
+    Parameters
+    ----------
+    component : wiring.Component
+        The unit; it runs in the board clock's ``sync`` domain.
+    board : str
+        A name from :data:`sparrow.fpga.boards.BOARDS`.
+    out_dir : path
+        Build folder (created); holds the tools' files, ``build.log`` and the report.
+    seed : int
+        nextpnr placement seed, recorded in the report.
+    target_mhz : float, optional
+        Clock constraint for timing-driven placement (default: the board's).
+    extra : dict, optional
+        Extra fields copied into the report (e.g. the design's parameters).
+
+    Raises SparrowError (one line, naming the failing tool and the log) when a
+    tool fails, e.g. when the design does not fit the device.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise SparrowError(f"seed must be a non-negative integer, not {seed!r}")
+    spec = get_board(board)
+    activate()
+    from amaranth.build import Clock
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    platform = spec.platform_class()()
+    target = float(target_mhz or spec.target_mhz)
+    platform.resources[platform.default_clk, 0].clock = Clock(target * 1e6)
+    top = Harness(component)
+    report_file = f"{name}.nextpnr.json"
+    overrides = {"nextpnr_opts": f"--seed {seed} --report {report_file} --timing-allow-fail"}
+    if spec.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    plan = platform.prepare(top, name=name, **overrides)
+    plan.extract(out_dir)
+    log = out_dir / "build.log"
+    if progress:
+        print(f"[build] {name} for {spec.name} ({spec.device}): yosys + nextpnr (seed {seed}), "
+              f"log {log}", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    with open(log, "w") as f:
+        done = subprocess.run(["sh", f"build_{name}.sh"], cwd=out_dir, stdout=f,
+                              stderr=subprocess.STDOUT, env=os.environ.copy())
+    seconds = time.monotonic() - start
+    if done.returncode != 0:
+        tail = [l for l in log.read_text(errors="replace").splitlines() if l.strip()][-1:]
+        raise SparrowError(f"build of {name} for {spec.name} failed after {seconds:.0f} s: "
+                           f"{tail[0].strip() if tail else 'no output'} (full log: {log})")
+
+    parsed = parse_nextpnr_report(out_dir / report_file, spec.family)
+    if spec.family == "ice40":
+        parsed["utilization"]["ff"] = {"used": count_ice40_ffs(out_dir / f"{name}.json"),
+                                       "available": spec.luts}
+    report = {
+        "design": name,
+        "board": spec.name,
+        "device": spec.device,
+        "family": spec.family,
+        "target_mhz": target,
+        "seed": seed,
+        **parsed,
+        "harness": {"input_bits": top.input_bits, "output_bits": top.output_bits,
+                    "note": "counts include the harness: ~1 FF per input bit + 32, "
+                            "~1 LUT4 per 3 output bits"},
+        "build_seconds": round(seconds, 1),
+        "tools": tool_versions(spec.family),
+        **(extra or {}),
+    }
+    _write_json_atomic(out_dir / f"{name}.report.json", report)
+    if progress:
+        print(f"[build] {name} on {spec.name}: {summarise(report)} ({seconds:.0f} s)",
+              file=sys.stderr, flush=True)
+    return report
