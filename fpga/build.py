@@ -35,6 +35,18 @@ def _write_json_atomic(path, data):
     os.replace(tmp, path)
 
 
+def _over_capacity(nextpnr_log):
+    """``"ICESTORM_LC 6996/5280 (132%)"`` for each cell type nextpnr found over 100%, else ''."""
+    import re
+    if not nextpnr_log.exists():
+        return ""
+    over = []
+    for m in re.finditer(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+(\d+)%", nextpnr_log.read_text(errors="replace"), re.M):
+        if int(m.group(4)) > 100:
+            over.append(f"{m.group(1)} {m.group(2)}/{m.group(3)} ({m.group(4)}%)")
+    return ", ".join(dict.fromkeys(over))
+
+
 def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=None,
                  extra=None, progress=True):
     """Synthesise, place and route ``component`` for ``board``; return the report dict.
@@ -85,9 +97,13 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
                               stderr=subprocess.STDOUT, env=os.environ.copy())
     seconds = time.monotonic() - start
     if done.returncode != 0:
-        tail = [l for l in log.read_text(errors="replace").splitlines() if l.strip()][-1:]
+        lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
+        errors = [l for l in lines if l.startswith("ERROR")] or lines[-1:] or ["no output"]
+        over = _over_capacity(out_dir / f"{name}.tim")
+        if over:
+            errors = [f"the design does not fit the {spec.device}: {over}"]
         raise SparrowError(f"build of {name} for {spec.name} failed after {seconds:.0f} s: "
-                           f"{tail[0].strip() if tail else 'no output'} (full log: {log})")
+                           f"{errors[0]} (full log: {log})")
 
     parsed = parse_nextpnr_report(out_dir / report_file, spec.family)
     if spec.family == "ice40":

@@ -30,8 +30,11 @@ _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UN
 _TIMESCALE = ("1ns", "1ps")
 
 
-class SimulationFailed(AssertionError):
-    """A cocotb run reported failing tests (or none at all)."""
+class SimulationFailed(SparrowError, AssertionError):
+    """A cocotb run reported failing tests (or none at all).
+
+    A SparrowError, so the CLI reports it as one line; an AssertionError, so
+    pytest reports it as a failed check."""
 
 
 def project_build_dir():
@@ -92,6 +95,8 @@ def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None
     from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
 
+    if log_file is not None:
+        log_file = Path(log_file).resolve()
     digest = hashlib.sha256(verilog_text.encode()).hexdigest()[:16]
     build_dir = project_build_dir() / "sim" / f"{toplevel}-{simulator}-{digest}"
     source = build_dir / f"{toplevel}.v"
@@ -106,12 +111,14 @@ def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None
                      log_file=log_file)
     test_dir = Path(test_dir or tempfile.mkdtemp(prefix=f"{toplevel}-{simulator}-",
                                                  dir=project_build_dir() / "sim"))
+    test_dir = test_dir.resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
     try:
         runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,
                     test_dir=test_dir, results_xml=str(results), testcase=testcase,
-                    extra_env={k: str(v) for k, v in (extra_env or {}).items()},
+                    extra_env={k: str(v.resolve() if isinstance(v, Path) else v)
+                               for k, v in (extra_env or {}).items()},
                     timescale=_TIMESCALE, log_file=log_file)
     except SystemExit as exc:
         raise SimulationFailed(f"{simulator}: {test_module} on {toplevel} failed "

@@ -1,0 +1,59 @@
+"""Real place and route of the PE array for both board families, reports parsed from nextpnr."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sparrow import SparrowError
+from sparrow.fpga.build import build_design
+from sparrow.fpga.pe_array_bench import PEArrayBench
+from sparrow.fpga.report import parse_nextpnr_report
+
+
+def sparrow(*args):
+    return subprocess.run([sys.executable, "-m", "sparrow", *args], capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.parametrize("board, lut_field", [("icebreaker", "lc"), ("ulx3s-85f", "lut")])
+def test_build_pe_array_report(tmp_path, board, lut_field):
+    r = sparrow("build", "--board", board, "--pes", "4", "--seed", "3", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "pe_array_4.report.json").read_text())
+    assert report["board"] == board and report["seed"] == 3
+    assert report["params"] == {"pes": 4, "act_width": 8, "exp_bits": 3, "acc_width": 20}
+    util = report["utilization"]
+    assert 0 < util[lut_field]["used"] < util[lut_field]["available"]
+    # 4 PEs each hold a 20-bit accumulator and a registered term: at least that many FFs.
+    assert util["ff"]["used"] >= 4 * 20
+    (clock, fmax), = report["fmax_mhz"].items()
+    assert fmax["achieved"] > 10
+    assert all(report["tools"].values()), report["tools"]
+    assert (tmp_path / ("pe_array_4.bin" if board == "icebreaker" else "pe_array_4.bit")).exists()
+    # the nextpnr report is the source of the numbers
+    again = parse_nextpnr_report(tmp_path / "pe_array_4.nextpnr.json", report["family"])
+    assert again["utilization"][lut_field] == util[lut_field]
+
+
+def test_more_pes_cost_more_logic(tmp_path):
+    small = build_design(PEArrayBench(2), "icebreaker", tmp_path / "a", name="a", progress=False)
+    large = build_design(PEArrayBench(8), "icebreaker", tmp_path / "b", name="b", progress=False)
+    per_pe = (large["utilization"]["lc"]["used"] - small["utilization"]["lc"]["used"]) / 6
+    assert 20 < per_pe < 200, per_pe
+
+
+def test_too_large_for_the_device_is_one_clear_line(tmp_path):
+    r = sparrow("build", "--board", "icebreaker", "--pes", "80", "--out", str(tmp_path))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert "does not fit the iCE40UP5K: ICESTORM_LC" in lines[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_seed_rejected(tmp_path):
+    unit = PEArrayBench(1)
+    unit._MustUse__silence = True
+    with pytest.raises(SparrowError, match="seed must be a non-negative integer"):
+        build_design(unit, "icebreaker", tmp_path, seed=-1)
