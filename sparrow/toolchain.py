@@ -101,6 +101,8 @@ class Tool:
         lines = [l.strip() for l in (out.stdout + out.stderr).splitlines()
                  if l.strip() and not l.startswith("Preparing to run")]
         text = lines[0] if lines else None
+        if text and ", Release, " in text:  # Yosys appends its compiler's build path
+            text = text.split(", Release, ")[0] + ")"
         if self.dist:
             from importlib.metadata import version
             text = f"{self.dist} {version(self.dist)}" + (f" ({text})" if text and not text.startswith("Usage") else "")
