@@ -1,0 +1,73 @@
+"""Pruning criteria and schedules for P x 1 block sparsity.
+
+A block is P consecutive output rows of one tile and one input column: the
+shift-add PE array (P PEs per tile) skips a column when its whole block is
+zero.  Criteria are small objects with ``scores(w, P, tiles) -> [out/P, in]``
+(higher = keep); :func:`block_mask` keeps the top ``density`` fraction.
+
+* :class:`BlockMagnitude`: L2 norm of each block (block-based structured pruning).
+* :class:`ReweightedL1`: SSGD-style reweighted group-L1; ``penalty(w)`` is a
+  regulariser sum_b a_b ||block_b|| whose weights a_b = 1 / (||block_b|| + eps)
+  are refreshed by ``update(w)``; its scores are the block norms.
+"""
+
+import torch
+
+__all__ = ["BlockMagnitude", "ReweightedL1", "block_norms", "block_mask", "cubic_density"]
+
+
+def block_norms(w, block, tiles=1):
+    """L2 norm of every P x 1 block of w [out, in] -> [out/P, in] (blocks never straddle tiles)."""
+    out, n_in = w.shape
+    return w.reshape(out // block, block, n_in).norm(dim=1)
+
+
+def block_mask(scores, density, block, tiles=1):
+    """0/1 mask [out, in] keeping the ``density`` fraction of blocks with the highest scores."""
+    nb = scores.numel()
+    keep = max(1, int(round(density * nb)))
+    flat = scores.flatten()
+    idx = torch.topk(flat, keep).indices
+    m = torch.zeros(nb, dtype=torch.float32)
+    m[idx] = 1.0
+    return m.reshape(scores.shape).repeat_interleave(block, dim=0)
+
+
+class BlockMagnitude:
+    """Keep the blocks with the largest L2 norm."""
+
+    def scores(self, w, block, tiles=1):
+        return block_norms(w.detach(), block, tiles)
+
+    def penalty(self, w, block, tiles=1):
+        return w.new_zeros(())
+
+    def update(self, w, block, tiles=1):
+        pass
+
+
+class ReweightedL1:
+    """Reweighted group-L1 (SSGD-style): penalty strength ``lam`` * sum_b a_b ||block_b||."""
+
+    def __init__(self, lam=1e-4, eps=1e-3):
+        self.lam, self.eps = lam, eps
+        self._a = {}
+
+    def scores(self, w, block, tiles=1):
+        return block_norms(w.detach(), block, tiles)
+
+    def update(self, w, block, tiles=1):
+        self._a[id(w)] = 1.0 / (block_norms(w.detach(), block, tiles) + self.eps)
+
+    def penalty(self, w, block, tiles=1):
+        a = self._a.get(id(w))
+        if a is None:
+            self.update(w, block, tiles)
+            a = self._a[id(w)]
+        return self.lam * (a * block_norms(w, block, tiles)).sum()
+
+
+def cubic_density(step, total, final, start=1.0):
+    """Gradual pruning (Zhu & Gupta): density from ``start`` to ``final`` with a cubic ramp."""
+    f = min(1.0, max(0.0, step / max(1, total)))
+    return final + (start - final) * (1.0 - f) ** 3
