@@ -1,1 +1,29 @@
-"""PyTorch compression (SmartDeal, block-circulant, ADMM, block pruning), export and the integer golden model."""
+"""PyTorch compression (SmartDeal, block-circulant, ADMM, block pruning), export and the integer golden model.
+
+``sparrow.sw.compress(model, config, data=None)`` is the one-call entry point
+(:func:`sparrow.sw.compressor.compress`); the drop-in layers (``SDLinear``,
+``SDConv2d``, ``BCLinear``, ``BCConv2d``, ``QLinear``, ``QConv2d``) live in
+:mod:`sparrow.sw.layers`.  Importing this package stays cheap (no torch) so
+the CLI starts fast; torch loads on first use.
+"""
+
+_LAYERS = ("SDLinear", "SDConv2d", "BCLinear", "BCConv2d", "QLinear", "QConv2d")
+
+
+def compress(model, config, data=None, progress=None):
+    """Compress an fp32 ``nn.Sequential`` (see :func:`sparrow.sw.compressor.compress`)."""
+    from .compressor import compress as _compress
+    return _compress(model, config, data, progress)
+
+
+def export_model(qm, name=None, meta=None):
+    """The model directory contents of a compressed model (see :func:`sparrow.sw.compressor.export_model`)."""
+    from .compressor import export_model as _export
+    return _export(qm, name, meta)
+
+
+def __getattr__(name):
+    if name in _LAYERS:
+        from . import layers
+        return getattr(layers, name)
+    raise AttributeError(f"module 'sparrow.sw' has no attribute {name!r}")
