@@ -1,0 +1,284 @@
+"""In-place radix-2 fixed-point FFT/IFFT unit for the block-circulant engine.
+
+:class:`FFTUnit` computes exactly :func:`sparrow.sw.golden_bc.fft_int`: a
+k-point (k = 4..64) decimation-in-time FFT on 16-bit complex data with Q1.14
+twiddles from ROM, one rounding per butterfly output, no scaling in the
+forward direction, a halving shift per stage in the inverse direction, and a
+block exponent applied on the way into the first stage.
+
+Storage is one k-word complex buffer split into two banks by the parity of the
+index (bank = popcount(i) mod 2, address = i >> 1): the two inputs of every
+radix-2 butterfly differ in one bit, so they always sit in different banks and
+one butterfly is read and written per cycle with one read and one write port
+per bank (block RAM on iCE40 and ECP5).  The butterfly multiplier is one
+complex multiplier (four registered 16x16 products: DSP tiles).
+"""
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux, signed, unsigned
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..sw.golden_bc import (DATA_BITS, TW_FRAC, ZBUF_BITS, E_MAX, Z_LIMIT, twiddles, log2k)
+
+__all__ = ["FFTUnit", "FFT_PIPELINE", "fft_cycles", "load_layout", "result_layout"]
+
+#: Cycles from issuing a butterfly to its write-back (the drain between stages).
+FFT_PIPELINE = 4
+
+
+def fft_cycles(k):
+    """Cycles ``busy`` stays high after an accepted ``start``: L * (k/2 + 4)."""
+    return log2k(k) * (k // 2 + FFT_PIPELINE)
+
+
+def load_layout(k):
+    """Payload of :attr:`FFTUnit.load`: index, re, im (22-bit words), we_re, we_im."""
+    return data.StructLayout({"index": unsigned(log2k(k)), "re": signed(ZBUF_BITS),
+                              "im": signed(ZBUF_BITS), "we_re": 1, "we_im": 1})
+
+
+def result_layout():
+    """Payload of :attr:`FFTUnit.rd_data`: re, im (16-bit)."""
+    return data.StructLayout({"re": signed(DATA_BITS), "im": signed(DATA_BITS)})
+
+
+def _rshift_const(v, s, width):
+    """Round-half-up arithmetic right shift by the constant ``s`` >= 1, truncated to ``width``."""
+    return ((v + (1 << (s - 1))) >> s)[:width].as_signed()
+
+
+def _rshift(v, amount, width):
+    """Round-half-up arithmetic right shift by a small unsigned signal, result truncated to ``width``."""
+    half = (Const(1, 8) << amount) >> 1
+    return ((v + half) >> amount)[:width].as_signed()
+
+
+class FFTUnit(wiring.Component):
+    """k-point fixed-point complex FFT (forward or inverse), in place, one butterfly per cycle.
+
+    Use: write the k input samples through ``load`` (any order; each beat names
+    its natural-order ``index`` and writes ``re`` and/or ``im`` as selected by
+    ``we_re``/``we_im``), then send one ``start`` beat (``inverse`` selects the
+    direction); ``busy`` is high for :func:`fft_cycles` cycles.  Afterwards read
+    the result in any order through ``rd_req`` (an index); ``rd_data`` carries
+    the 16-bit value one cycle later (with ``rd_valid``; it cannot be stalled).  ``exp`` holds the
+    block exponent of the last transform: the result is scaled by 2**-exp.
+
+    Parameters
+    ----------
+    k : int
+        Transform size, a power of two from 4 to 64.
+
+    Members
+    -------
+    load : In(stream.Signature(load_layout(k)))
+        Ready when idle and no ``start`` is offered.  Values are signed 22-bit.
+        The block exponent is taken over the components written since the last start.
+    start : In(stream.Signature(StructLayout({"inverse": 1})))
+        Ready when idle.
+    rd_req : In(stream.Signature(unsigned(log2 k)))
+        Ready when idle.
+    rd_valid : Out(1)
+        High one cycle after an accepted ``rd_req`` (there is no backpressure).
+    rd_data : Out(result_layout())
+        The value read, valid with ``rd_valid``.
+    busy : Out(1)
+    exp : Out(range(E_MAX + 1))
+
+    Raises
+    ------
+    TypeError
+        ``k`` is not an integer.
+    ValueError
+        ``k`` is not a power of two in [4, 64].
+    """
+
+    def __init__(self, k):
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise TypeError(f"FFT size must be an integer, not {k!r}")
+        if k not in (4, 8, 16, 32, 64):
+            raise ValueError(f"FFT size must be a power of two from 4 to 64, not {k}")
+        self._k = k
+        self._L = log2k(k)
+        super().__init__({
+            "load": In(stream.Signature(load_layout(k))),
+            "start": In(stream.Signature(data.StructLayout({"inverse": 1}))),
+            "rd_req": In(stream.Signature(unsigned(self._L))),
+            "rd_valid": Out(1),
+            "rd_data": Out(result_layout()),
+            "busy": Out(1),
+            "exp": Out(range(E_MAX + 1)),
+        })
+
+    @property
+    def k(self):
+        return self._k
+
+    def elaborate(self, platform):
+        m = Module()
+        k, L = self._k, self._L
+        half = k // 2
+        D, ZW = DATA_BITS, ZBUF_BITS
+
+        # Buffer: bank b, part p ("re"/"im"): k/2 words of ZW bits.
+        rd, wr = {}, {}
+        for b in (0, 1):
+            for p in ("re", "im"):
+                mem = Memory(shape=signed(ZW), depth=half, init=[])
+                m.submodules[f"buf{b}_{p}"] = mem
+                rd[b, p] = mem.read_port()
+                wr[b, p] = mem.write_port()
+        cos, sin = twiddles(k)
+        rom_c = Memory(shape=signed(D), depth=half, init=[int(v) for v in cos])
+        rom_s = Memory(shape=signed(D), depth=half, init=[int(v) for v in sin])
+        m.submodules.rom_c, m.submodules.rom_s = rom_c, rom_s
+        tw_c, tw_s = rom_c.read_port(), rom_s.read_port()
+
+        running = Signal()
+        inverse = Signal()
+        e = Signal(range(E_MAX + 1))
+        flags = Signal(E_MAX + 1)          # flags[c]: a loaded component needs more than 15+c bits
+        # Idle values differ from the start values, so that every combinational block
+        # sees an input change when a transform starts (Icarus evaluates `always @*`
+        # blocks only on events, not at time 0).
+        stage = Signal(range(L + 1), init=L)
+        u = Signal(range(half + 1), init=half)   # butterfly counter within the stage
+        drain = Signal(range(FFT_PIPELINE + 1))
+        m.d.comb += [self.busy.eq(running), self.exp.eq(e)]
+
+        idle = ~running
+        m.d.comb += [
+            self.start.ready.eq(idle),
+            self.load.ready.eq(idle & ~self.start.valid),
+            self.rd_req.ready.eq(idle),
+        ]
+
+        # ---- load: natural index -> bit-reversed position -> (bank, address)
+        lp = self.load.payload
+        pos = Cat(*[lp.index[L - 1 - i] for i in range(L)])
+        do_load = self.load.valid & self.load.ready
+        new_flags = Signal(E_MAX + 1)
+        for c in range(E_MAX + 1):
+            def fits(v, c=c):
+                top = v[14 + c:]
+                return (top == 0) | (top == (1 << len(top)) - 1)
+            bad = (lp.we_re & ~fits(lp.re)) | (lp.we_im & ~fits(lp.im))
+            m.d.comb += new_flags[c].eq(flags[c] | bad)
+        with m.If(do_load):
+            m.d.sync += flags.eq(new_flags)
+
+        # ---- start: block exponent = least c whose flag is clear
+        with m.If(self.start.valid & self.start.ready):
+            sel = Signal(range(E_MAX + 1), init=E_MAX)
+            for c in reversed(range(E_MAX + 1)):
+                with m.If(~flags[c]):
+                    m.d.comb += sel.eq(c)
+            m.d.sync += [running.eq(1), inverse.eq(self.start.payload.inverse), e.eq(sel),
+                         flags.eq(0), stage.eq(0), u.eq(0), drain.eq(0)]
+
+        # ---- issue: butterfly u of the current stage
+        issue = Signal()
+        lo = Signal(L)
+        tw = Signal(range(half))
+        m.d.comb += issue.eq(running & (u < half))
+        with m.Switch(stage):
+            for s in range(L):
+                with m.Case(s):
+                    m.d.comb += lo.eq(Cat(u[:s], Const(0, 1), u[s:L - 1]))
+                    if s < L - 1:
+                        m.d.comb += tw.eq(u[:s] << (L - 1 - s))
+                    else:
+                        m.d.comb += tw.eq(u[:s])
+        hi = Signal(L)
+        m.d.comb += hi.eq(lo | (Const(1, L) << stage))
+        par_lo = lo.xor()
+        with m.If(running):
+            m.d.sync += u.eq(u + 1)
+            with m.If(u >= half):
+                with m.If(drain == FFT_PIPELINE - 1):
+                    m.d.sync += [drain.eq(0), u.eq(0), stage.eq(stage + 1)]
+                    with m.If(stage == L - 1):
+                        m.d.sync += [running.eq(0), u.eq(half), stage.eq(L)]
+                with m.Else():
+                    m.d.sync += [drain.eq(drain + 1), u.eq(u)]
+
+        # Read addresses: compute (issue) or external read.
+        rd_par = Signal()
+        rd_pos = self.rd_req.payload
+        for b in (0, 1):
+            addr = Signal(max(1, L - 1), name=f"raddr{b}")
+            with m.If(running):
+                # bank b holds lo if parity(lo) == b, else hi
+                m.d.comb += addr.eq(Mux(par_lo == b, lo, hi) >> 1)
+            with m.Else():
+                m.d.comb += addr.eq(rd_pos >> 1)
+            for p in ("re", "im"):
+                m.d.comb += rd[b, p].addr.eq(addr)
+        m.d.comb += [tw_c.addr.eq(tw), tw_s.addr.eq(tw)]
+
+        # External read response (one cycle later)
+        m.d.sync += [self.rd_valid.eq(self.rd_req.valid & self.rd_req.ready),
+                     rd_par.eq(rd_pos.xor())]
+        m.d.comb += [
+            self.rd_data.re.eq(Mux(rd_par, rd[1, "re"].data, rd[0, "re"].data)[:D].as_signed()),
+            self.rd_data.im.eq(Mux(rd_par, rd[1, "im"].data, rd[0, "im"].data)[:D].as_signed()),
+        ]
+
+        # ---- pipeline tags: valid, lo, hi, parity(lo), first stage
+        def tag(name, width=1):
+            return [Signal(width, name=f"{name}{i}") for i in range(1, FFT_PIPELINE + 1)]
+        v_t, lo_t, hi_t, par_t, s0_t = tag("v"), tag("lo", L), tag("hi", L), tag("par"), tag("s0")
+        m.d.sync += [v_t[0].eq(issue), lo_t[0].eq(lo), hi_t[0].eq(hi), par_t[0].eq(par_lo),
+                     s0_t[0].eq(stage == 0)]
+        for i in range(1, FFT_PIPELINE):
+            m.d.sync += [v_t[i].eq(v_t[i - 1]), lo_t[i].eq(lo_t[i - 1]), hi_t[i].eq(hi_t[i - 1]),
+                         par_t[i].eq(par_t[i - 1]), s0_t[i].eq(s0_t[i - 1])]
+
+        # c1: operands from the banks (+ block exponent in stage 0), twiddle
+        sh = Mux(s0_t[0], e, 0)
+        a_r, a_i, b_r, b_i = (Signal(signed(D), name=n) for n in ("a_r1", "a_i1", "b_r1", "b_i1"))
+        w_r, w_i = Signal(signed(D)), Signal(signed(D))
+        par = par_t[0]
+        m.d.sync += [
+            a_r.eq(_rshift(Mux(par, rd[1, "re"].data, rd[0, "re"].data), sh, D)),
+            a_i.eq(_rshift(Mux(par, rd[1, "im"].data, rd[0, "im"].data), sh, D)),
+            b_r.eq(_rshift(Mux(par, rd[0, "re"].data, rd[1, "re"].data), sh, D)),
+            b_i.eq(_rshift(Mux(par, rd[0, "im"].data, rd[1, "im"].data), sh, D)),
+            w_r.eq(tw_c.data),
+            w_i.eq(Mux(inverse, tw_s.data, -tw_s.data)),
+        ]
+        # c2: the four real products (DSP tiles, registered)
+        p1, p2, p3, p4 = (Signal(signed(2 * D), name=f"prod{i}") for i in range(4))
+        a2_r, a2_i = Signal(signed(D)), Signal(signed(D))
+        m.d.sync += [p1.eq(b_r * w_r), p2.eq(b_i * w_i), p3.eq(b_r * w_i), p4.eq(b_i * w_r),
+                     a2_r.eq(a_r), a2_i.eq(a_i)]
+        # c3: complex product
+        q_r, q_i = Signal(signed(2 * D + 1)), Signal(signed(2 * D + 1))
+        a3_r, a3_i = Signal(signed(D)), Signal(signed(D))
+        m.d.sync += [q_r.eq(p1 - p2), q_i.eq(p3 + p4), a3_r.eq(a2_r), a3_i.eq(a2_i)]
+        # c4: butterfly with one rounding per output, write-back
+        def bfly(a, q, sign):
+            full = (a.as_signed() << TW_FRAC) + (q if sign > 0 else -q)
+            return Mux(inverse, _rshift_const(full, TW_FRAC + 1, D), _rshift_const(full, TW_FRAC, D))
+        out_lo = (bfly(a3_r, q_r, 1), bfly(a3_i, q_i, 1))
+        out_hi = (bfly(a3_r, q_r, -1), bfly(a3_i, q_i, -1))
+        wpar = par_t[-1]
+        for b in (0, 1):
+            for j, p in enumerate(("re", "im")):
+                port = wr[b, p]
+                with m.If(running):
+                    # bank b receives the lo output when parity(lo) == b
+                    m.d.comb += [
+                        port.en.eq(v_t[-1]),
+                        port.addr.eq(Mux(wpar == b, lo_t[-1], hi_t[-1]) >> 1),
+                        port.data.eq(Mux(wpar == b, out_lo[j], out_hi[j])),
+                    ]
+                with m.Else():
+                    we = lp.we_re if p == "re" else lp.we_im
+                    m.d.comb += [
+                        port.en.eq(do_load & we & (pos.xor() == b)),
+                        port.addr.eq(pos >> 1),
+                        port.data.eq(lp.re if p == "re" else lp.im),
+                    ]
+        return m
