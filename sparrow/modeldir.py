@@ -69,14 +69,15 @@ _REQUIRED = {
     "maxpool2d": {"kernel": "int", "stride": "int"},
     "flatten": {},
 }
+FFT_FRAC_RANGE = (0, 16)
 _OPTIONAL = {
-    "dense_linear": {}, "bc_linear": {}, "dense_conv2d": {}, "bc_conv2d": {},
+    "dense_linear": {}, "bc_linear": {"fft_frac": "int"}, "dense_conv2d": {}, "bc_conv2d": {},
     "sd_linear": {"z_bits": "int"},
     "sd_conv2d": {"z_bits": "int", "in": "int", "out": "int"},
     "maxpool2d": {}, "flatten": {},
 }
-for _k in ("dense_conv2d", "bc_conv2d"):
-    _OPTIONAL[_k] = {"in": "int", "out": "int"}
+_OPTIONAL["dense_conv2d"] = {"in": "int", "out": "int"}
+_OPTIONAL["bc_conv2d"] = {"in": "int", "out": "int", "fft_frac": "int"}
 _LAYER_KEYS = {"name", "kind", "params"}
 
 
@@ -243,6 +244,7 @@ def _check_attrs(where, kind, attrs):
     rng("out_shift", *SHIFT_RANGE)
     rng("basis_shift", *SHIFT_RANGE)
     rng("z_bits", *Z_BITS_RANGE)
+    rng("fft_frac", *FFT_FRAC_RANGE)
 
     if kind in CONV_KINDS:
         n_in, n_out = out["in_ch"] * out["kh"] * out["kw"], out["out_ch"]

@@ -228,11 +228,20 @@ def _criterion(cfg):
     raise SparrowError(f"compress: unknown criterion {name!r} (magnitude, reweighted-l1)")
 
 
-def _layer_density(cfg, m, name):
+def _layer_density(cfg, m, name, total_weights):
+    """Target density of one layer.
+
+    ``density`` is a float (all layers) or {layer name: density, "default": d}.
+    Small layers (fewer than ``small_fraction`` of the model's weights) keep at
+    least ``small_density``: they cost little storage and much accuracy.  A
+    layer whose target sparsity 1 - d is below its break-even pruning ratio
+    (``break_even``: {name: ratio}, from the hardware cycle model) stays dense.
+    """
     dens = cfg.get("density", 0.1)
     if isinstance(dens, dict):
-        return dens.get(name, dens.get("default", 0.1))
-    # break-even: a layer whose pruned form would not beat dense on the hardware keeps its density
+        dens = dens.get(name, dens.get("default", 0.1))
+    elif m.in_features * m.out_features < cfg.get("small_fraction", 0.1) * total_weights:
+        dens = max(dens, cfg.get("small_density", 0.5))
     be = (cfg.get("break_even") or {}).get(name)
     if be is not None and 1.0 - dens < be:
         return 1.0
@@ -246,7 +255,8 @@ def _smartdeal(qm, x, y, cfg, progress, seed):
     names = _layer_names(qm)
     for m in sds:
         m.pow2 = True
-    targets = {id(m): _layer_density(cfg, m, names[id(m)]) for m in sds}
+    tw = sum(m.in_features * m.out_features for m in qm.qlayers())
+    targets = {id(m): _layer_density(cfg, m, names[id(m)], tw) for m in sds}
     pe = cfg["prune_epochs"]
 
     def after(step, total):
@@ -279,7 +289,8 @@ def _admm(qm, x, y, cfg, progress, seed):
     sds = _sd_layers(qm)
     names = _layer_names(qm)
     rho = cfg["rho"]
-    dens = {id(m): _layer_density(cfg, m, names[id(m)]) for m in sds}
+    tw = sum(m.in_features * m.out_features for m in qm.qlayers())
+    dens = {id(m): _layer_density(cfg, m, names[id(m)], tw) for m in sds}
     q = Pow2Quantizer(cfg.get("levels", 7))
     state = {}
     for m in sds:
@@ -319,11 +330,11 @@ def _circulant(qm, x, y, cfg, progress, seed):
 
 
 def total_epochs(method, cfg):
+    """Number of training epochs of the method's recipe (for progress bars)."""
     c = {**DEFAULTS[method], **(cfg or {})}
-    return {"dense-int8": c["qat_epochs"],
-            "smartdeal": c["prune_epochs"] + c["fix_epochs"] + c["qat_epochs"],
-            "admm": c["admm_epochs"] + c["retrain_epochs"] + c["qat_epochs"],
-            "circulant": c["epochs"] + c["qat_epochs"]}[method]
+    keys = {"dense-int8": ("qat_epochs",), "smartdeal": ("prune_epochs", "fix_epochs", "qat_epochs"),
+            "admm": ("admm_epochs", "retrain_epochs", "qat_epochs"), "circulant": ("epochs", "qat_epochs")}
+    return sum(int(c[k]) for k in keys[method])
 
 
 def compress(model, config, data=None, progress=None):

@@ -1,0 +1,106 @@
+"""The digits flow end to end: fp32 training, compression, export, checks, report.
+
+Used by ``sparrow compress`` and ``bench/bench_compress.py``.
+"""
+
+import time
+
+import numpy as np
+
+from .. import SparrowError
+
+__all__ = ["FP32_EPOCHS", "METHOD_CONFIGS", "train_fp32", "compress_digits", "golden_accuracy", "torch_quant_outputs"]
+
+FP32_EPOCHS = 60
+
+# The per-model settings measured by bench/bench_compress.py (defaults of compressor.DEFAULTS otherwise).
+METHOD_CONFIGS = {
+    ("digits-mlp", "dense-int8"): {"qat_epochs": 20},
+    ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 20},
+    ("digits-mlp", "admm"): {"admm_epochs": 60, "retrain_epochs": 30, "qat_epochs": 20, "density": 0.1},
+    ("digits-mlp", "circulant"): {"epochs": 60, "qat_epochs": 20},
+    ("digits-cnn", "dense-int8"): {"qat_epochs": 20},
+    ("digits-cnn", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 20},
+    ("digits-cnn", "admm"): {"admm_epochs": 60, "retrain_epochs": 30, "qat_epochs": 20, "density": 0.1},
+    ("digits-cnn", "circulant"): {"epochs": 60, "qat_epochs": 20},
+}
+
+
+def _bar(total, desc, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+
+def train_fp32(name, seed=0, epochs=FP32_EPOCHS, progress=True):
+    """(fp32 model, fp32 test accuracy, data dict) for a digits model."""
+    from . import digits
+    digits.set_threads(1)
+    xtr, ytr, xte, yte = digits.load_split()
+    x, y = digits.tensors(name, xtr, ytr)
+    xt, yt = digits.tensors(name, xte, yte)
+    model = digits.make_model(name, seed=seed)
+    bar = _bar(epochs, f"{name} fp32", progress)
+    digits.train(model, x, y, epochs=epochs, lr=3e-3, seed=seed, progress=bar)
+    if bar:
+        bar.close()
+    return model, digits.accuracy(model, xt, yt), {"x": x, "y": y, "xt": xt, "yt": yt,
+                                                   "x_test_pixels": xte, "y_test": yte}
+
+
+def torch_quant_outputs(qm, name, pixels):
+    """int64 outputs of the fake-quantised torch forward run in float64 (what the golden model must equal)."""
+    import copy
+    import torch
+    from . import digits
+    q = copy.deepcopy(qm).double().set_quant(True).eval()
+    with torch.no_grad():
+        out = q(digits.tensors(name, pixels, dtype=torch.float64))
+    exp = q.qlayers()[-1].last_out_exp
+    return (out / 2.0 ** exp).numpy().round().astype(np.int64)
+
+
+def golden_accuracy(model, pixels, labels):
+    """(accuracy of the integer golden model, int8 outputs) on digits pixels."""
+    from . import digits
+    from .golden import run_model
+    x = digits.quantize_inputs(pixels).reshape((-1,) + tuple(model.input_shape))
+    y = run_model(model, x)
+    return float((y.argmax(1) == labels).mean()), y
+
+
+def compress_digits(name, method, overrides=None, seed=0, progress=True):
+    """Train, compress and export a digits model; returns (Model, report dict)."""
+    from . import digits
+    from .compressor import METHODS, compress, export_model, total_epochs
+    from .storage import model_storage
+    if name not in digits.MODELS:
+        raise SparrowError(f"unknown digits model {name!r} (known: {', '.join(digits.MODELS)})")
+    if method not in METHODS:
+        raise SparrowError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    t0 = time.time()
+    fp32, fp32_acc, d = train_fp32(name, seed=seed, progress=progress)
+    cfg = {**METHOD_CONFIGS.get((name, method), {}), **(overrides or {})}
+    cfg.update(method=method, input_shape=digits.input_shape(name), input_exp=digits.INPUT_SCALE_EXP,
+               name=name, seed=seed)
+    bar = _bar(total_epochs(method, cfg), f"{name} {method}", progress)
+    qm = compress(fp32, cfg, data=(d["x"], d["y"]), progress=bar)
+    if bar:
+        bar.close()
+    seconds = time.time() - t0
+    torch_acc = digits.accuracy(qm, d["xt"], d["yt"])
+    public_cfg = {k: v for k, v in qm.config.items() if isinstance(v, (int, float, str, bool, list, tuple))}
+    model = export_model(qm, name, meta={"method": method, "config": public_cfg, "seed": seed})
+    gold_acc, y_gold = golden_accuracy(model, d["x_test_pixels"], d["y_test"])
+    ref = torch_quant_outputs(qm, name, d["x_test_pixels"])
+    mismatches = int((ref != y_gold.astype(np.int64)).any(axis=1).sum())
+    st = model_storage(model)
+    report = {"model": name, "method": method, "fp32_accuracy": fp32_acc, "torch_quant_accuracy": torch_acc,
+              "golden_accuracy": gold_acc, "delta_pp": 100 * (gold_acc - fp32_acc),
+              "golden_vs_torch_mismatching_samples": mismatches, "test_samples": int(len(d["y_test"])),
+              "storage_ratio": st["ratio"], "weight_bits": st["weight_bits"], "fp32_bits": st["fp32_bits"],
+              "bias_bits": st["bias_bits"], "nonzero": st["nonzero"], "weights": st["weights"],
+              "seconds": seconds}
+    model.meta.update({k: v for k, v in report.items() if k not in ("model", "method")})
+    return model, report
