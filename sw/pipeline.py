@@ -70,7 +70,7 @@ def golden_accuracy(model, pixels, labels):
     return float((y.argmax(1) == labels).mean()), y
 
 
-def compress_digits(name, method, overrides=None, seed=0, progress=True):
+def compress_digits(name, method, overrides=None, seed=0, progress=True, fp32_epochs=FP32_EPOCHS):
     """Train, compress and export a digits model; returns (Model, report dict)."""
     from . import digits
     from .compressor import METHODS, compress, export_model, total_epochs
@@ -80,7 +80,7 @@ def compress_digits(name, method, overrides=None, seed=0, progress=True):
     if method not in METHODS:
         raise SparrowError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
     t0 = time.time()
-    fp32, fp32_acc, d = train_fp32(name, seed=seed, progress=progress)
+    fp32, fp32_acc, d = train_fp32(name, seed=seed, epochs=fp32_epochs, progress=progress)
     cfg = {**METHOD_CONFIGS.get((name, method), {}), **(overrides or {})}
     cfg.update(method=method, input_shape=digits.input_shape(name), input_exp=digits.INPUT_SCALE_EXP,
                name=name, seed=seed)

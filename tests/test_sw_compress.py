@@ -1,0 +1,67 @@
+"""Compression end to end on digits: golden == fake-quantised torch forward on the whole test split."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparrow import SparrowError
+from sparrow.modeldir import load_model, save_model
+from sparrow.sw.pipeline import compress_digits
+
+FAST = {
+    "dense-int8": {"qat_epochs": 2},
+    "smartdeal": {"prune_epochs": 4, "fix_epochs": 1, "qat_epochs": 2, "density": 0.3},
+    "admm": {"admm_epochs": 3, "retrain_epochs": 1, "qat_epochs": 2, "density": 0.3},
+    "circulant": {"epochs": 2, "qat_epochs": 2},
+}
+
+
+@pytest.mark.parametrize("name,method", [
+    ("digits-mlp", "dense-int8"), ("digits-mlp", "smartdeal"), ("digits-mlp", "admm"),
+    ("digits-cnn", "smartdeal"), ("digits-cnn", "dense-int8"),
+])
+def test_golden_equals_fake_quant_torch_on_whole_test_split(name, method, tmp_path):
+    model, rep = compress_digits(name, method, FAST[method], progress=False, fp32_epochs=15)
+    assert rep["test_samples"] == 360
+    assert rep["golden_vs_torch_mismatching_samples"] == 0
+    assert rep["golden_accuracy"] > 0.8
+    save_model(model, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    kinds = [l.kind for l in back.layers]
+    if method in ("smartdeal", "admm"):
+        assert {k for k in kinds if k not in ("maxpool2d", "flatten")} <= {"sd_linear", "sd_conv2d"}
+    if name == "digits-cnn":
+        assert kinds[1:3] == ["maxpool2d", kinds[2]] and "flatten" in kinds
+    if method == "admm":
+        for l in (l for l in back.layers if l.has_params):
+            assert l.attrs["k"] == 1 and l.attrs["basis_shift"] == 6 and np.all(l.params["basis"] == 64)
+    if method in ("smartdeal", "admm"):
+        # P x 1 block structure: every block of P rows of a column is all zero or stored
+        for l in (l for l in back.layers if l.has_params):
+            p = back.meta["blocks"][l.name]
+            nz = (l.params["coef_sign"] != 0).reshape(l.attrs["out"] // p, p, -1)
+            density = nz.any(axis=1).mean()
+            assert density < 0.75
+
+
+def test_circulant_mlp_exports_bc_and_is_near_ideal():
+    from sparrow.sw import golden
+    from sparrow.sw.digits import load_split, quantize_inputs
+    model, rep = compress_digits("digits-mlp", "circulant", FAST["circulant"], progress=False, fp32_epochs=15)
+    assert [l.kind for l in model.layers] == ["bc_linear", "dense_linear"]
+    _, _, xte, _ = load_split()
+    x = quantize_inputs(xte).astype(np.int64)
+    fc1 = model.layers[0]
+    fft = golden.bc_linear_forward(fc1, x)
+    ideal = golden.bc_linear_ideal(fc1, x)
+    assert np.abs(fft - ideal).max() <= 2
+    assert rep["golden_accuracy"] > 0.8
+
+
+def test_compress_rejects_bad_config():
+    from sparrow.sw import compress
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    with pytest.raises(SparrowError, match="unsupported layer Tanh"):
+        compress(net, {"method": "dense-int8", "input_shape": (4,), "input_exp": -6})
+    with pytest.raises(SparrowError, match="unknown method 'pruned'"):
+        compress(net, {"method": "pruned", "input_shape": (4,), "input_exp": -6})
