@@ -1,0 +1,146 @@
+"""The SmartDeal basis unit: ``z = B x`` per group of k inputs, on the device's multipliers.
+
+For tile t, group g and row i of the group it computes
+``z[g*k+i] = satz(rshift(sum_j basis[t,g,i,j] * x[g*k+j], basis_shift))``
+with k signed 8x8 multipliers working in parallel (one z element per cycle).
+Yosys maps each registered product to a DSP (SB_MAC16 on iCE40 with
+``synth_ice40 -dsp``, MULT18X18D on ECP5).
+"""
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed, Cat
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .pe import _check_int
+from .pe_array import _Validated
+
+__all__ = ["BasisUnit", "basis_image", "BASIS_LATENCY"]
+
+#: Edges from an element's read address to its z write (read, multiply, sum, round).
+BASIS_LATENCY = 4
+
+
+def basis_image(basis):
+    """Basis ROM words: word ``t*in + g*k + i`` holds ``basis[t, g, i, :]``, lane j at bits [8j, 8j+8)."""
+    b = np.asarray(basis, dtype=np.int64)
+    t, g, k, _ = b.shape
+    u = (b & 0xFF).reshape(t * g * k, k)
+    return [sum(int(v) << (8 * j) for j, v in enumerate(row)) for row in u]
+
+
+class BasisUnit(_Validated):
+    """Computes z for one tile after ``start``; reads x, writes z.
+
+    Parameters
+    ----------
+    k : int
+        Group size, 1..16 (one multiplier per lane).
+    in_features : int
+        Length of x and z; a multiple of k.
+    basis : int array [T, in/k, k, k]
+        int8 values.
+    basis_shift : int
+        0..31, the rounding right shift of the dot products.
+    z_bits : int
+        8..16, the signed width z is saturated to.
+
+    Members
+    -------
+    start : In(1)
+        Begin tile ``tile`` (ignored while ``busy``).
+    tile : In(range(T))
+    busy : Out(1)
+    done : Out(1)
+        One cycle, together with the write of the tile's last z element.
+    x_addr : Out(range(in/k))
+        Read address of the x buffer (k int8 lanes per word, lane j = x[g*k+j]).
+    x_data : In(8*k)
+        The word at the previous cycle's ``x_addr`` (synchronous read).
+    z_addr : Out(range(in)), z_data : Out(signed(z_bits)), z_we : Out(1)
+        Write port of the z buffer.
+    """
+
+    def __init__(self, k, in_features, basis, basis_shift, z_bits=8):
+        super().__init__(k, in_features, basis, basis_shift, z_bits)
+
+    def _validate(self, k, in_features, basis, basis_shift, z_bits):
+        _check_int(k, "Group size", 1, 16)
+        _check_int(in_features, "Input count", 1, 1 << 16)
+        if in_features % k:
+            raise ValueError(f"Group size {k} does not divide input count {in_features}")
+        b = np.asarray(basis)
+        if b.ndim != 4 or b.shape[1:] != (in_features // k, k, k):
+            raise ValueError(f"Basis must have shape [T, {in_features // k}, {k}, {k}], "
+                             f"not {list(b.shape)}")
+        if b.size and (b.min() < -128 or b.max() > 127):
+            raise ValueError("Basis values must be int8")
+        if not isinstance(basis_shift, int) or not 0 <= basis_shift <= 31:
+            raise ValueError(f"Basis shift must be an integer in [0, 31], not {basis_shift!r}")
+        _check_int(z_bits, "Z width", 8, 16)
+        self._k, self._in, self._basis, self._shift, self._z_bits = k, in_features, b, basis_shift, z_bits
+        self._tiles = b.shape[0]
+        return {
+            "start": In(1), "tile": In(range(max(self._tiles, 2))),
+            "busy": Out(1), "done": Out(1),
+            "x_addr": Out(range(max(in_features // k, 2))), "x_data": In(8 * k),
+            "z_addr": Out(range(max(in_features, 2))), "z_data": Out(signed(z_bits)),
+            "z_we": Out(1),
+        }
+
+    @property
+    def tiles(self):
+        return self._tiles
+
+    def elaborate(self, platform):
+        m = Module()
+        k, n = self._k, self._in
+        m.submodules.rom = rom = Memory(shape=8 * k, depth=self._tiles * n,
+                                        init=basis_image(self._basis))
+        rd = rom.read_port()
+
+        running = Signal()
+        i = Signal(range(max(n, 2)))          # element within the tile
+        r = Signal(range(max(k, 2)))          # row within the group
+        g = Signal(range(max(n // k, 2)))     # group
+        base = Signal(range(max(self._tiles * n, 2)))
+        with m.If(~self.busy & self.start):
+            m.d.sync += [running.eq(1), i.eq(0), r.eq(0), g.eq(0), base.eq(self.tile * n)]
+        with m.Elif(running):
+            m.d.sync += [i.eq(i + 1), base.eq(base + 1)]
+            with m.If(r == k - 1):
+                m.d.sync += [r.eq(0), g.eq(g + 1)]
+            with m.Else():
+                m.d.sync += r.eq(r + 1)
+            with m.If(i == n - 1):
+                m.d.sync += running.eq(0)
+        m.d.comb += [rd.addr.eq(base), self.x_addr.eq(g)]
+
+        # Stage 1: read data; stage 2: k products; stage 3: their sum; stage 4: round, clamp.
+        v = Signal(BASIS_LATENCY)
+        idx = [Signal(range(max(n, 2)), name=f"idx{s}") for s in range(BASIS_LATENCY)]
+        m.d.sync += [v.eq(Cat(running, v[:-1])), idx[0].eq(i)]
+        m.d.sync += [idx[s].eq(idx[s - 1]) for s in range(1, BASIS_LATENCY)]
+
+        prods = []
+        for j in range(k):
+            p = Signal(signed(16), name=f"prod{j}")
+            m.d.sync += p.eq(rd.data[8 * j:8 * j + 8].as_signed() *
+                             self.x_data[8 * j:8 * j + 8].as_signed())
+            prods.append(p)
+        total = Signal(signed(16 + k.bit_length()))
+        m.d.sync += total.eq(sum(prods))
+        s = self._shift
+        rounded = (total + (1 << (s - 1))) >> s if s else total
+        zmax, zmin = (1 << (self._z_bits - 1)) - 1, -(1 << (self._z_bits - 1))
+        z = Signal(signed(self._z_bits))
+        with m.If(rounded > zmax):
+            m.d.comb += z.eq(zmax)
+        with m.Elif(rounded < zmin):
+            m.d.comb += z.eq(zmin)
+        with m.Else():
+            m.d.comb += z.eq(rounded)
+        m.d.sync += [self.z_data.eq(z), self.z_we.eq(v[2]), self.z_addr.eq(idx[2]),
+                     self.done.eq(v[2] & (idx[2] == n - 1))]
+        m.d.comb += self.busy.eq(running | v.any())
+        return m

@@ -1,0 +1,192 @@
+"""The dense_linear engine: the int8 baseline, a MAC array on the device's multipliers.
+
+``D`` MAC lanes (default 8: the UP5K's eight SB_MAC16) each own one output row
+of a block of D rows; x[j] is broadcast to every lane and lane d multiplies it
+by ``weight[b*D + d, j]`` from the weight ROM (one D-lane word per column),
+so a block takes ``in`` cycles and a vector ``ceil(out/D) * in`` cycles plus
+the load of x (``in`` cycles) and a short pipeline tail.  The block's sums go
+through the same drain chain and output stage as the SD engine (bias + rounding
+shift + saturation + ReLU), overlapping the next block.  Each registered 8x8
+product maps to one DSP (SB_MAC16 / MULT18X18D).
+"""
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed, Cat, Mux
+from amaranth.lib import stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from .pe import _check_int
+from .pe_array import _Validated, DrainChain, OutputStage
+
+__all__ = ["DenseEngine", "dense_image", "dense_acc_width", "DENSE_LANES"]
+
+#: Default MAC lanes: the eight DSPs of the iCE40UP5K.
+DENSE_LANES = 8
+
+
+def dense_acc_width(weight):
+    """Signed width of every row's worst-case ``sum_j w_rj x_j`` (x int8, bias excluded)."""
+    w = np.abs(np.asarray(weight, dtype=np.int64))
+    bound = int(w.sum(axis=1).max(initial=0)) * 128
+    return max(bound.bit_length() + 1, 17)
+
+
+def dense_image(weight, lanes):
+    """Weight ROM words: word ``b*in + j`` holds ``weight[b*D + d, j]`` in lane d (bits [8d, 8d+8))."""
+    w = np.asarray(weight, dtype=np.int64)
+    out, n_in = w.shape
+    blocks = -(-out // lanes)
+    pad = np.zeros((blocks * lanes, n_in), dtype=np.int64)
+    pad[:out] = w
+    u = pad & 0xFF
+    words = []
+    for b in range(blocks):
+        for j in range(n_in):
+            words.append(sum(int(u[b * lanes + d, j]) << (8 * d) for d in range(lanes)))
+    return words
+
+
+class DenseEngine(_Validated):
+    """dense_linear on the RTL: ``y = relu?(sat8(rshift(bias + W x, out_shift)))``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        1..65536.
+    weight : int8 array [out, in]
+    bias : int array [out]
+    out_shift : int
+        0..31.
+    relu : bool
+    lanes : int
+        MAC lanes D, 1..256 (default 8).
+
+    Members
+    -------
+    i : In(stream.Signature(signed(8)))
+    o : Out(stream.Signature(signed(8)))
+        Output elements, y[0] first.  The engine cannot stall its output: the
+        consumer must hold ``o.ready`` high (a value offered while it is low
+        is lost and sets ``error``).
+    error : Out(1)
+        Sticky: an output was lost (``o.ready`` low) or the drain chain was
+        overrun (a sequencer bug; checked by the benches).
+    """
+
+    #: Edges from a column being issued to its block's sums being in the drain chain
+    #: (read, multiply, accumulate, load).
+    LATENCY = 4
+
+    def __init__(self, in_features, out_features, weight, bias, out_shift, relu, lanes=DENSE_LANES):
+        super().__init__(in_features, out_features, weight, bias, out_shift, relu, lanes)
+
+    @classmethod
+    def from_layer(cls, layer, lanes=DENSE_LANES):
+        a, p = layer.attrs, layer.params
+        return cls(int(a["in"]), int(a["out"]), p["weight"], p["bias"], int(a["out_shift"]),
+                   bool(a["relu"]), lanes)
+
+    def _validate(self, n_in, n_out, weight, bias, out_shift, relu, lanes):
+        _check_int(n_in, "Input count", 1, 1 << 16)
+        _check_int(n_out, "Output count", 1, 1 << 16)
+        _check_int(lanes, "Lane count", 1, 256)
+        w = np.asarray(weight)
+        if w.shape != (n_out, n_in):
+            raise ValueError(f"Weight must have shape [{n_out}, {n_in}], not {list(w.shape)}")
+        if w.size and (w.min() < -128 or w.max() > 127):
+            raise ValueError("Weight values must be int8")
+        self._acc_width = dense_acc_width(w)
+        self._post = OutputStage(self._acc_width, lanes, n_out, n_out, bias, out_shift, relu)
+        self._words = dense_image(w, lanes)
+        self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
+        self._blocks = -(-n_out // lanes)
+        return {
+            "i": In(stream.Signature(signed(8))),
+            "o": Out(stream.Signature(signed(8))),
+            "error": Out(1),
+        }
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def in_features(self):
+        return self._n_in
+
+    @property
+    def out_features(self):
+        return self._n_out
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    def elaborate(self, platform):
+        m = Module()
+        n, D, NB = self._n_in, self._lanes, self._blocks
+        m.submodules.post = post = self._post
+        m.submodules.chain = chain = DrainChain(D, self._acc_width)
+        m.submodules.xbuf = xbuf = Memory(shape=signed(8), depth=n, init=[])
+        xw, xr = xbuf.write_port(), xbuf.read_port()
+        m.submodules.wrom = wrom = Memory(shape=8 * D, depth=NB * n, init=self._words)
+        wr = wrom.read_port()
+
+        j = Signal(range(max(n, 2)))
+        b = Signal(range(max(NB, 2)))
+        addr = Signal(range(max(NB * n, 2)))
+        m.d.comb += [xw.addr.eq(j), xw.data.eq(self.i.payload), xr.addr.eq(j), wr.addr.eq(addr)]
+
+        # A column issued at edge e0 is read at e0, multiplied at e1, accumulated at
+        # e2; its block's sums load the chain at e3: the chain may hold 3 words now.
+        issue, last = Signal(), Signal()
+        inflight = Signal(self.LATENCY - 1)
+        can_last = (chain.count <= self.LATENCY - 1) & (inflight == 0)
+        m.d.sync += inflight.eq(Cat(issue & last, inflight[:-1]))
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.comb += xw.en.eq(1)
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == n - 1):
+                        m.d.sync += [j.eq(0), b.eq(0), addr.eq(0)]
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [last.eq(j == n - 1), issue.eq(~last | can_last)]
+                with m.If(issue):
+                    m.d.sync += [j.eq(j + 1), addr.eq(addr + 1)]
+                    with m.If(last):
+                        m.d.sync += [j.eq(0), b.eq(b + 1)]
+                        with m.If(b == NB - 1):
+                            m.d.sync += b.eq(0)
+                            m.next = "LOAD"
+
+        # Read data arrives one edge after issue; control follows it.
+        v1, l1, f1 = Signal(), Signal(), Signal()
+        first = Signal(init=1)
+        m.d.sync += [v1.eq(issue), l1.eq(issue & last), f1.eq(issue & first)]
+        with m.If(issue):
+            m.d.sync += first.eq(last)
+        v2, l2, f2 = Signal(), Signal(), Signal()
+        m.d.sync += [v2.eq(v1), l2.eq(l1), f2.eq(f1)]
+        accs = []
+        for d in range(D):
+            prod = Signal(signed(16), name=f"prod{d}")
+            acc = Signal(signed(self._acc_width), name=f"acc{d}")
+            m.d.sync += prod.eq(wr.data[8 * d:8 * d + 8].as_signed() * xr.data)
+            with m.If(v2):
+                m.d.sync += acc.eq(Mux(f2, 0, acc) + prod)
+            accs.append(acc)
+        done = Signal()
+        m.d.sync += done.eq(l2)
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done)]
+        connect(m, chain.o, post.i)
+        m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
+        dropped = Signal()
+        with m.If(self.o.valid & ~self.o.ready):
+            m.d.sync += dropped.eq(1)
+        m.d.comb += self.error.eq(chain.overrun | dropped)
+        return m

@@ -1,0 +1,318 @@
+"""The shift-add PE array, its drain chain, and the output stage shared with the dense engine.
+
+:class:`PEArray`
+    P :class:`~sparrow.hw.pe.ShiftAddPE` s with one broadcast activation ``z``
+    and one coefficient code each; the sums of a finished block of P rows are
+    copied into a :class:`DrainChain` and shifted out one per cycle while the
+    next block accumulates.
+:class:`DrainChain`
+    Parallel-load, serial-out shift register of ``lanes`` signed words.
+:class:`OutputStage`
+    bias add, rounding right shift, saturation to int8 and ReLU, one row per
+    cycle (the end-of-tile arithmetic of sd_linear and dense_linear).
+
+Coefficient code (one per PE, ``exp_bits + 2`` bits, PE p at bits
+``[p*(exp_bits+2), (p+1)*(exp_bits+2))``)::
+
+    bit  exp_bits+1   exp_bits   exp_bits-1 .. 0
+         nz           sign       exp
+    nz = 0: coefficient 0 (sign and exp ignored); all-zero code = zero coefficient.
+    value = (-1)^sign * 2^exp
+"""
+
+from amaranth.hdl import Module, Signal, signed, Mux, Cat, Const
+from amaranth.lib import wiring, stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .pe import ShiftAddPE, PE_LATENCY, _check_int
+
+__all__ = ["code_width", "encode_code", "DrainChain", "PEArray", "OutputStage", "rshift_sat"]
+
+
+def code_width(exp_bits):
+    """Bits of one coefficient code: nz, sign, exp."""
+    return exp_bits + 2
+
+
+def encode_code(sign, exp, exp_bits=3):
+    """The code of coefficient ``sign * 2^exp`` (sign in {-1, 0, 1}) as an int."""
+    if sign == 0:
+        return 0
+    return (1 << (exp_bits + 1)) | (int(sign < 0) << exp_bits) | int(exp)
+
+
+class _Validated(wiring.Component):
+    """Runs ``self._validate(*args)`` before building the signature."""
+
+    def __init__(self, *args):
+        try:
+            signature = self._validate(*args)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True      # refused, so never elaborated: no warning
+            raise
+        super().__init__(signature)
+
+
+class DrainChain(_Validated):
+    """Parallel-load, serial-out chain of ``lanes`` signed ``width``-bit words.
+
+    ``load`` copies ``data`` (lane i at bits ``[i*width, (i+1)*width)``) into the
+    chain; on each of the following ``lanes`` cycles ``o.payload`` shows lane 0,
+    1, ... with ``o.valid`` high.  Loading while words remain sets the sticky
+    ``overrun`` flag (a sequencer bug: the engines never do it).
+
+    Members
+    -------
+    data : In(lanes * width)
+    load : In(1)
+    o : Out(stream.Signature(signed(width)))
+        The chain cannot stall: ``o.ready`` is ignored, the consumer must take
+        every word (the output stage does).
+    count : Out(range(lanes + 1))   words not yet shifted out
+    overrun : Out(1)
+    """
+
+    def __init__(self, lanes, width):
+        super().__init__(lanes, width)
+
+    def _validate(self, lanes, width):
+        _check_int(lanes, "Lane count", 1, 4096)
+        _check_int(width, "Width", 1, 128)
+        self._lanes, self._width = lanes, width
+        return {
+            "data": In(lanes * width), "load": In(1),
+            "o": Out(stream.Signature(signed(width))),
+            "count": Out(range(lanes + 1)), "overrun": Out(1),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        n, w = self._lanes, self._width
+        regs = [Signal(signed(w), name=f"word{i}") for i in range(n)]
+        with m.If(self.load):
+            m.d.sync += [r.eq(self.data[i * w:(i + 1) * w]) for i, r in enumerate(regs)]
+            m.d.sync += self.count.eq(n)
+            with m.If(self.count != 0):
+                m.d.sync += self.overrun.eq(1)
+        with m.Elif(self.count != 0):
+            m.d.sync += [regs[i].eq(regs[i + 1]) for i in range(n - 1)]
+            m.d.sync += self.count.eq(self.count - 1)
+        m.d.comb += [self.o.payload.eq(regs[0]), self.o.valid.eq(self.count != 0)]
+        return m
+
+
+class PEArray(_Validated):
+    """P shift-add PEs with a broadcast activation and a drain chain.
+
+    Each cycle with ``valid``, PE p adds ``code_p * z`` (code layout in the
+    module docstring).  The first entry after reset or after a ``last`` starts
+    new sums; an entry with ``last`` ends them: the P sums are loaded into the
+    drain chain ``ARRAY_LATENCY`` (= 4) edges after the entry was taken, and
+    leave on ``o`` (PE 0 first), one per cycle.  ``can_last`` says whether an
+    entry with ``last`` may be given this cycle: it is low while an earlier
+    ``last`` is in flight or the chain would still hold words at load time.
+    Entries without ``last`` are always taken.
+
+    Pipeline: edge 1 registers ``z`` (its fan-out to every PE), codes and
+    control; edges 2-3 are the PE (:data:`~sparrow.hw.pe.PE_LATENCY`); edge 4
+    loads the chain.
+
+    Parameters
+    ----------
+    pes : int
+        Number of PEs P, 1..1024.
+    act_width : int
+        Width of the signed broadcast activation (z_bits), 2..32.
+    exp_bits : int
+        Exponent code width, 1..5 (3 for the model format).
+    acc_width : int
+        PE accumulator width; the caller sizes it for its worst-case sum.
+
+    Members
+    -------
+    z : In(signed(act_width))
+    codes : In(pes * (exp_bits + 2))
+    valid, last : In(1)
+    can_last : Out(1)
+    o : Out(stream.Signature(signed(acc_width)))
+        The sums, PE 0 first; ``o.ready`` is ignored (cannot stall).
+    overrun : Out(1)            sticky: a sum was lost (never happens when can_last is obeyed)
+    """
+
+    #: Edges from an entry being taken to its block's sums being in the drain chain.
+    ARRAY_LATENCY = 1 + PE_LATENCY + 1
+
+    def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20):
+        super().__init__(pes, act_width, exp_bits, acc_width)
+
+    def _validate(self, pes, act_width, exp_bits, acc_width):
+        _check_int(pes, "PE count", 1, 1024)
+        probe = ShiftAddPE(act_width, exp_bits, acc_width, max_terms=1)
+        probe._MustUse__silence = True
+        self._pes, self._act_width, self._exp_bits, self._acc_width = pes, act_width, exp_bits, acc_width
+        return {
+            "z": In(signed(act_width)), "codes": In(pes * code_width(exp_bits)),
+            "valid": In(1), "last": In(1), "can_last": Out(1),
+            "o": Out(stream.Signature(signed(acc_width))),
+            "overrun": Out(1),
+        }
+
+    @property
+    def pes(self):
+        return self._pes
+
+    def elaborate(self, platform):
+        m = Module()
+        P, eb, cw = self._pes, self._exp_bits, code_width(self._exp_bits)
+        m.submodules.chain = chain = DrainChain(P, self._acc_width)
+
+        # Broadcast register: z fans out to every PE from here.
+        bz = Signal(signed(self._act_width))
+        bcodes = Signal(P * cw)
+        bvalid, blast, bclear = Signal(), Signal(), Signal()
+        first = Signal(init=1)
+        m.d.sync += [bz.eq(self.z), bcodes.eq(self.codes), bvalid.eq(self.valid),
+                     blast.eq(self.valid & self.last), bclear.eq(self.valid & first)]
+        with m.If(self.valid):
+            m.d.sync += first.eq(self.last)
+
+        accs = []
+        done = None
+        for p in range(P):
+            pe = ShiftAddPE(self._act_width, eb, self._acc_width, max_terms=1)
+            m.submodules[f"pe{p}"] = pe
+            code = bcodes[p * cw:(p + 1) * cw]
+            m.d.comb += [pe.act.eq(bz), pe.exp.eq(code[:eb]), pe.sign.eq(code[eb]),
+                         pe.zero.eq(~code[eb + 1]), pe.valid.eq(bvalid), pe.clear.eq(bclear),
+                         pe.last.eq(blast)]
+            accs.append(pe.acc)
+            if done is None:
+                done = pe.out_valid
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done)]
+        wiring.connect(m, wiring.flipped(self.o), chain.o)
+        m.d.comb += self.overrun.eq(chain.overrun)
+
+        # A last taken now loads the chain ARRAY_LATENCY edges later; the chain
+        # must be empty by then, and one last at a time may be in flight.
+        # Taken at edge e0, loaded at edge e3: the chain shifts at e0..e2, so it
+        # must hold at most 3 words now.
+        edges = self.ARRAY_LATENCY - 1
+        inflight = Signal(edges)
+        m.d.sync += inflight.eq(Cat(self.valid & self.last & self.can_last, inflight[:-1]))
+        m.d.comb += self.can_last.eq((chain.count <= edges) & (inflight == 0))
+        return m
+
+
+def rshift_sat(m, value, shift, relu, name="y"):
+    """Comb int8 of ``value``: sat8(rshift(value, shift)) (then ReLU); returns the signal.
+
+    rshift(v, s) = floor((v + 2^(s-1)) / 2^s), v for s = 0; the rounding
+    constant is added by the caller (folded into the bias), this only shifts.
+    """
+    shifted = value >> shift if shift else value
+    y = Signal(signed(8), name=name)
+    lo = 0 if relu else -128
+    with m.If(shifted > 127):
+        m.d.comb += y.eq(127)
+    with m.Elif(shifted < lo):
+        m.d.comb += y.eq(lo)
+    with m.Else():
+        m.d.comb += y.eq(shifted)
+    return y
+
+
+class OutputStage(_Validated):
+    """End-of-block arithmetic: ``y[row] = relu?(sat8(rshift(acc + bias[row], out_shift)))``.
+
+    Takes the serial sums of blocks of ``lanes`` rows (as the drain chain gives
+    them: lane 0 first).  Rows are numbered in order; a tile of ``tile_rows``
+    rows is covered by ``ceil(tile_rows / lanes)`` blocks, and the lanes of the
+    last block beyond the tile are dropped.  After ``rows`` outputs the row
+    counter restarts at 0 (next input vector).  The rounding constant
+    ``2^(out_shift-1)`` is folded into the bias ROM (``bias + 2^(s-1)``), so the
+    datapath is one add, an arithmetic shift and a clamp.  Latency: 3 edges.
+
+    Parameters
+    ----------
+    acc_width : int
+        Width of the incoming sums.
+    lanes : int
+        Rows per block.
+    rows : int
+        Rows per vector (the layer's ``out``).
+    tile_rows : int
+        Rows per tile; divides ``rows``.
+    bias : sequence of int
+        Per-row bias (``rows`` values).
+    out_shift : int
+        0..31.
+    relu : bool
+
+    Members
+    -------
+    i : In(stream.Signature(signed(acc_width)))
+        Always ready.
+    o : Out(stream.Signature(signed(8)))
+        Cannot stall: ``o.ready`` is ignored.
+    """
+
+    def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu):
+        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu)
+
+    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu):
+        _check_int(acc_width, "Accumulator width", 1, 128)
+        _check_int(lanes, "Lane count", 1, 4096)
+        _check_int(rows, "Row count", 1, 1 << 20)
+        _check_int(tile_rows, "Tile row count", 1, 1 << 20)
+        if rows % tile_rows:
+            raise ValueError(f"Tile row count {tile_rows} does not divide row count {rows}")
+        bias = [int(b) for b in bias]
+        if len(bias) != rows:
+            raise ValueError(f"Bias must have {rows} values, not {len(bias)}")
+        if not isinstance(out_shift, int) or not 0 <= out_shift <= 31:
+            raise ValueError(f"Output shift must be an integer in [0, 31], not {out_shift!r}")
+        self._acc_width, self._lanes, self._rows, self._tile_rows = acc_width, lanes, rows, tile_rows
+        rnd = (1 << (out_shift - 1)) if out_shift else 0
+        self._bias = [b + rnd for b in bias]
+        self._out_shift, self._relu = out_shift, bool(relu)
+        return {
+            "i": In(stream.Signature(signed(acc_width))),
+            "o": Out(stream.Signature(signed(8))),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        L, R, TR = self._lanes, self._rows, self._tile_rows
+        bw = max(max(abs(b) for b in self._bias).bit_length() + 1, 2)
+        m.submodules.bias = bias = Memory(shape=signed(bw), depth=R, init=self._bias)
+        rd = bias.read_port()
+
+        lane = Signal(range(L))
+        in_tile = Signal(range(TR + L))      # tile-relative row of this lane
+        row = Signal(range(R))
+        keep = self.i.valid & (in_tile < TR)
+        with m.If(self.i.valid):
+            with m.If(lane == L - 1):
+                m.d.sync += lane.eq(0)
+                with m.If(in_tile + 1 >= TR):
+                    m.d.sync += in_tile.eq(0)
+                with m.Else():
+                    m.d.sync += in_tile.eq(in_tile + 1)
+            with m.Else():
+                m.d.sync += [lane.eq(lane + 1), in_tile.eq(in_tile + 1)]
+            with m.If(keep):
+                m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
+        m.d.comb += rd.addr.eq(row)
+
+        # Edge 1: sum and bias word arrive together; edge 2: add; edge 3: shift/clamp.
+        acc1 = Signal(signed(self._acc_width))
+        v1 = Signal()
+        m.d.sync += [acc1.eq(self.i.payload), v1.eq(keep)]
+        total = Signal(signed(max(self._acc_width, bw) + 1))
+        v2 = Signal()
+        m.d.sync += [total.eq(acc1 + rd.data), v2.eq(v1)]
+        y = rshift_sat(m, total, self._out_shift, self._relu)
+        m.d.sync += [self.o.payload.eq(y), self.o.valid.eq(v2)]
+        m.d.comb += self.i.ready.eq(1)
+        return m

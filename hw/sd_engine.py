@@ -1,0 +1,272 @@
+"""The sd_linear engine: basis unit + sparse power-of-two PE array + output stage.
+
+One input vector (``in`` int8 values) enters on stream ``i``; ``out`` int8
+values leave on stream ``o`` in row order.  Parameters live in ROMs
+initialised from the layer (``init=``); ``sparrow generate`` writes the same
+contents as memory images (:mod:`sparrow.hw.images`).
+
+Sequence per vector::
+
+    LOAD   in cycles     x -> x buffer (k int8 per word)
+    for each basis tile t:
+      BASIS  in + 5 cycles    z_t = satz(rshift(B_t x)) -> z buffer
+      ISSUE  one cycle per code entry of the tile's row blocks (+ stalls, + 3)
+    (outputs of the last block drain while the next vector loads)
+
+Code program (one ROM word per entry, see :func:`sd_program`): the rows of
+tile t are split into blocks of P; for each block, one entry per column that
+is nonzero in at least one of the block's rows (all-zero columns cost no
+cycle), holding the column index, the P codes and a ``last`` flag on the
+block's final entry.  A block with no nonzero column gets one all-zero entry.
+"""
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed, Cat, Array, Const
+from amaranth.lib import stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from .basis import BasisUnit
+from .pe import _check_int, pe_min_acc_width
+from .pe_array import _Validated, PEArray, OutputStage, code_width, encode_code
+
+__all__ = ["SDEngine", "sd_program", "sd_acc_width", "EXP_BITS"]
+
+#: Exponent code width of the model format (coef_exp in [0, 7]).
+EXP_BITS = 3
+
+
+def sd_acc_width(coef_sign, coef_exp, z_bits):
+    """Signed width that holds every row's worst-case sum of ``coef * z`` (bias excluded).
+
+    Bound per row o: ``sum_j |c_oj| * 2^(z_bits-1)``; the width is that of the
+    largest row bound plus a sign bit (and at least one worst-case term).
+    """
+    s = np.asarray(coef_sign, dtype=np.int64)
+    e = np.asarray(coef_exp, dtype=np.int64)
+    mag = np.where(s != 0, np.int64(1) << np.where(s != 0, e, 0), 0)
+    bound = int(mag.sum(axis=1).max(initial=0)) << (z_bits - 1)
+    return max(bound.bit_length() + 1, pe_min_acc_width(z_bits, EXP_BITS, 1))
+
+
+def sd_program(coef_sign, coef_exp, tiles, pes):
+    """The code ROM of an sd_linear layer.
+
+    Returns ``(words, tile_ends, col_bits)``: ``words`` the ROM words (ints),
+    ``tile_ends[t]`` the address one past tile t's last entry.  Word layout,
+    LSB first: P codes of ``exp_bits + 2`` bits (PE p at bits
+    ``[5p, 5p+5)``: exp[3], sign, nz), the column index (``col_bits``), the
+    ``last`` flag.
+    """
+    s = np.asarray(coef_sign, dtype=np.int64)
+    e = np.asarray(coef_exp, dtype=np.int64)
+    out, n_in = s.shape
+    rows = out // tiles
+    cw = code_width(EXP_BITS)
+    col_bits = max(1, (n_in - 1).bit_length())
+    words, tile_ends = [], []
+    for t in range(tiles):
+        for b0 in range(0, rows, pes):
+            r0, r1 = t * rows + b0, t * rows + min(b0 + pes, rows)
+            cols = np.flatnonzero((s[r0:r1] != 0).any(axis=0))
+            entries = []
+            for c in cols:
+                w = 0
+                for p, r in enumerate(range(r0, r1)):
+                    w |= encode_code(int(s[r, c]), int(e[r, c]), EXP_BITS) << (cw * p)
+                entries.append(w | (int(c) << (cw * pes)))
+            if not entries:
+                entries = [0]
+            entries[-1] |= 1 << (cw * pes + col_bits)
+            words.extend(entries)
+        tile_ends.append(len(words))
+    return words, tile_ends, col_bits
+
+
+class SDEngine(_Validated):
+    """sd_linear on the RTL: ``y = relu?(sat8(rshift(bias + C satz(rshift(B x)), out_shift)))``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Layer sizes (1..65536).
+    k : int
+        Basis group size (divides ``in_features``, at most 16).
+    basis : int8 array [T, in/k, k, k]
+    coef_sign : int array [out, in] in {-1, 0, 1}
+    coef_exp : int array [out, in] in [0, 7]
+    bias : int array [out]
+    basis_shift, out_shift : int
+        0..31.
+    relu : bool
+    z_bits : int
+        8..16.
+    pes : int
+        PE count P, 1..1024.
+
+    Members
+    -------
+    i : In(stream.Signature(signed(8)))
+        Input vector elements, x[0] first.
+    o : Out(stream.Signature(signed(8)))
+        Output elements, y[0] first.  The engine cannot stall its output: the
+        consumer must hold ``o.ready`` high (a value offered while it is low
+        is lost and sets ``error``).
+    error : Out(1)
+        Sticky: an output was lost (``o.ready`` low) or the drain chain was
+        overrun (a sequencer bug; checked by the benches).
+    """
+
+    def __init__(self, in_features, out_features, k, basis, coef_sign, coef_exp, bias,
+                 basis_shift, out_shift, relu, z_bits=8, pes=8):
+        super().__init__(in_features, out_features, k, basis, coef_sign, coef_exp, bias,
+                         basis_shift, out_shift, relu, z_bits, pes)
+
+    @classmethod
+    def from_layer(cls, layer, pes=8):
+        """The engine of a validated ``sparrow.modeldir.Layer`` of kind sd_linear."""
+        a, p = layer.attrs, layer.params
+        return cls(int(a["in"]), int(a["out"]), int(a["k"]), p["basis"], p["coef_sign"],
+                   p["coef_exp"], p["bias"], int(a["basis_shift"]), int(a["out_shift"]),
+                   bool(a["relu"]), int(a.get("z_bits", 8)), pes)
+
+    def _validate(self, n_in, n_out, k, basis, coef_sign, coef_exp, bias, basis_shift,
+                  out_shift, relu, z_bits, pes):
+        _check_int(n_in, "Input count", 1, 1 << 16)
+        _check_int(n_out, "Output count", 1, 1 << 16)
+        _check_int(pes, "PE count", 1, 1024)
+        s, e = np.asarray(coef_sign), np.asarray(coef_exp)
+        if s.shape != (n_out, n_in) or e.shape != (n_out, n_in):
+            raise ValueError(f"Coefficient arrays must have shape [{n_out}, {n_in}]")
+        if not np.isin(s, (-1, 0, 1)).all():
+            raise ValueError("Coefficient signs must be -1, 0 or 1")
+        if ((s != 0) & ((e < 0) | (e > 7))).any():
+            raise ValueError("Coefficient exponents must be in [0, 7]")
+        tiles = np.asarray(basis).shape[0] if np.asarray(basis).ndim == 4 else 0
+        if tiles < 1 or n_out % tiles:
+            raise ValueError(f"Basis tile count {tiles} does not divide output count {n_out}")
+        self._basis_unit = BasisUnit(k, n_in, basis, basis_shift, z_bits)
+        self._acc_width = sd_acc_width(s, e, z_bits)
+        self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width)
+        self._post = OutputStage(self._acc_width, pes, n_out, n_out // tiles, bias, out_shift, relu)
+        self._words, self._tile_ends, self._col_bits = sd_program(s, e, tiles, pes)
+        self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
+        self._z_bits = z_bits
+        return {
+            "i": In(stream.Signature(signed(8))),
+            "o": Out(stream.Signature(signed(8))),
+            "error": Out(1),
+        }
+
+    @property
+    def pes(self):
+        return self._pes
+
+    @property
+    def in_features(self):
+        return self._n_in
+
+    @property
+    def out_features(self):
+        return self._n_out
+
+    @property
+    def acc_width(self):
+        """PE accumulator width chosen for this layer (bits)."""
+        return self._acc_width
+
+    @property
+    def program(self):
+        """``(words, tile_ends, col_bits)`` of the code ROM."""
+        return self._words, self._tile_ends, self._col_bits
+
+    @property
+    def entries(self):
+        """Number of code entries (array cycles per vector without stalls)."""
+        return len(self._words)
+
+    def elaborate(self, platform):
+        m = Module()
+        n, k, T, P = self._n_in, self._k, self._tiles, self._pes
+        cw = code_width(EXP_BITS)
+        m.submodules.basis = bu = self._basis_unit
+        m.submodules.array = arr = self._array
+        m.submodules.post = post = self._post
+
+        m.submodules.xbuf = xbuf = Memory(shape=8 * k, depth=n // k, init=[])
+        xw, xr = xbuf.write_port(), xbuf.read_port()
+        m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=n, init=[])
+        zw, zr = zbuf.write_port(), zbuf.read_port()
+        m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 1,
+                                           depth=len(self._words), init=self._words)
+        cr = crom.read_port()
+
+        m.d.comb += [xr.addr.eq(bu.x_addr), bu.x_data.eq(xr.data),
+                     zw.addr.eq(bu.z_addr), zw.data.eq(bu.z_data), zw.en.eq(bu.z_we)]
+
+        # LOAD: pack k bytes per x word.
+        lane = Signal(range(max(k, 2)))
+        group = Signal(range(max(n // k, 2)))
+        if k > 1:
+            sh = Signal(8 * (k - 1))
+            word = Cat(sh, self.i.payload)
+        else:
+            word = self.i.payload
+        m.d.comb += [xw.addr.eq(group), xw.data.eq(word)]
+
+        t = Signal(range(max(T, 2)))
+        pc = Signal(range(len(self._words) + 1))
+        tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[t]
+
+        # ISSUE pipeline: s1 = code word out of the ROM, s2 = z out of the z buffer.
+        s1_valid, s2_valid, s2_last = Signal(), Signal(), Signal()
+        s2_codes = Signal(P * cw)
+        issuing = Signal()
+        s2_fire = s2_valid & (~s2_last | arr.can_last)
+        advance = ~s2_valid | s2_fire
+        col = cr.data[P * cw:P * cw + self._col_bits]
+        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(col), zr.en.eq(advance),
+                     arr.z.eq(zr.data), arr.codes.eq(s2_codes), arr.valid.eq(s2_fire),
+                     arr.last.eq(s2_last)]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(issuing), s2_valid.eq(s1_valid),
+                         s2_codes.eq(cr.data[:P * cw]), s2_last.eq(cr.data[-1])]
+            with m.If(issuing):
+                m.d.sync += pc.eq(pc + 1)
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    if k > 1:
+                        m.d.sync += sh.eq(Cat(sh[8:], self.i.payload))
+                    with m.If(lane == k - 1):
+                        m.d.comb += xw.en.eq(1)
+                        m.d.sync += [lane.eq(0), group.eq(group + 1)]
+                        with m.If(group == n // k - 1):
+                            m.d.sync += [group.eq(0), t.eq(0), pc.eq(0)]
+                            m.next = "BASIS"
+                    with m.Else():
+                        m.d.sync += lane.eq(lane + 1)
+            with m.State("BASIS"):
+                m.d.comb += [bu.start.eq(1), bu.tile.eq(t)]
+                m.next = "BASIS_WAIT"
+            with m.State("BASIS_WAIT"):
+                with m.If(bu.done):
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += issuing.eq(pc != tile_end)
+                with m.If((pc == tile_end) & ~s1_valid & ~s2_valid):
+                    with m.If(t == T - 1):
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.d.sync += t.eq(t + 1)
+                        m.next = "BASIS"
+
+        connect(m, arr.o, post.i)
+        m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
+        dropped = Signal()
+        with m.If(self.o.valid & ~self.o.ready):
+            m.d.sync += dropped.eq(1)
+        m.d.comb += self.error.eq(arr.overrun | dropped)
+        return m

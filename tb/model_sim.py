@@ -1,0 +1,110 @@
+"""Run a model directory layer by layer on the generated RTL (``sparrow sim``).
+
+Each layer runs on its engine's RTL under Verilator or Icarus; activations
+between layers are int8.  :data:`ENGINES` maps a layer kind to a function
+``(layer, x_int8 [N, in], simulator, pes) -> int8 [N, out]``; other areas
+register their kinds there.
+"""
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import SparrowError
+
+__all__ = ["ENGINES", "sim_verilog", "run_engine", "simulate_model", "sd_linear_rtl", "dense_linear_rtl"]
+
+
+_DUMMY_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) +(= 0|= 1'h0);")
+
+
+def sim_verilog(component, name):
+    """Verilog for simulation: :func:`~sparrow.tb.runner.to_verilog` with a working time-0 trigger.
+
+    Yosys writes combinational processes as ``always @*`` that also read a dummy
+    register declared ``reg d = 0;``, meant to run them once at time 0.  Icarus
+    11 gives no event for a declaration initialiser, so a comb output whose
+    inputs do not change (an FSM's ``ready`` in its initial state) stays X.  An
+    ``initial d = 0;`` instead makes the X -> 0 event; the logic is unchanged.
+    """
+    from .runner import to_verilog
+    text = to_verilog(component, name)
+    return _DUMMY_TRIGGER.sub(lambda m: f"reg {m.group(1)} ;\n  initial {m.group(1)}  = 1'h0;", text)
+
+
+def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, name="engine"):
+    """Run int8 vectors ``x`` [N, in] through an engine component (SD or dense) in RTL simulation.
+
+    Returns ``(y int8 [N, out], cycles)``; ``cycles`` counts clock cycles from
+    the first input element taken to the last output.  With ``expected`` the
+    cocotb scoreboard fails on the first mismatch (:class:`SimulationFailed`).
+    """
+    from .runner import run_cocotb, project_build_dir, SimulationFailed
+    x = np.asarray(x)
+    rows = engine.out_features
+    work = project_build_dir() / "sim"
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    data = {"x": x.astype(np.int8), "n_out": rows, "gaps": gaps, "label": label}
+    if expected is not None:
+        data["expected"] = np.asarray(expected).astype(np.int8)
+    np.savez(tmp / "in.npz", **data)
+    log = tmp / "sim.log"
+    try:
+        run_cocotb(sim_verilog(engine, name), name, "sparrow.tb.engine_tb", simulator,
+                   extra_env={"ENGINE_TB_DATA": tmp / "in.npz", "ENGINE_TB_OUT": tmp / "out.npz"},
+                   test_dir=tmp / "run", log_file=log)
+    except SimulationFailed as exc:     # keep the folder for the post-mortem
+        raise SimulationFailed(f"{exc}: {_first_failure(log)} (log: {log})") from None
+    out = np.load(tmp / "out.npz")
+    y, cycles = out["y"].astype(np.int8), int(out["cycles"])
+    shutil.rmtree(tmp, ignore_errors=True)
+    return y, cycles
+
+
+def _first_failure(log):
+    """The first assertion message of a cocotb log (or its last lines)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    for line in lines:
+        if "AssertionError:" in line:
+            return line.split("AssertionError:", 1)[1].strip()
+    return " | ".join(l.strip() for l in lines[-5:])
+
+
+def sd_linear_rtl(layer, x, simulator, pes):
+    from ..hw.sd_engine import SDEngine
+    return run_engine(SDEngine.from_layer(layer, pes), x, simulator, label=layer.name,
+                      name="sd_engine")[0]
+
+
+def dense_linear_rtl(layer, x, simulator, pes):
+    from ..hw.dense_engine import DenseEngine
+    return run_engine(DenseEngine.from_layer(layer), x, simulator, label=layer.name,
+                      name="dense_engine")[0]
+
+
+ENGINES = {
+    "sd_linear": sd_linear_rtl,
+    "dense_linear": dense_linear_rtl,
+}
+
+
+def simulate_model(model, x, simulator="verilator", pes=8, progress=None):
+    """Run a validated model on the RTL; x int8 [N, *input_shape] -> int8 [N, output size]."""
+    for layer in model.layers:
+        if layer.kind not in ENGINES:
+            raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
+                               f"(supported: {', '.join(ENGINES)})")
+    act = np.asarray(x).reshape(len(x), -1).astype(np.int8)
+    for layer in model.layers:
+        if progress:
+            progress(f"{layer.name} ({layer.kind}, {layer.attrs['in']} -> {layer.attrs['out']}) "
+                     f"on {simulator}")
+        act = np.asarray(ENGINES[layer.kind](layer, act, simulator, pes)).astype(np.int8)
+    return act.reshape(len(act), -1)
