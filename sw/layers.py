@@ -301,32 +301,33 @@ class SDLinear(QLayer):
         """Fit C (then B) to a dense weight [out, in] by alternating least squares.
 
         C-step: C = W B^-1 per group (exact for invertible B), pruned to ``density`` in
-        P x 1 blocks by ``criterion`` and rounded to powers of two; B-step: per tile and
-        group, B = argmin ||C_g B - W_g|| (least squares) with C fixed.
+        P x 1 blocks by ``criterion`` and, when ``pow2`` is on, rounded to powers of two;
+        B-step: per tile and group, B = argmin ||C_g B - W_g|| (batched least squares).
+        Returns the relative Frobenius error ||C.B - W|| / ||W|| of the final fit.
         """
         from .prune import BlockMagnitude, block_mask
         crit = criterion or BlockMagnitude()
         w = weight.reshape(self.out_features, self.in_features).double()
         t, r, g, k = self.tiles, self.out_features // self.tiles, self.in_features // self.k, self.k
-        wt = w.reshape(t, r, g, k)
+        wt = w.reshape(t, r, g, k).permute(0, 2, 1, 3)                 # [t, g, r, k]
         b = torch.eye(k, dtype=torch.float64).expand(t, g, k, k).clone()
-        for _ in range(max(1, iters)):
-            c = torch.linalg.solve(b, wt.permute(0, 2, 1, 3), left=False)      # C_g B_g = W_g
+        for it in range(max(1, iters)):
+            c = torch.linalg.solve(b, wt, left=False)                  # C_g B_g = W_g
             c = c.permute(0, 2, 1, 3).reshape(self.out_features, self.in_features)
             mask = block_mask(crit.scores(c, self.block, self.tiles), density, self.block, self.tiles) \
                 if density < 1.0 else torch.ones_like(c)
             q = self.cquant(c, mask)[0] if self.pow2 else c * mask
-            ct = q.reshape(t, r, g, k)
-            for ti in range(t):
-                for gi in range(g):
-                    a = ct[ti, :, gi, :]
-                    if torch.linalg.matrix_rank(a) < k:
-                        continue
-                    b[ti, gi] = torch.linalg.lstsq(a, wt[ti, :, gi, :]).solution
+            ct = q.reshape(t, r, g, k).permute(0, 2, 1, 3)              # [t, g, r, k]
+            if it == max(1, iters) - 1:
+                break
+            sol = torch.linalg.lstsq(ct, wt).solution                   # [t, g, k, k]
+            ok = torch.linalg.matrix_rank(ct) == k
+            b = torch.where(ok[..., None, None], sol, b)
         self.basis.copy_(b.float())
         self.coef.copy_(c.float())
         self.mask.copy_(mask.float())
-        return self
+        err = (self._compose(q, b) - w).norm() / w.norm().clamp_min(1e-30)
+        return float(err)
 
 
 class SDConv2d(SDLinear):
