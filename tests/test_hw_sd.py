@@ -1,0 +1,129 @@
+"""sd_linear engine (basis unit + PE array + output stage): bit-exact against the golden model.
+
+Each design is built once per simulator and a batch of vectors (random plus
+extremes) goes through it in one cocotb run.
+"""
+
+import numpy as np
+import pytest
+
+from sparrow.hw.pe_array import PEArray, encode_code
+from sparrow.hw.sd_engine import SDEngine, sd_program, sd_acc_width
+from sparrow.modeldir import Layer
+from sparrow.sw import golden
+from sparrow.sw.randmodel import random_layer
+from sparrow.tb.model_sim import run_engine
+
+
+def _inputs(rng, n, n_in):
+    x = rng.integers(-128, 128, size=(n, n_in))
+    x[0], x[1], x[2] = -128, 127, 0
+    x[3] = np.where(np.arange(n_in) % 2, 127, -128)
+    return x.astype(np.int8)
+
+
+def _layer_hard(rng):
+    """in/out not multiples of P or k-friendly, T = 3 tiles, all-zero rows and columns,
+    a fully dense row, z_bits 12, extreme coefficients that saturate."""
+    n_in, n_out, k, tiles = 20, 15, 4, 3
+    sign = rng.integers(-1, 2, size=(n_out, n_in)) * (rng.random((n_out, n_in)) < 0.15)
+    sign[:, [0, 7, 13]] = 0                 # all-zero columns
+    sign[[2, 9]] = 0                        # all-zero rows
+    sign[5] = rng.choice([-1, 1], size=n_in)  # fully dense row
+    sign[10:15] = 0                         # an all-zero tile: one empty block
+    exp = rng.integers(0, 8, size=(n_out, n_in))
+    exp[5] = 7
+    basis = rng.integers(-128, 128, size=(tiles, n_in // k, k, k))
+    basis[0, 0] = -128
+    return Layer("hard", "sd_linear",
+                 {"in": n_in, "out": n_out, "k": k, "basis_shift": 4, "out_shift": 9,
+                  "relu": False, "z_bits": 12},
+                 {"basis": basis.astype(np.int8), "coef_sign": sign.astype(np.int8),
+                  "coef_exp": exp.astype(np.uint8),
+                  "bias": rng.integers(-40000, 40000, size=n_out).astype(np.int32)})
+
+
+CASES = {
+    # name: (layer factory, PEs)
+    "small-relu-T2": (lambda r: random_layer("sd_linear", r, name="small", in_=12, out=10, k=4,
+                                            tiles=2, density=0.4, relu=True), 4),
+    "hard-T3-z12": (_layer_hard, 4),
+    "sparse-stalls": (lambda r: random_layer("sd_linear", r, name="sparse", in_=16, out=24, k=2,
+                                             density=0.03, out_shift=4), 8),
+    "P1-k1": (lambda r: random_layer("sd_linear", r, name="p1", in_=5, out=3, k=1, density=0.7,
+                                     relu=True), 1),
+    "wide-k8-P16": (lambda r: random_layer("sd_linear", r, name="wide", in_=64, out=40, k=8,
+                                           density=0.2), 16),
+}
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_sd_engine_bit_exact(simulator, case):
+    rng = np.random.default_rng(sum(map(ord, case)))
+    make, pes = CASES[case]
+    layer = make(rng)
+    n = 12 if case == "wide-k8-P16" else 24
+    x = _inputs(rng, n, layer.attrs["in"])
+    expected = golden.sd_linear_forward(layer, x)
+    engine = SDEngine.from_layer(layer, pes)
+    y, cycles = run_engine(engine, x, simulator, label=layer.name, expected=expected,
+                           gaps=0.2 if case == "small-relu-T2" else 0.0, name="sd_engine")
+    np.testing.assert_array_equal(y, expected)
+    assert cycles > 0
+
+
+def test_saturation_is_exercised():
+    """The 'hard' layer really drives outputs to both int8 limits and z to its clamp."""
+    rng = np.random.default_rng(sum(map(ord, "hard-T3-z12")))
+    layer = _layer_hard(rng)
+    x = _inputs(rng, 24, layer.attrs["in"])
+    y = golden.sd_linear_forward(layer, x)
+    assert (y == 127).any() and (y == -128).any()
+    a = layer.attrs
+    z = golden.sd_z(layer.params["basis"], x, a["basis_shift"], a["z_bits"])
+    assert (z == 2047).any() and (z == -2048).any()
+
+
+def test_program_layout_skips_zero_columns():
+    sign = np.array([[0, 1, 0, -1], [0, 0, 0, 1], [0, 0, 0, 0]])
+    exp = np.array([[0, 3, 0, 7], [0, 0, 0, 2], [0, 0, 0, 0]])
+    words, ends, col_bits = sd_program(sign, exp, 1, 2)
+    assert col_bits == 2 and ends == [3]
+    cw = 5
+    # block 0 (rows 0, 1): columns 1 and 3; block 1 (row 2): no column -> one empty entry.
+    assert words[0] == encode_code(1, 3) | (0 << cw) | (1 << 2 * cw)
+    assert words[1] == (encode_code(-1, 7) | (encode_code(1, 2) << cw) | (3 << 2 * cw)
+                        | (1 << (2 * cw + col_bits)))
+    assert words[2] == 1 << (2 * cw + col_bits)
+    assert encode_code(-1, 7) == 0b11111 and encode_code(0, 5) == 0
+
+
+def test_acc_width_bound():
+    sign = np.array([[1, -1, 1], [0, 1, 0]])
+    exp = np.array([[7, 7, 7], [0, 3, 0]])
+    # worst row: 3 * 2^7 * 2^7 = 49152 -> 16 bits + sign
+    assert sd_acc_width(sign, exp, 8) == 17
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"pes": 0}, "PE count must be a positive integer, not 0"),
+    ({"pes": 1025}, "PE count must be between 1 and 1024, not 1025"),
+    ({"k": 3}, "Group size 3 does not divide input count 8"),
+    ({"z_bits": 17}, "Z width must be between 8 and 16, not 17"),
+])
+def test_engine_parameter_errors(kwargs, msg):
+    args = dict(in_features=8, out_features=4, k=4, basis=np.zeros((1, 2, 4, 4)),
+                coef_sign=np.zeros((4, 8)), coef_exp=np.zeros((4, 8)), bias=np.zeros(4),
+                basis_shift=4, out_shift=4, relu=False, z_bits=8, pes=4)
+    args.update(kwargs)
+    if "k" in kwargs:
+        args["basis"] = np.zeros((1, 2, 3, 3))
+    with pytest.raises((TypeError, ValueError)) as info:
+        SDEngine(**args)
+    assert msg in str(info.value)
+
+
+def test_pe_array_parameter_errors():
+    with pytest.raises(TypeError, match="PE count must be a positive integer, not 'x'"):
+        PEArray("x")
