@@ -1,0 +1,96 @@
+"""``sparrow sim``: hand-written model directories on the RTL == ``sparrow golden``."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sparrow.cli import main
+
+
+def _write_model(path, rng, extra_layer=None):
+    """A two-layer model (sd_linear T=2 relu -> dense_linear) written by hand as numpy arrays."""
+    path.mkdir()
+    n_in, hid, n_out, k = 12, 10, 8, 3
+    sign = rng.integers(-1, 2, size=(hid, n_in)) * (rng.random((hid, n_in)) < 0.4)
+    np.savez(path / "fc1.npz",
+             basis=rng.integers(-128, 128, size=(2, n_in // k, k, k)).astype(np.int8),
+             coef_sign=sign.astype(np.int8),
+             coef_exp=rng.integers(0, 8, size=(hid, n_in)).astype(np.uint8),
+             bias=rng.integers(-3000, 3000, size=hid).astype(np.int32))
+    np.savez(path / "fc2.npz",
+             weight=rng.integers(-128, 128, size=(n_out, hid)).astype(np.int8),
+             bias=rng.integers(-3000, 3000, size=n_out).astype(np.int32))
+    layers = [
+        {"name": "fc1", "kind": "sd_linear", "in": n_in, "out": hid, "k": k, "basis_shift": 6,
+         "out_shift": 8, "relu": True, "params": "fc1.npz"},
+        {"name": "fc2", "kind": "dense_linear", "in": hid, "out": n_out, "out_shift": 8,
+         "relu": False, "params": "fc2.npz"},
+    ]
+    if extra_layer:
+        layers.append(extra_layer(path, rng))
+    (path / "manifest.json").write_text(json.dumps({
+        "format": "sparrow-model", "version": 1, "name": "hand", "input": {"shape": [n_in], "scale_exp": -4},
+        "layers": layers, "output": {"scale_exp": -3}}))
+    return n_in
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_sim_equals_golden(tmp_path, simulator, capsys):
+    rng = np.random.default_rng(5)
+    n_in = _write_model(tmp_path / "m", rng)
+    x = rng.integers(-128, 128, size=(30, n_in)).astype(np.int8)
+    x[0], x[1] = -128, 127
+    np.save(tmp_path / "x.npy", x)
+    assert main(["golden", str(tmp_path / "m"), "--inputs", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "g.npy")]) == 0
+    args = ["sim", str(tmp_path / "m"), "--inputs", str(tmp_path / "x.npy"),
+            "--out", str(tmp_path / "y.npy"), "--pes", "3"]
+    if simulator != "verilator":
+        args += ["--simulator", simulator]
+    assert main(args) == 0
+    y, g = np.load(tmp_path / "y.npy"), np.load(tmp_path / "g.npy")
+    assert y.dtype == np.int8 and y.shape == (30, 8)
+    np.testing.assert_array_equal(y, g)
+    assert len(np.unique(y)) > 5          # not a constant output
+
+
+def _bc_layer(path, rng):
+    np.savez(path / "fc3.npz", w=np.zeros((2, 2, 4), np.int8), bias=np.zeros(8, np.int32))
+    return {"name": "fc3", "kind": "bc_linear", "in": 8, "out": 8, "k": 4, "out_shift": 4,
+            "relu": False, "params": "fc3.npz"}
+
+
+def _one_line_error(capsys, argv):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_sim_errors(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    n_in = _write_model(tmp_path / "m", rng)
+    m = str(tmp_path / "m")
+    np.save(tmp_path / "f.npy", np.zeros((2, n_in), np.float32))
+    np.save(tmp_path / "s.npy", np.zeros((2, n_in + 1), np.int8))
+    np.save(tmp_path / "ok.npy", np.zeros((2, n_in), np.int8))
+    err = _one_line_error(capsys, ["sim", m, "--inputs", str(tmp_path / "f.npy"), "--out", str(tmp_path / "y.npy")])
+    assert "dtype float32, expected int8" in err
+    err = _one_line_error(capsys, ["sim", m, "--inputs", str(tmp_path / "s.npy"), "--out", str(tmp_path / "y.npy")])
+    assert "inputs have shape [2, 13], expected [N, 12]" in err
+    err = _one_line_error(capsys, ["sim", m, "--inputs", str(tmp_path / "ok.npy"), "--out",
+                                   str(tmp_path / "y.npy"), "--pes", "0"])
+    assert "--pes must be between 1 and 1024, not 0" in err
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_sim_unsupported_kind(tmp_path, capsys, monkeypatch):
+    from sparrow.tb import model_sim
+    monkeypatch.delitem(model_sim.ENGINES, "bc_linear", raising=False)
+    rng = np.random.default_rng(2)
+    n_in = _write_model(tmp_path / "m", rng, extra_layer=_bc_layer)
+    np.save(tmp_path / "ok.npy", np.zeros((2, n_in), np.int8))
+    err = _one_line_error(capsys, ["sim", str(tmp_path / "m"), "--inputs", str(tmp_path / "ok.npy"),
+                                   "--out", str(tmp_path / "y.npy")])
+    assert "layer 'fc3': kind 'bc_linear' has no RTL engine" in err
