@@ -107,6 +107,17 @@ class DenseEngine(_Validated):
             "error": Out(1),
         }
 
+    def memory_images(self):
+        """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
+        D = self._lanes
+        bw, bias = self._post.bias_image
+        return {
+            "weight": (8 * D, list(self._words),
+                       f"word b*{self._n_in} + j = weight[b*{D} + d, j] in lane d (bits [8d, 8d+8)), "
+                       f"int8, rows past {self._n_out} zero"),
+            "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw}-bit two's complement"),
+        }
+
     @property
     def lanes(self):
         return self._lanes

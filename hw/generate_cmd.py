@@ -3,13 +3,16 @@
     sparrow generate pe [--act-width 8] [--exp-bits 3] [--acc-width 20] --out DIR
     sparrow generate MODEL_DIR [--pes P] --out DIR
 
-The first writes ``DIR/pe.v`` (top module ``pe``), one shift-add PE.  The
-second writes, per layer of a model directory, the engine's Verilog with its
-parameters built in and the coefficient/basis memory images (see
-``docs/design-sd.md`` for the code layout).
+The first writes ``DIR/pe.v`` (top module ``pe``), one shift-add PE, and
+``pe.json``.  The second writes, per layer of a model directory (sd_linear and
+dense_linear), ``<layer>.v`` (top ``engine_<layer>``, parameters built into its
+ROM initialisers) and the same ROM contents as ``$readmemh`` images
+``<layer>.<rom>.hex``, plus ``generate.json`` describing every file, width,
+depth and word layout (see ``docs/design-sd.md``).
 """
 
 import json
+import re
 from pathlib import Path
 
 from .. import SparrowError
@@ -60,5 +63,40 @@ def run(args):
     return _generate_model(target, out, args.pes)
 
 
+def _module_name(layer_name):
+    return "engine_" + re.sub(r"[^A-Za-z0-9_]", "_", layer_name)
+
+
 def _generate_model(model_dir, out, pes):
-    raise SparrowError("model generation is not available yet; use `sparrow generate pe`")
+    from amaranth.back import verilog
+    from ..modeldir import load_model
+    from .dense_engine import DenseEngine
+    from .images import write_images
+    from .sd_engine import SDEngine
+    if not 1 <= pes <= 1024:
+        raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
+    model = load_model(model_dir)
+    builders = {"sd_linear": lambda l: SDEngine.from_layer(l, pes),
+                "dense_linear": lambda l: DenseEngine.from_layer(l)}
+    for layer in model.layers:
+        if layer.kind not in builders:
+            raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no engine generator "
+                               f"(supported: {', '.join(builders)})")
+    doc = {"model": model.name, "pes": pes, "layers": []}
+    for layer in model.layers:
+        engine = builders[layer.kind](layer)
+        top = _module_name(layer.name)
+        vfile = out / f"{layer.name}.v"
+        images = write_images(engine.memory_images(), out, layer.name)
+        vfile.write_text(verilog.convert(engine, name=top, emit_src=False))
+        entry = {"name": layer.name, "kind": layer.kind, "top": top, "verilog": vfile.name,
+                 "in": engine.in_features, "out": engine.out_features,
+                 "acc_width": engine.acc_width, "memories": images}
+        if layer.kind == "sd_linear":
+            entry.update(pes=engine.pes, code_entries=engine.entries)
+        else:
+            entry.update(lanes=engine.lanes)
+        doc["layers"].append(entry)
+        print(f"wrote {vfile} (top {top}) and {len(images)} memory images")
+    (out / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return 0

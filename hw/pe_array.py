@@ -276,15 +276,22 @@ class OutputStage(_Validated):
         rnd = (1 << (out_shift - 1)) if out_shift else 0
         self._bias = [b + rnd for b in bias]
         self._out_shift, self._relu = out_shift, bool(relu)
+        self._bias_width = max(max(abs(b) for b in self._bias).bit_length() + 1, 2)
         return {
             "i": In(stream.Signature(signed(acc_width))),
             "o": Out(stream.Signature(signed(8))),
         }
 
+    @property
+    def bias_image(self):
+        """``(width, words)`` of the bias ROM: ``bias[row] + 2^(out_shift-1)``, two's complement."""
+        w = self._bias_width
+        return w, [b & ((1 << w) - 1) for b in self._bias]
+
     def elaborate(self, platform):
         m = Module()
         L, R, TR = self._lanes, self._rows, self._tile_rows
-        bw = max(max(abs(b) for b in self._bias).bit_length() + 1, 2)
+        bw = self._bias_width
         m.submodules.bias = bias = Memory(shape=signed(bw), depth=R, init=self._bias)
         rd = bias.read_port()
 

@@ -26,7 +26,7 @@ from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from .basis import BasisUnit
+from .basis import BasisUnit, basis_image
 from .pe import _check_int, pe_min_acc_width
 from .pe_array import _Validated, PEArray, OutputStage, code_width, encode_code
 
@@ -179,6 +179,22 @@ class SDEngine(_Validated):
     def program(self):
         """``(words, tile_ends, col_bits)`` of the code ROM."""
         return self._words, self._tile_ends, self._col_bits
+
+    def memory_images(self):
+        """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
+        P, cw = self._pes, code_width(EXP_BITS)
+        bw, bias = self._post.bias_image
+        k = self._k
+        return {
+            "codes": (P * cw + self._col_bits + 1, list(self._words),
+                      f"one entry per (row block, nonzero column); LSB first: {P} codes of {cw} bits "
+                      f"(PE p at bits [{cw}p, {cw}p+{cw}): exp[0:3], sign[3], nz[4]), "
+                      f"column[{P * cw}:{P * cw + self._col_bits}], last[{P * cw + self._col_bits}]; "
+                      f"tile t ends at address tile_ends[t] = {self._tile_ends}"),
+            "basis": (8 * k, basis_image(self._basis_unit._basis),
+                      f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits [8j, 8j+8), int8"),
+            "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw}-bit two's complement"),
+        }
 
     @property
     def entries(self):
