@@ -65,3 +65,34 @@ def test_compress_rejects_bad_config():
         compress(net, {"method": "dense-int8", "input_shape": (4,), "input_exp": -6})
     with pytest.raises(SparrowError, match="unknown method 'pruned'"):
         compress(net, {"method": "pruned", "input_shape": (4,), "input_exp": -6})
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sparrow", *map(str, args)], capture_output=True, text=True)
+
+
+def test_compress_eval_golden_cli(tmp_path):
+    out = tmp_path / "mlp"
+    r = _cli("compress", "--model", "digits-mlp", "--method", "dense-int8", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "0 of 360 test samples differ" in r.stdout
+    model = load_model(out)
+    r = _cli("eval", out)
+    assert r.returncode == 0, r.stderr
+    acc = 100 * model.meta["golden_accuracy"]
+    assert f"golden int8 {acc:.2f}%" in r.stdout and "fp32" in r.stdout
+    from sparrow.sw.digits import load_split, quantize_inputs
+    _, _, xte, yte = load_split()
+    np.save(tmp_path / "x.npy", quantize_inputs(xte[:20]))
+    r = _cli("golden", out, "--inputs", tmp_path / "x.npy", "--out", tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (20, 10) and y.dtype == np.int8
+    r = _cli("compress", "--model", "digits-mlp", "--method", "admm", "--density", "1.5", "--out", out)
+    assert r.returncode == 2 and "density must be in (0, 1]" in r.stderr
+    (out / "fc1.npz").unlink()
+    r = _cli("eval", out)
+    assert r.returncode == 1 and "fc1.npz: layer 'fc1' (dense_linear): parameter file is missing" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,134 @@
+"""Quantisers, pruning criteria, drop-in layers and storage accounting."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sparrow.modeldir import Layer
+from sparrow.sw.layers import BCConv2d, BCLinear, SDConv2d, SDLinear, circulant_expand, circulant_project
+from sparrow.sw.prune import BlockMagnitude, ReweightedL1, block_mask, cubic_density
+from sparrow.sw.quant import IntQuantizer, Pow2Quantizer, fake_quant, pow2_exp_for
+from sparrow.sw.storage import layer_storage, model_storage
+
+
+def test_fake_quant_rounds_half_up_and_clamps():
+    v = torch.tensor([-1.5, -0.5, 0.5, 1.5, 2.49, 1000.0, -1000.0], dtype=torch.float64)
+    assert fake_quant(v, 0).tolist() == [-1.0, 0.0, 1.0, 2.0, 2.0, 127.0, -128.0]
+    assert fake_quant(torch.tensor([0.3]), -2).tolist() == [0.25]
+    assert pow2_exp_for(127.0) == 0 and pow2_exp_for(127.5) == 1 and pow2_exp_for(1.0) == -6
+
+
+def test_int_quantizer_codes_and_scale():
+    w = torch.tensor([[0.5, -0.25], [0.126, 0.0]])
+    codes, e = IntQuantizer(8).codes(w)
+    assert e == -7 and codes.tolist() == [[64, -32], [16, 0]]
+    q, e2 = IntQuantizer(8)(w)
+    assert e2 == e and torch.equal(q, codes.float() * 2.0 ** e)
+
+
+def test_pow2_quantizer_values_window_and_mask():
+    w = torch.tensor([[1.0, -0.7, 0.74, 0.0009], [3.1, -2.9, 0.3, 0.01]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 1]])
+    sign, code, e_lo = Pow2Quantizer(3).codes(w, mask)
+    # max 3.1 -> e_hi = 2 (3.1 >= 1.5 * 2), window [0, 2]
+    assert e_lo == 0
+    assert sign.tolist() == [[1, -1, 1, 1], [1, -1, 0, 1]]
+    q, _ = Pow2Quantizer(3)(w, mask)
+    assert q.tolist() == [[1.0, -1.0, 1.0, 1.0], [4.0, -2.0, 0.0, 1.0]]
+    # nearest by value: 0.74 -> 0.5 and 0.76 -> 1 in a wide window
+    q8, _ = Pow2Quantizer(8)(torch.tensor([0.74, 0.76, 1.0]))
+    assert q8.tolist() == [0.5, 1.0, 1.0]
+    for v in q8.tolist():
+        assert math.log2(abs(v)).is_integer()
+
+
+def test_block_mask_keeps_whole_p_by_1_blocks():
+    torch.manual_seed(0)
+    w = torch.randn(8, 6)
+    scores = BlockMagnitude().scores(w, 4)
+    assert scores.shape == (2, 6)
+    m = block_mask(scores, 0.5, 4)
+    assert m.shape == (8, 6) and int(m.sum()) == 6 * 4
+    blocks = m.reshape(2, 4, 6)
+    assert torch.all((blocks.sum(1) == 0) | (blocks.sum(1) == 4))
+    kept = scores.flatten().topk(6).indices
+    assert torch.all(m.reshape(2, 4, 6)[:, 0, :].flatten()[kept] == 1)
+    assert cubic_density(0, 10, 0.1) == 1.0 and cubic_density(10, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_reweighted_l1_penalises_small_blocks_more():
+    w = torch.tensor([[1.0, 0.01], [1.0, 0.01]], requires_grad=True)
+    crit = ReweightedL1(lam=1.0, eps=1e-3)
+    crit.update(w, 2)
+    crit.penalty(w, 2).backward()
+    g = w.grad.abs()
+    assert g[0, 1] > 10 * g[0, 0]
+
+
+def test_sd_decompose_exact_without_quantisation():
+    torch.manual_seed(1)
+    w = torch.randn(8, 12)
+    sd = SDLinear(12, 8, k=4, tiles=2)
+    err = sd.decompose_(w, iters=3)
+    assert err < 1e-5
+    assert torch.allclose(sd.weight_matrix(), w, atol=1e-5)
+
+
+def test_sd_conv_float_forward_is_conv_with_composed_weight():
+    torch.manual_seed(2)
+    sd = SDConv2d(2, 4, 3, padding=1, k=3, tiles=2)
+    with torch.no_grad():
+        sd.coef.normal_()
+        sd.basis.normal_()
+    x = torch.randn(3, 2, 5, 5)
+    ref = torch.nn.functional.conv2d(x, sd.weight_matrix().reshape(4, 2, 3, 3), sd.bias, padding=1)
+    assert torch.allclose(sd(x), ref, atol=1e-5)
+
+
+def test_bc_fft_forward_equals_circulant_matrix():
+    torch.manual_seed(3)
+    bc = BCLinear(16, 8, k=4)
+    x = torch.randn(5, 16, dtype=torch.float64)
+    bc = bc.double()
+    dense = circulant_expand(bc.w)
+    assert torch.allclose(bc(x), x @ dense.t() + bc.bias, atol=1e-9)
+    assert dense[0:4, 4].tolist() == bc.w[0, 1].tolist()
+    assert torch.allclose(circulant_project(dense, 4), bc.w)
+    conv = BCConv2d(4, 8, 1, k=4).double()
+    xi = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(xi, circulant_expand(conv.w).reshape(8, 4, 1, 1), conv.bias)
+    assert torch.allclose(conv(xi), ref, atol=1e-9)
+
+
+def test_layer_validation_messages():
+    with pytest.raises(ValueError, match="K must be a positive integer dividing in"):
+        SDLinear(10, 4, k=3)
+    with pytest.raises(ValueError, match="Block must be"):
+        SDLinear(8, 6, k=2, block=4)
+    with pytest.raises(ValueError, match="K must be a power of two"):
+        BCLinear(12, 12, k=6)
+    with pytest.raises(TypeError, match="In features must be a positive integer"):
+        SDLinear(0, 4, k=1)
+
+
+def test_storage_counts_every_bit_by_hand():
+    sign = np.zeros((8, 16), np.int8)
+    sign[0:4, 3] = [1, -1, 0, 1]          # one stored block (P=4) with a zero inside
+    sign[4:8, 10] = 1                     # a second block, full
+    exp = np.zeros((8, 16), np.uint8)
+    exp[0:4, 3] = [0, 2, 0, 5]
+    layer = Layer("fc", "sd_linear", {"in": 16, "out": 8, "k": 2, "basis_shift": 0, "out_shift": 0, "relu": False},
+                  {"basis": np.zeros((1, 8, 2, 2), np.int8), "coef_sign": sign, "coef_exp": exp,
+                   "bias": np.zeros(8, np.int32)})
+    s = layer_storage(layer, block=4)
+    # exps used {0, 2, 5} -> 6 signed values + zero = 7 -> 3 bits; 2 blocks * 4 codes * 3 bits = 24
+    assert s["code_bits"] == 24
+    # bitmask 2*16 = 32 bits vs CSR 2*4 + 2*5 = 18 bits
+    assert s["index_bits"] == 18
+    assert s["basis_bits"] == 8 * 16 * 2
+    assert s["weight_bits"] == 24 + 18 + 256 + 16 and s["fp32_bits"] == 32 * 128 and s["bias_bits"] == 256
+    dense = Layer("d", "dense_linear", {"in": 4, "out": 2, "out_shift": 0, "relu": False},
+                  {"weight": np.ones((2, 4), np.int8), "bias": np.zeros(2, np.int32)})
+    assert layer_storage(dense)["weight_bits"] == 64 + 16
