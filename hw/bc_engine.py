@@ -1,0 +1,449 @@
+"""The bc_linear engine: FFT of the input blocks, frequency-domain complex MAC, IFFT.
+
+:class:`BCEngine` runs one block-circulant layer exactly as
+:func:`sparrow.sw.golden_bc.bc_linear_forward` specifies (docs/format.md,
+"bc_linear: the fixed-point FFT datapath"); docs/design-fft.md draws the
+datapath and gives the schedule and the cycle model :func:`bc_cycles`.
+
+Per input vector (k = 2**L, H = k/2 + 1 bins, nb = in/k, nbo = out/k):
+
+1. ``LOAD``/``FFT``/``SPLIT``, per pair of input blocks (2p, 2p+1): the 2k
+   elements are written into the FFT buffer as z = x[2p] + i x[2p+1] (times
+   2**(7-L)), transformed, and the two half spectra are separated and stored in
+   the spectrum RAM ``XS`` (nb*H complex 16-bit words).
+2. ``MAC``/``IFFT``/``OUT``, per pair of output blocks (2q, 2q+1): for each bin
+   m and input block j the complex MAC multiplies X_j[m] by the weight spectra
+   W_{2q,j}[m] and W_{2q+1,j}[m] (ROM ``WS``, lanes interleaved), writes
+   Z[m] = Y_2q[m] + i Y_2q+1[m] and its Hermitian partner Z[k-m] into the FFT
+   buffer, runs the inverse FFT and streams y = sat8(((v << e) + b') >> Fe)
+   (ReLU optional) from the real part (block 2q) then the imaginary part
+   (block 2q+1).
+
+The weight spectra and adjusted biases are ROM contents computed by
+:func:`sparrow.sw.golden_bc.layer_constants`; :func:`write_images` writes
+them as memory images for ``sparrow generate``.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import Module, Signal, Mux, Cat, signed, unsigned
+from amaranth.lib import wiring, stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .. import SparrowError
+from ..sw import golden_bc as G
+from .fft import FFTUnit, fft_cycles
+from .cmac import ComplexMAC, CMAC_LATENCY, cmac_min_acc_width
+
+__all__ = ["BCEngine", "bc_cycles", "write_images", "spectra_images"]
+
+#: Cycles after the last MAC issue until the last Z word is in the FFT buffer
+#: (read, CMAC pipeline, Hermitian partner write).
+MAC_DRAIN = 1 + CMAC_LATENCY + 2
+
+
+def bc_cycles(k, n_in, n_out):
+    """Cycles per vector of :class:`BCEngine` (input always valid, output always ready).
+
+    Per input pair: 2k loads (k if the pair has one block) + 1 start +
+    fft_cycles(k) + 2H + 2 split cycles + 1; per output pair: 2*nb*H MAC
+    issues + MAC_DRAIN + 1 start + fft_cycles(k) + one cycle per output + 1.
+    Measured in RTL simulation by bench/bench_bc.py and tests/test_bc_engine.py.
+    """
+    L = G.log2k(k)
+    h = k // 2 + 1
+    nb, nbo = n_in // k, n_out // k
+    pin, pout = -(-nb // 2), -(-nbo // 2)
+    fc = fft_cycles(k)
+    c_in = n_in + pin * (1 + 1 + fc + 2 * h + 2)
+    c_out = pout * (2 * nb * h + MAC_DRAIN + 1 + 1 + fc + 1) + n_out
+    return c_in + c_out
+
+
+def _reject(obj, exc):
+    obj._MustUse__silence = True       # refused, so never elaborated: no warning
+    raise exc
+
+
+def spectra_images(layer):
+    """Memory images of one bc_linear layer: dict name -> (width, list of unsigned words).
+
+    ``ws``: weight spectra, word ((i*nb + j)*H + m) = {im[16], re[16]} of
+    W_ij[m] (block rows padded to an even count with zeros); ``bias``: the
+    adjusted biases b' (signed, ``width`` bits, two's complement).
+    """
+    c = G.layer_constants(layer)
+    wr, wi = c["wr"], c["wi"]
+    nbo, nb, h = wr.shape
+    if nbo % 2:
+        wr = np.concatenate([wr, np.zeros((1, nb, h), np.int64)])
+        wi = np.concatenate([wi, np.zeros((1, nb, h), np.int64)])
+    re = (wr.reshape(-1) & 0xFFFF).astype(np.int64)
+    im = (wi.reshape(-1) & 0xFFFF).astype(np.int64)
+    ws = (re | (im << 16)).tolist()
+    b = c["bias_adj"]
+    bw = _bias_width(b)
+    bias = (b & ((1 << bw) - 1)).tolist()
+    return {"ws": (32, ws), "bias": (bw, bias)}
+
+
+def _bias_width(b):
+    b = np.asarray(b, np.int64)
+    lim = int(max(np.abs(b).max(initial=0), 1))
+    return max(2, lim.bit_length() + 1)
+
+
+def write_images(layer, out_dir):
+    """Write the layer's memory images (``<name>.ws.hex``, ``<name>.bias.hex``) and a JSON summary.
+
+    Each ``.hex`` file has one word per line in hexadecimal ($readmemh
+    format); the JSON names the widths, depths and datapath constants.
+    Returns the list of written paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = spectra_images(layer)
+    c = G.layer_constants(layer)
+    paths = []
+    for key, (width, words) in images.items():
+        p = out_dir / f"{layer.name}.{key}.hex"
+        digits = (width + 3) // 4
+        p.write_text("".join(f"{w:0{digits}x}\n" for w in words))
+        paths.append(p)
+    meta = {"layer": layer.name, "kind": layer.kind, "k": c["k"], "in": layer.attrs["in"],
+            "out": layer.attrs["out"], "input_shift": c["g"], "frac_bits": c["fe"],
+            "mac_shift": c["s1"], "relu": bool(layer.attrs["relu"]),
+            "images": {key: {"file": f"{layer.name}.{key}.hex", "width": w, "depth": len(words)}
+                       for key, (w, words) in images.items()},
+            "cycles_per_vector": bc_cycles(c["k"], layer.attrs["in"], layer.attrs["out"])}
+    p = out_dir / f"{layer.name}.bc.json"
+    p.write_text(json.dumps(meta, indent=2) + "\n")
+    paths.append(p)
+    return paths
+
+
+class BCEngine(wiring.Component):
+    """bc_linear on the RTL, bit-exact with :func:`sparrow.sw.golden_bc.bc_linear_forward`.
+
+    Parameters
+    ----------
+    layer : sparrow.modeldir.Layer
+        A bc_linear layer (attributes ``in``, ``out``, ``k``, ``out_shift``,
+        ``relu``, optional ``fft_frac``; params ``w`` int8 [out/k, in/k, k],
+        ``bias`` [out]).  Its weights become ROM contents.
+
+    Members
+    -------
+    i : In(stream.Signature(signed(8)))
+        Input elements, x[0] first; taken only in the load phases.
+    o : Out(stream.Signature(signed(8)))
+        Output elements, y[0] first; ``o.ready`` is honoured.
+    error : Out(1)
+        Sticky: a forward transform had a nonzero block exponent (impossible
+        for int8 input; a self-check).
+
+    Raises
+    ------
+    TypeError
+        ``layer`` is not a bc_linear Layer.
+    ValueError
+        Attributes or parameters out of range.
+    """
+
+    def __init__(self, layer):
+        from ..modeldir import Layer
+        if not isinstance(layer, Layer) or layer.kind != "bc_linear":
+            _reject(self, TypeError(f"Layer must be a bc_linear sparrow.modeldir.Layer, not {layer!r}"))
+        a, p = layer.attrs, layer.params
+        for key in ("in", "out", "k", "out_shift", "relu"):
+            if key not in a:
+                _reject(self, ValueError(f"Layer {layer.name!r} lacks attribute '{key}'"))
+        k = a["k"]
+        if k not in (4, 8, 16, 32, 64):
+            _reject(self, ValueError(f"FFT size must be a power of two from 4 to 64, not {k!r}"))
+        n_in, n_out = a["in"], a["out"]
+        for name, v in (("Input count", n_in), ("Output count", n_out)):
+            if not isinstance(v, int) or v < k or v % k or v > (1 << 16):
+                _reject(self, ValueError(f"{name} must be a multiple of k={k} up to 65536, not {v!r}"))
+        if not 0 <= a["out_shift"] <= 31:
+            _reject(self, ValueError(f"Output shift must be between 0 and 31, not {a['out_shift']}"))
+        frac = a.get("fft_frac", G.DEFAULT_FRAC)
+        if not isinstance(frac, int) or not 0 <= frac <= 16:
+            _reject(self, ValueError(f"fft_frac must be an integer between 0 and 16, not {frac!r}"))
+        w = np.asarray(p.get("w"))
+        if w.shape != (n_out // k, n_in // k, k) or w.min() < -128 or w.max() > 127:
+            _reject(self, ValueError(f"w must be int8 of shape [{n_out // k}, {n_in // k}, {k}]"))
+        if np.asarray(p.get("bias")).shape != (n_out,):
+            _reject(self, ValueError(f"bias must have shape [{n_out}]"))
+        self._layer = layer
+        self._c = G.layer_constants(layer)
+        self._images = spectra_images(layer)
+        self._n_in, self._n_out, self._k = n_in, n_out, k
+        super().__init__({
+            "i": In(stream.Signature(signed(8))),
+            "o": Out(stream.Signature(signed(8))),
+            "error": Out(1),
+        })
+
+    @property
+    def in_features(self):
+        return self._n_in
+
+    @property
+    def out_features(self):
+        return self._n_out
+
+    @property
+    def k(self):
+        return self._k
+
+    @property
+    def cycles_per_vector(self):
+        return bc_cycles(self._k, self._n_in, self._n_out)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._c
+        k, L, g, fe = c["k"], c["L"], c["g"], c["fe"]
+        nb, nbo = c["nb"], c["nbo"]
+        h = k // 2 + 1
+        pin, pout = -(-nb // 2), -(-nbo // 2)
+        D = G.DATA_BITS
+
+        m.submodules.fft = fft = FFTUnit(k)
+        acc_width = max(34, cmac_min_acc_width(nb, c["s1"]))
+        m.submodules.cmac = cmac = ComplexMAC(acc_width, c["s1"], G.YQ_BITS, 2)
+
+        # Spectrum RAM of the input blocks, weight spectra ROM, adjusted bias ROM.
+        xs_re = Memory(shape=signed(D), depth=nb * h, init=[])
+        xs_im = Memory(shape=signed(D), depth=nb * h, init=[])
+        ws_width, ws_words = self._images["ws"]
+        ws = Memory(shape=unsigned(32), depth=len(ws_words), init=ws_words)
+        bw, b_words = self._images["bias"]
+        bias = Memory(shape=unsigned(bw), depth=len(b_words), init=b_words)
+        m.submodules.xs_re, m.submodules.xs_im = xs_re, xs_im
+        m.submodules.ws, m.submodules.bias = ws, bias
+        xs_wr_re, xs_wr_im = xs_re.write_port(), xs_im.write_port()
+        xs_rd_re, xs_rd_im = xs_re.read_port(), xs_im.read_port()
+        ws_rd = ws.read_port()
+        b_rd = bias.read_port()
+
+        # ---------------------------------------------------------------- counters
+        p = Signal(range(max(2, pin + 1)))         # input pair
+        q = Signal(range(max(2, pout + 1)))        # output pair
+        half = Signal()                             # second block of an input pair / lane b
+        n = Signal(range(k + 1))                    # element within a block
+        mm = Signal(range(h + 1))                   # bin (MAC issue)
+        j = Signal(range(nb + 1))                   # input block (MAC issue)
+        lane = Signal()
+        xs_addr = Signal(range(nb * h + 1))         # j*H + m
+        ws_addr = Signal(range(len(ws_words) + 1))  # (2q*nb + j)*H + m (lane a)
+        ws_base = Signal(range(len(ws_words) + 1))  # 2q*nb*H
+        cnt = Signal(range(2 * h + 8))
+        ob = Signal(range(2 * k * max(1, pout) + 1))  # output index within the vector
+
+        # ---------------------------------------------------------------- FFT load port
+        lp = fft.load.payload
+        x_shifted = self.i.payload.as_signed() << g
+        last_pair_single = (nb % 2 == 1)
+
+        # MAC write-back into the FFT buffer: Z[m], then Z[k-m] one cycle later.
+        ya_r, ya_i = Signal(signed(G.YQ_BITS)), Signal(signed(G.YQ_BITS))
+        z2_valid = Signal()
+        z2_idx = Signal(L)
+        z2_r, z2_i = Signal(signed(G.ZBUF_BITS)), Signal(signed(G.ZBUF_BITS))
+        res_m = Signal(range(h + 1))
+        zw_valid = Signal()
+        zw_idx = Signal(L)
+        zw_r, zw_i = Signal(signed(G.ZBUF_BITS)), Signal(signed(G.ZBUF_BITS))
+
+        res = cmac.res
+        with m.If(cmac.res_valid & (res.lane == 0)):
+            m.d.sync += [ya_r.eq(res.re), ya_i.eq(res.im)]
+        m.d.sync += z2_valid.eq(0)
+        with m.If(cmac.res_valid & (res.lane == 1)):
+            # Z[m] = (Ar - Bi, Ai + Br) now; Z[k-m] = (Ar + Bi, Br - Ai) next cycle (0 < m < k/2)
+            m.d.comb += [zw_valid.eq(1), zw_idx.eq(res_m), zw_r.eq(ya_r - res.im),
+                         zw_i.eq(ya_i + res.re)]
+            m.d.sync += [z2_valid.eq((res_m != 0) & (res_m != k // 2)), z2_idx.eq(-res_m),
+                         z2_r.eq(ya_r + res.im), z2_i.eq(res.re - ya_i), res_m.eq(res_m + 1)]
+        with m.Elif(z2_valid):
+            m.d.comb += [zw_valid.eq(1), zw_idx.eq(z2_idx), zw_r.eq(z2_r), zw_i.eq(z2_i)]
+
+        # ---------------------------------------------------------------- MAC operands
+        mac_v, mac_first, mac_last, mac_lane = Signal(), Signal(), Signal(), Signal()
+        cp = cmac.inp.payload
+        m.d.comb += [
+            cmac.inp.valid.eq(mac_v),
+            cp.x_re.eq(xs_rd_re.data), cp.x_im.eq(xs_rd_im.data),
+            cp.w_re.eq(ws_rd.data[:16].as_signed()), cp.w_im.eq(ws_rd.data[16:].as_signed()),
+            cp.lane.eq(mac_lane), cp.first.eq(mac_first), cp.last.eq(mac_last),
+        ]
+        issue = Signal()
+        m.d.sync += [mac_v.eq(issue), mac_first.eq(j == 0), mac_last.eq(j == nb - 1),
+                     mac_lane.eq(lane)]
+        m.d.comb += [xs_rd_re.addr.eq(xs_addr), xs_rd_im.addr.eq(xs_addr),
+                     ws_rd.addr.eq(ws_addr + Mux(lane, nb * h, 0))]
+
+        # ---------------------------------------------------------------- split write-back
+        sp_v, sp_sel = Signal(), Signal()
+        sp_m = Signal(range(h + 1))
+        p_r, p_i = Signal(signed(D)), Signal(signed(D))
+        xb_v = Signal()
+        xb_r, xb_i = Signal(signed(D)), Signal(signed(D))
+        xb_addr = Signal(range(nb * h + 1))
+        sat = lambda v: Mux(v > (1 << (D - 1)) - 1, (1 << (D - 1)) - 1,
+                            Mux(v < -(1 << (D - 1)), -(1 << (D - 1)), v))
+        q_r, q_i = fft.rd_data.re, fft.rd_data.im
+        m.d.sync += xb_v.eq(0)
+        with m.If(fft.rd_valid & sp_v & ~sp_sel):
+            m.d.sync += [p_r.eq(q_r), p_i.eq(q_i)]
+        xs_we, xs_wa = Signal(), Signal(range(nb * h + 1))
+        xs_wd_r, xs_wd_i = Signal(signed(D)), Signal(signed(D))
+        pair_base = Signal(range(nb * h + 1))      # 2p*H
+        with m.If(fft.rd_valid & sp_v & sp_sel):
+            # Xa = (Pr + Qr, Pi - Qi) now;  Xb = (Pi + Qi, Qr - Pr) next cycle
+            m.d.comb += [xs_we.eq(1), xs_wa.eq(pair_base + sp_m),
+                         xs_wd_r.eq(sat(p_r + q_r)), xs_wd_i.eq(sat(p_i - q_i))]
+            m.d.sync += [xb_v.eq(1 if not last_pair_single else (p != pin - 1)),
+                         xb_addr.eq(pair_base + h + sp_m),
+                         xb_r.eq(sat(p_i + q_i)), xb_i.eq(sat(q_r - p_r))]
+        with m.Elif(xb_v):
+            m.d.comb += [xs_we.eq(1), xs_wa.eq(xb_addr), xs_wd_r.eq(xb_r), xs_wd_i.eq(xb_i)]
+        m.d.comb += [xs_wr_re.en.eq(xs_we), xs_wr_im.en.eq(xs_we),
+                     xs_wr_re.addr.eq(xs_wa), xs_wr_im.addr.eq(xs_wa),
+                     xs_wr_re.data.eq(xs_wd_r), xs_wr_im.data.eq(xs_wd_i)]
+
+        # ---------------------------------------------------------------- output stage
+        vsel = Signal(signed(D))
+        m.d.comb += vsel.eq(Mux(half, fft.rd_data.im, fft.rd_data.re))
+        y_full = Signal(signed(D + G.E_MAX + bw + 2))
+        m.d.comb += y_full.eq(((vsel << fft.exp) + b_rd.data.as_signed()) >> fe)
+        y_sat = Mux(y_full > 127, 127, Mux(y_full < -128, -128, y_full))
+        if self._layer.attrs["relu"]:
+            y_sat = Mux(y_full < 0, 0, y_sat)
+        m.d.comb += self.o.payload.eq(y_sat)
+
+        # error: nonzero forward block exponent
+        fwd_done = Signal()
+        m.d.sync += fwd_done.eq(0)
+
+        # ---------------------------------------------------------------- sequencer
+        m.d.comb += [fft.rd_req.payload.eq(0), b_rd.addr.eq(ob)]
+        with m.FSM(init="INIT"):
+            with m.State("INIT"):
+                m.d.sync += [p.eq(0), half.eq(0), n.eq(0), pair_base.eq(0)]
+                m.next = "LOAD"
+
+            with m.State("LOAD"):
+                m.d.comb += [self.i.ready.eq(1), fft.load.valid.eq(self.i.valid),
+                             lp.index.eq(n)]
+                if last_pair_single:
+                    single = (p == pin - 1)
+                else:
+                    single = 0
+                m.d.comb += [
+                    lp.re.eq(Mux(half, 0, x_shifted)), lp.im.eq(Mux(half, x_shifted, 0)),
+                    lp.we_re.eq(~half), lp.we_im.eq(half | single),
+                ]
+                with m.If(self.i.valid):
+                    m.d.sync += n.eq(n + 1)
+                    with m.If(n == k - 1):
+                        m.d.sync += [n.eq(0), half.eq(~half)]
+                        with m.If(half | single):
+                            m.d.sync += half.eq(0)
+                            m.next = "FFT"
+
+            with m.State("FFT"):
+                m.d.comb += [fft.start.valid.eq(1), fft.start.payload.inverse.eq(0)]
+                m.next = "FFT_WAIT"
+
+            with m.State("FFT_WAIT"):
+                with m.If(~fft.busy):
+                    m.d.sync += [cnt.eq(0), fwd_done.eq(1)]
+                    m.next = "SPLIT"
+
+            with m.State("SPLIT"):
+                # reads: P = Z[m] at even cnt, Q = Z[(k-m) mod k] at odd cnt
+                rm = cnt >> 1
+                m.d.comb += [fft.rd_req.valid.eq(cnt < 2 * h),
+                             fft.rd_req.payload.eq(Mux(cnt[0], -rm, rm))]
+                m.d.sync += [cnt.eq(cnt + 1), sp_v.eq(cnt < 2 * h), sp_sel.eq(cnt[0]),
+                             sp_m.eq(rm)]
+                with m.If(cnt == 2 * h + 2):
+                    m.d.sync += [sp_v.eq(0), p.eq(p + 1), pair_base.eq(pair_base + 2 * h)]
+                    with m.If(p == pin - 1):
+                        m.d.sync += [q.eq(0), ws_base.eq(0)]
+                        m.next = "MAC_INIT"
+                    with m.Else():
+                        m.next = "LOAD"
+
+            with m.State("MAC_INIT"):
+                m.d.sync += [mm.eq(0), j.eq(0), lane.eq(0), xs_addr.eq(0), ws_addr.eq(ws_base),
+                             res_m.eq(0), cnt.eq(0)]
+                m.next = "MAC"
+
+            with m.State("MAC"):
+                m.d.comb += issue.eq(1)
+                m.d.sync += lane.eq(~lane)
+                with m.If(lane):
+                    m.d.sync += [j.eq(j + 1), xs_addr.eq(xs_addr + h), ws_addr.eq(ws_addr + h)]
+                    with m.If(j == nb - 1):
+                        # next bin: back to block 0
+                        m.d.sync += [j.eq(0), mm.eq(mm + 1), xs_addr.eq(mm + 1),
+                                     ws_addr.eq(ws_base + mm + 1)]
+                        with m.If(mm == h - 1):
+                            m.next = "MAC_DRAIN"
+
+            with m.State("MAC_DRAIN"):
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == MAC_DRAIN - 1):
+                    m.next = "IFFT"
+
+            with m.State("IFFT"):
+                m.d.comb += [fft.start.valid.eq(1), fft.start.payload.inverse.eq(1)]
+                m.next = "IFFT_WAIT"
+
+            with m.State("IFFT_WAIT"):
+                with m.If(~fft.busy):
+                    m.d.sync += [n.eq(0), half.eq(0)]
+                    m.next = "OUT_PRIME"
+
+            with m.State("OUT_PRIME"):
+                # present the first read address (element n of lane `half`)
+                m.d.comb += [fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(n)]
+                m.next = "OUT"
+
+            with m.State("OUT"):
+                m.d.comb += self.o.valid.eq(1)
+                last_lane = (2 * q + 1 >= nbo) if nbo % 2 else 0
+                nxt = Signal(range(k + 1))
+                m.d.comb += [nxt.eq(Mux(self.o.ready, n + 1, n)),
+                             fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(nxt),
+                             b_rd.addr.eq(ob + self.o.ready)]
+                with m.If(self.o.ready):
+                    m.d.sync += [n.eq(n + 1), ob.eq(ob + 1)]
+                    with m.If(n == k - 1):
+                        m.d.sync += [n.eq(0), half.eq(~half)]
+                        with m.If(half | last_lane):
+                            m.d.sync += [half.eq(0), q.eq(q + 1), ws_base.eq(ws_base + 2 * nb * h)]
+                            with m.If(q == pout - 1):
+                                m.d.sync += ob.eq(0)
+                                m.next = "INIT"
+                            with m.Else():
+                                m.next = "MAC_INIT"
+                        with m.Else():
+                            m.next = "OUT_PRIME"
+
+        # The FFT load port: input elements in LOAD, Z words from the MAC otherwise.
+        with m.If(zw_valid):
+            m.d.comb += [fft.load.valid.eq(1), lp.index.eq(zw_idx), lp.re.eq(zw_r), lp.im.eq(zw_i),
+                         lp.we_re.eq(1), lp.we_im.eq(1)]
+        err = Signal()
+        with m.If(fwd_done & (fft.exp != 0)):
+            m.d.sync += err.eq(1)
+        m.d.comb += self.error.eq(err)
+        return m
