@@ -48,19 +48,21 @@ MAC_DRAIN = 1 + CMAC_LATENCY + 2
 def bc_cycles(k, n_in, n_out):
     """Cycles per vector of :class:`BCEngine` (input always valid, output always ready).
 
-    Per input pair: 2k loads (k if the pair has one block) + 1 start +
-    fft_cycles(k) + 2H + 2 split cycles + 1; per output pair: 2*nb*H MAC
-    issues + MAC_DRAIN + 1 start + fft_cycles(k) + one cycle per output + 1.
-    Measured in RTL simulation by bench/bench_bc.py and tests/test_bc_engine.py.
+    With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
+    nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
+
+        in + P*(fc + 2H + 5) + Q*(2*nb*H + fc + 10) + nbo + out + 1
+
+    (per input pair: load, start, transform, 2H split reads + drain; per
+    output pair: 2*nb*H MAC issues, drain, start, inverse transform, one
+    priming cycle per output block and one cycle per output).  Measured in RTL
+    simulation by tests/test_bc_engine.py and bench/bench_bc.py.
     """
-    L = G.log2k(k)
     h = k // 2 + 1
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    c_in = n_in + pin * (1 + 1 + fc + 2 * h + 2)
-    c_out = pout * (2 * nb * h + MAC_DRAIN + 1 + 1 + fc + 1) + n_out
-    return c_in + c_out
+    return n_in + pin * (fc + 2 * h + 5) + pout * (2 * nb * h + fc + 10) + nbo + n_out + 1
 
 
 def _reject(obj, exc):
