@@ -51,7 +51,7 @@ def bc_cycles(k, n_in, n_out):
     With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
     nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
 
-        in + P*(fc + 2H + 5) + Q*(2*nb*H + fc + 10) + nbo + out + 1
+        in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 10) + nbo + out + 1
 
     (per input pair: load, start, transform, 2H split reads + drain; per
     output pair: 2*nb*H MAC issues, drain, start, inverse transform, one
@@ -62,7 +62,7 @@ def bc_cycles(k, n_in, n_out):
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    return n_in + pin * (fc + 2 * h + 5) + pout * (2 * nb * h + fc + 10) + nbo + n_out + 1
+    return n_in + pin * (fc + 2 * h + 6) + pout * (2 * nb * h + fc + 10) + nbo + n_out + 1
 
 
 def _reject(obj, exc):
@@ -299,19 +299,25 @@ class BCEngine(wiring.Component):
         xb_addr = Signal(range(nb * h + 1))
         sat = lambda v: Mux(v > (1 << (D - 1)) - 1, (1 << (D - 1)) - 1,
                             Mux(v < -(1 << (D - 1)), -(1 << (D - 1)), v))
-        q_r, q_i = fft.rd_data.re, fft.rd_data.im
         m.d.sync += xb_v.eq(0)
         with m.If(fft.rd_valid & sp_v & ~sp_sel):
-            m.d.sync += [p_r.eq(q_r), p_i.eq(q_i)]
+            m.d.sync += [p_r.eq(fft.rd_data.re), p_i.eq(fft.rd_data.im)]
+        # Q is registered first (keeps the memory read path short), combined one cycle later.
+        q_r, q_i = Signal(signed(D)), Signal(signed(D))
+        xa_v = Signal()
+        xa_m = Signal(range(h + 1))
+        m.d.sync += xa_v.eq(fft.rd_valid & sp_v & sp_sel)
+        with m.If(fft.rd_valid & sp_v & sp_sel):
+            m.d.sync += [q_r.eq(fft.rd_data.re), q_i.eq(fft.rd_data.im), xa_m.eq(sp_m)]
         xs_we, xs_wa = Signal(), Signal(range(nb * h + 1))
         xs_wd_r, xs_wd_i = Signal(signed(D)), Signal(signed(D))
         pair_base = Signal(range(nb * h + 1))      # 2p*H
-        with m.If(fft.rd_valid & sp_v & sp_sel):
+        with m.If(xa_v):
             # Xa = (Pr + Qr, Pi - Qi) now;  Xb = (Pi + Qi, Qr - Pr) next cycle
-            m.d.comb += [xs_we.eq(1), xs_wa.eq(pair_base + sp_m),
+            m.d.comb += [xs_we.eq(1), xs_wa.eq(pair_base + xa_m),
                          xs_wd_r.eq(sat(p_r + q_r)), xs_wd_i.eq(sat(p_i - q_i))]
             m.d.sync += [xb_v.eq(1 if not last_pair_single else (p != pin - 1)),
-                         xb_addr.eq(pair_base + h + sp_m),
+                         xb_addr.eq(pair_base + h + xa_m),
                          xb_r.eq(sat(p_i + q_i)), xb_i.eq(sat(q_r - p_r))]
         with m.Elif(xb_v):
             m.d.comb += [xs_we.eq(1), xs_wa.eq(xb_addr), xs_wd_r.eq(xb_r), xs_wd_i.eq(xb_i)]
@@ -327,7 +333,10 @@ class BCEngine(wiring.Component):
         y_sat = Mux(y_full > 127, 127, Mux(y_full < -128, -128, y_full))
         if self._layer.attrs["relu"]:
             y_sat = Mux(y_full < 0, 0, y_sat)
-        m.d.comb += self.o.payload.eq(y_sat)
+        y_reg = Signal(signed(8))
+        m.d.comb += self.o.payload.eq(y_reg)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
 
         # error: nonzero forward block exponent
         fwd_done = Signal()
@@ -375,7 +384,7 @@ class BCEngine(wiring.Component):
                              fft.rd_req.payload.eq(Mux(cnt[0], -rm, rm))]
                 m.d.sync += [cnt.eq(cnt + 1), sp_v.eq(cnt < 2 * h), sp_sel.eq(cnt[0]),
                              sp_m.eq(rm)]
-                with m.If(cnt == 2 * h + 2):
+                with m.If(cnt == 2 * h + 3):
                     m.d.sync += [sp_v.eq(0), p.eq(p + 1), pair_base.eq(pair_base + 2 * h)]
                     with m.If(p == pin - 1):
                         m.d.sync += [q.eq(0), ws_base.eq(0)]
@@ -420,14 +429,16 @@ class BCEngine(wiring.Component):
                 m.next = "OUT"
 
             with m.State("OUT"):
-                m.d.comb += self.o.valid.eq(1)
+                # the value for element n is at the memory outputs; it moves into the
+                # output register when that is free (or being emptied this cycle)
+                adv = ~self.o.valid | self.o.ready
                 last_lane = (2 * q + 1 >= nbo) if nbo % 2 else 0
                 nxt = Signal(range(k + 1))
-                m.d.comb += [nxt.eq(Mux(self.o.ready, n + 1, n)),
+                m.d.comb += [nxt.eq(Mux(adv, n + 1, n)),
                              fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(nxt),
-                             b_rd.addr.eq(ob + self.o.ready)]
-                with m.If(self.o.ready):
-                    m.d.sync += [n.eq(n + 1), ob.eq(ob + 1)]
+                             b_rd.addr.eq(ob + adv)]
+                with m.If(adv):
+                    m.d.sync += [y_reg.eq(y_sat), self.o.valid.eq(1), n.eq(n + 1), ob.eq(ob + 1)]
                     with m.If(n == k - 1):
                         m.d.sync += [n.eq(0), half.eq(~half)]
                         with m.If(half | last_lane):

@@ -24,11 +24,11 @@ from ..sw.golden_bc import (DATA_BITS, TW_FRAC, ZBUF_BITS, E_MAX, Z_LIMIT, twidd
 __all__ = ["FFTUnit", "FFT_PIPELINE", "fft_cycles", "load_layout", "result_layout"]
 
 #: Cycles from issuing a butterfly to its write-back (the drain between stages).
-FFT_PIPELINE = 4
+FFT_PIPELINE = 5
 
 
 def fft_cycles(k):
-    """Cycles ``busy`` stays high after an accepted ``start``: L * (k/2 + 4)."""
+    """Cycles ``busy`` stays high after an accepted ``start``: L * (k/2 + 5)."""
     return log2k(k) * (k // 2 + FFT_PIPELINE)
 
 
@@ -41,11 +41,6 @@ def load_layout(k):
 def result_layout():
     """Payload of :attr:`FFTUnit.rd_data`: re, im (16-bit)."""
     return data.StructLayout({"re": signed(DATA_BITS), "im": signed(DATA_BITS)})
-
-
-def _rshift_const(v, s, width):
-    """Round-half-up arithmetic right shift by the constant ``s`` >= 1, truncated to ``width``."""
-    return ((v + (1 << (s - 1))) >> s)[:width].as_signed()
 
 
 def _rshift(v, amount, width):
@@ -257,12 +252,20 @@ class FFTUnit(wiring.Component):
         q_r, q_i = Signal(signed(2 * D + 1)), Signal(signed(2 * D + 1))
         a3_r, a3_i = Signal(signed(D)), Signal(signed(D))
         m.d.sync += [q_r.eq(p1 - p2), q_i.eq(p3 + p4), a3_r.eq(a2_r), a3_i.eq(a2_i)]
-        # c4: butterfly with one rounding per output, write-back
-        def bfly(a, q, sign):
+        # c4: butterfly sums with the rounding constant of the stage's shift (14 or 15)
+        rnd = Mux(inverse, 1 << TW_FRAC, 1 << (TW_FRAC - 1))
+        sums = []
+        for a, q, sign, name in ((a3_r, q_r, 1, "lo_r"), (a3_i, q_i, 1, "lo_i"),
+                                 (a3_r, q_r, -1, "hi_r"), (a3_i, q_i, -1, "hi_i")):
+            u4 = Signal(signed(2 * D + 3), name=f"u4_{name}")
             full = (a.as_signed() << TW_FRAC) + (q if sign > 0 else -q)
-            return Mux(inverse, _rshift_const(full, TW_FRAC + 1, D), _rshift_const(full, TW_FRAC, D))
-        out_lo = (bfly(a3_r, q_r, 1), bfly(a3_i, q_i, 1))
-        out_hi = (bfly(a3_r, q_r, -1), bfly(a3_i, q_i, -1))
+            m.d.sync += u4.eq(full + rnd)
+            sums.append(u4)
+        # c5: floor shift by 14 (forward) or 15 (inverse), write-back
+        def fin(u4):
+            return Mux(inverse, u4[TW_FRAC + 1:TW_FRAC + 1 + D], u4[TW_FRAC:TW_FRAC + D]).as_signed()
+        out_lo = (fin(sums[0]), fin(sums[1]))
+        out_hi = (fin(sums[2]), fin(sums[3]))
         wpar = par_t[-1]
         for b in (0, 1):
             for j, p in enumerate(("re", "im")):
