@@ -76,8 +76,10 @@ def _generate_model(model_dir, out, pes):
     if not 1 <= pes <= 1024:
         raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(model_dir)
+    from .bc_engine import BCEngine
     builders = {"sd_linear": lambda l: SDEngine.from_layer(l, pes),
-                "dense_linear": lambda l: DenseEngine.from_layer(l)}
+                "dense_linear": lambda l: DenseEngine.from_layer(l),
+                "bc_linear": lambda l: BCEngine(l)}
     for layer in model.layers:
         if layer.kind not in builders:
             raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no engine generator "
