@@ -38,7 +38,7 @@ from ..sw import golden_bc as G
 from .fft import FFTUnit, fft_cycles
 from .cmac import ComplexMAC, CMAC_LATENCY, cmac_min_acc_width
 
-__all__ = ["BCEngine", "bc_cycles", "write_images", "spectra_images"]
+__all__ = ["BCEngine", "bc_cycles", "write_images", "memory_images", "spectra_images"]
 
 #: Cycles after the last MAC issue until the last Z word is in the FFT buffer
 #: (read, CMAC pipeline, Hermitian partner write).
@@ -98,33 +98,40 @@ def _bias_width(b):
     return max(2, lim.bit_length() + 1)
 
 
-def write_images(layer, out_dir):
-    """Write the layer's memory images (``<name>.ws.hex``, ``<name>.bias.hex``) and a JSON summary.
-
-    Each ``.hex`` file has one word per line in hexadecimal ($readmemh
-    format); the JSON names the widths, depths and datapath constants.
-    Returns the list of written paths.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def memory_images(layer):
+    """``{name: (width, words, layout)}`` of the engine's ROMs, exactly as the RTL holds them."""
     images = spectra_images(layer)
     c = G.layer_constants(layer)
-    paths = []
-    for key, (width, words) in images.items():
-        p = out_dir / f"{layer.name}.{key}.hex"
-        digits = (width + 3) // 4
-        p.write_text("".join(f"{w:0{digits}x}\n" for w in words))
-        paths.append(p)
+    h = c["k"] // 2 + 1
+    return {
+        "ws": (32, images["ws"][1],
+               f"word ((i*{c['nb']} + j)*{h} + m) = weight spectrum W_ij[m]: re at bits [0, 16), "
+               f"im at [16, 32), signed; block rows padded to an even count with zeros"),
+        "bias": (images["bias"][0], images["bias"][1],
+                 f"adjusted bias b'[o] = floor((bias[o] + 2^(out_shift-1)) / 2^(out_shift - {c['fe']})), "
+                 f"signed {images['bias'][0]}-bit two's complement"),
+    }
+
+
+def write_images(layer, out_dir):
+    """Write the layer's memory images (``<name>.ws.hex``, ``<name>.bias.hex``) and ``<name>.bc.json``.
+
+    The ``.hex`` files are ``$readmemh`` text (:mod:`sparrow.hw.images`); the
+    JSON names widths, depths, layouts and the datapath constants.  Returns
+    the list of written paths.
+    """
+    from .images import write_images as write_hex
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    described = write_hex(memory_images(layer), out_dir, layer.name)
+    c = G.layer_constants(layer)
     meta = {"layer": layer.name, "kind": layer.kind, "k": c["k"], "in": layer.attrs["in"],
             "out": layer.attrs["out"], "input_shift": c["g"], "frac_bits": c["fe"],
-            "mac_shift": c["s1"], "relu": bool(layer.attrs["relu"]),
-            "images": {key: {"file": f"{layer.name}.{key}.hex", "width": w, "depth": len(words)}
-                       for key, (w, words) in images.items()},
+            "mac_shift": c["s1"], "relu": bool(layer.attrs["relu"]), "images": described,
             "cycles_per_vector": bc_cycles(c["k"], layer.attrs["in"], layer.attrs["out"])}
     p = out_dir / f"{layer.name}.bc.json"
     p.write_text(json.dumps(meta, indent=2) + "\n")
-    paths.append(p)
-    return paths
+    return [out_dir / d["file"] for d in described.values()] + [p]
 
 
 class BCEngine(wiring.Component):
@@ -203,6 +210,20 @@ class BCEngine(wiring.Component):
         return self._k
 
     @property
+    def lanes(self):
+        """Output blocks computed together (a pair, interleaved on one complex MAC)."""
+        return 2
+
+    @property
+    def acc_width(self):
+        """Width of the complex MAC accumulators."""
+        return max(34, cmac_min_acc_width(self._c["nb"], self._c["s1"]))
+
+    def memory_images(self):
+        """``{name: (width, words, layout)}`` of the ROMs (for ``sparrow generate``)."""
+        return memory_images(self._layer)
+
+    @property
     def cycles_per_vector(self):
         return bc_cycles(self._k, self._n_in, self._n_out)
 
@@ -216,8 +237,7 @@ class BCEngine(wiring.Component):
         D = G.DATA_BITS
 
         m.submodules.fft = fft = FFTUnit(k)
-        acc_width = max(34, cmac_min_acc_width(nb, c["s1"]))
-        m.submodules.cmac = cmac = ComplexMAC(acc_width, c["s1"], G.YQ_BITS, 2)
+        m.submodules.cmac = cmac = ComplexMAC(self.acc_width, c["s1"], G.YQ_BITS, 2)
 
         # Spectrum RAM of the input blocks, weight spectra ROM, adjusted bias ROM.
         xs_re = Memory(shape=signed(D), depth=nb * h, init=[])

@@ -46,6 +46,7 @@ def test_images(tmp_path):
     meta = json.loads((tmp_path / "fc.bc.json").read_text())
     c = golden_bc.layer_constants(lay)
     words = [int(s, 16) for s in (tmp_path / "fc.ws.hex").read_text().split()]
+    assert BCEngine(lay).memory_images()["ws"][1] == words
     assert len(words) == meta["images"]["ws"]["depth"] == 4 * 2 * 5      # 3 block rows padded to 4
     sx = lambda v: v - (1 << 16) if v >> 15 else v
     re = np.array([sx(w & 0xFFFF) for w in words]).reshape(4, 2, 5)
