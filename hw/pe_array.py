@@ -25,7 +25,7 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import ShiftAddPE, PE_LATENCY, _check_int
+from .pe import ShiftAddPE, RunningPE, PE_LATENCY, _check_int
 
 __all__ = ["code_width", "encode_code", "DrainChain", "PEArray", "OutputStage", "rshift_sat"]
 
@@ -106,10 +106,13 @@ class PEArray(_Validated):
     """P shift-add PEs with a broadcast activation and a drain chain.
 
     Each cycle with ``valid``, PE p adds ``code_p * z`` (code layout in the
-    module docstring).  The first entry after reset or after a ``last`` starts
-    new sums; an entry with ``last`` ends them: the P sums are loaded into the
-    drain chain ``ARRAY_LATENCY`` (= 4) edges after the entry was taken, and
-    leave on ``o`` (PE 0 first), one per cycle.  ``can_last`` says whether an
+    module docstring) to its running sum (:class:`~sparrow.hw.pe.RunningPE`,
+    never cleared, wrapping modulo ``2^acc_width``).  An entry with ``last``
+    ends a block: the P running sums are snapshot into the drain chain
+    ``ARRAY_LATENCY`` (= 4) edges after the entry was taken and leave on ``o``
+    (PE 0 first), one per cycle.  A block's sums are the differences of
+    consecutive snapshots (:class:`OutputStage` with ``running=True``), exact
+    when each block sum fits ``acc_width`` signed bits.  ``can_last`` says whether an
     entry with ``last`` may be given this cycle: it is low while an earlier
     ``last`` is in flight or the chain would still hold words at load time.
     Entries without ``last`` are always taken.
@@ -170,31 +173,25 @@ class PEArray(_Validated):
         # Broadcast register: z fans out to every PE from here.
         bz = Signal(signed(self._act_width))
         bcodes = Signal(P * cw)
-        bvalid, blast, bclear = Signal(), Signal(), Signal()
-        first = Signal(init=1)
-        m.d.sync += [bz.eq(self.z), bcodes.eq(self.codes), bvalid.eq(self.valid),
-                     blast.eq(self.valid & self.last), bclear.eq(self.valid & first)]
-        with m.If(self.valid):
-            m.d.sync += first.eq(self.last)
+        bvalid = Signal()
+        m.d.sync += [bz.eq(self.z), bcodes.eq(self.codes), bvalid.eq(self.valid)]
+        # A block's last entry: taken at e0, its term in the PE's term register at e1,
+        # in the accumulator at e2; the chain snapshots the accumulators at e3.
+        last_pipe = Signal(3)
+        m.d.sync += last_pipe.eq(Cat(self.valid & self.last, last_pipe[:-1]))
 
         accs = []
-        done = None
         for p in range(P):
-            pe = ShiftAddPE(self._act_width, eb, self._acc_width, max_terms=1)
+            pe = RunningPE(self._act_width, eb, self._acc_width)
             m.submodules[f"pe{p}"] = pe
             code = bcodes[p * cw:(p + 1) * cw]
             m.d.comb += [pe.act.eq(bz), pe.exp.eq(code[:eb]), pe.sign.eq(code[eb]),
-                         pe.zero.eq(~code[eb + 1]), pe.valid.eq(bvalid), pe.clear.eq(bclear),
-                         pe.last.eq(blast)]
+                         pe.nz.eq(code[eb + 1]), pe.valid.eq(bvalid)]
             accs.append(pe.acc)
-            if done is None:
-                done = pe.out_valid
-        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done)]
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[2])]
         wiring.connect(m, wiring.flipped(self.o), chain.o)
         m.d.comb += self.overrun.eq(chain.overrun)
 
-        # A last taken now loads the chain ARRAY_LATENCY edges later; the chain
-        # must be empty by then, and one last at a time may be in flight.
         # Taken at edge e0, loaded at edge e3: the chain shifts at e0..e2, so it
         # must hold at most 3 words now.
         edges = self.ARRAY_LATENCY - 1
@@ -248,6 +245,10 @@ class OutputStage(_Validated):
     out_shift : int
         0..31.
     relu : bool
+    running : bool
+        The sums are running-sum snapshots (the PE array's): each lane's block
+        sum is its snapshot minus the lane's previous snapshot (kept in a
+        ``lanes``-deep RAM, initially 0), modulo ``2^acc_width``.
 
     Members
     -------
@@ -257,10 +258,10 @@ class OutputStage(_Validated):
         Cannot stall: ``o.ready`` is ignored.
     """
 
-    def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu):
-        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu)
+    def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running=False):
+        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running)
 
-    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu):
+    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running):
         _check_int(acc_width, "Accumulator width", 1, 128)
         _check_int(lanes, "Lane count", 1, 4096)
         _check_int(rows, "Row count", 1, 1 << 20)
@@ -275,7 +276,7 @@ class OutputStage(_Validated):
         self._acc_width, self._lanes, self._rows, self._tile_rows = acc_width, lanes, rows, tile_rows
         rnd = (1 << (out_shift - 1)) if out_shift else 0
         self._bias = [b + rnd for b in bias]
-        self._out_shift, self._relu = out_shift, bool(relu)
+        self._out_shift, self._relu, self._running = out_shift, bool(relu), bool(running)
         self._bias_width = max(max(abs(b) for b in self._bias).bit_length() + 1, 2)
         return {
             "i": In(stream.Signature(signed(acc_width))),
@@ -312,10 +313,20 @@ class OutputStage(_Validated):
                 m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
         m.d.comb += rd.addr.eq(row)
 
-        # Edge 1: sum and bias word arrive together; edge 2: add; edge 3: shift/clamp.
+        # Edge 1: sum and bias word (and previous snapshot) arrive together; edge 2:
+        # add; edge 3: shift/clamp.
         acc1 = Signal(signed(self._acc_width))
         v1 = Signal()
-        m.d.sync += [acc1.eq(self.i.payload), v1.eq(keep)]
+        m.d.sync += v1.eq(keep)
+        if self._running:
+            m.submodules.prev = prev = Memory(shape=self._acc_width, depth=L, init=[])
+            pw, pr = prev.write_port(), prev.read_port()    # read port: old value on a write
+            snap = Signal(signed(self._acc_width))
+            m.d.sync += snap.eq(self.i.payload)
+            m.d.comb += [pr.addr.eq(lane), pw.addr.eq(lane), pw.data.eq(self.i.payload),
+                         pw.en.eq(self.i.valid), acc1.eq((snap - pr.data)[:self._acc_width])]
+        else:
+            m.d.sync += acc1.eq(self.i.payload)
         total = Signal(signed(max(self._acc_width, bw) + 1))
         v2 = Signal()
         m.d.sync += [total.eq(acc1 + rd.data), v2.eq(v1)]

@@ -148,7 +148,8 @@ class SDEngine(_Validated):
         self._basis_unit = BasisUnit(k, n_in, basis, basis_shift, z_bits)
         self._acc_width = sd_acc_width(s, e, z_bits)
         self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width)
-        self._post = OutputStage(self._acc_width, pes, n_out, n_out // tiles, bias, out_shift, relu)
+        self._post = OutputStage(self._acc_width, pes, n_out, n_out // tiles, bias, out_shift, relu,
+                                  running=True)
         self._words, self._tile_ends, self._col_bits = sd_program(s, e, tiles, pes)
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
         self._z_bits = z_bits

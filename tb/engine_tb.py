@@ -89,3 +89,29 @@ async def engine_vectors(dut):
                                  f"{expected[v, r]} ({len(bad)} mismatches of {y.size}); "
                                  f"input {x[v].tolist()[:16]}{' ...' if n_in > 16 else ''}")
     dut._log.info("%s: %d vectors, %d cycles (%.1f per vector)", label, n, cycles, cycles / n)
+
+
+@cocotb.test()
+async def engine_free_run(dut):
+    """Speed probe: the engine runs ``$ENGINE_TB_CYCLES`` cycles on a constant input stream.
+
+    The clock is a cocotb ``Clock`` and Python touches nothing per cycle, so
+    the wall time measures the simulator itself.  Writes ``$ENGINE_TB_OUT``
+    with ``cycles`` and ``seconds`` (
+    the values are checked by ``engine_vectors``).
+    """
+    import time
+    cycles = int(os.environ["ENGINE_TB_CYCLES"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.i__valid.value = 1
+    dut.i__payload.value = 0x35
+    dut.o__ready.value = 1
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    start = time.perf_counter()
+    await ClockCycles(dut.clk, cycles)
+    seconds = time.perf_counter() - start
+    assert not int(dut.error.value), "engine error flag set"
+    np.savez(os.environ["ENGINE_TB_OUT"], cycles=cycles, seconds=seconds)
+    dut._log.info("%d cycles in %.2f s: %.0f cycles/s", cycles, seconds, cycles / seconds)

@@ -56,13 +56,28 @@ def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, 
     try:
         run_cocotb(sim_verilog(engine, name), name, "sparrow.tb.engine_tb", simulator,
                    extra_env={"ENGINE_TB_DATA": tmp / "in.npz", "ENGINE_TB_OUT": tmp / "out.npz"},
-                   test_dir=tmp / "run", log_file=log)
+                   test_dir=tmp / "run", log_file=log, testcase="engine_vectors")
     except SimulationFailed as exc:     # keep the folder for the post-mortem
         raise SimulationFailed(f"{exc}: {_first_failure(log)} (log: {log})") from None
     out = np.load(tmp / "out.npz")
     y, cycles = out["y"].astype(np.int8), int(out["cycles"])
     shutil.rmtree(tmp, ignore_errors=True)
     return y, cycles
+
+
+def engine_speed(engine, simulator, cycles=200_000, name="engine"):
+    """Simulated cycles per second of ``engine`` running free (clock from cocotb, no Python per cycle)."""
+    from .runner import run_cocotb, project_build_dir
+    work = project_build_dir() / "sim"
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}-speed-", dir=work))
+    run_cocotb(sim_verilog(engine, name), name, "sparrow.tb.engine_tb", simulator,
+               extra_env={"ENGINE_TB_CYCLES": cycles, "ENGINE_TB_OUT": tmp / "out.npz"},
+               test_dir=tmp / "run", log_file=tmp / "sim.log", testcase="engine_free_run")
+    out = np.load(tmp / "out.npz")
+    speed = float(out["cycles"]) / float(out["seconds"])
+    shutil.rmtree(tmp, ignore_errors=True)
+    return speed
 
 
 def _first_failure(log):

@@ -1,0 +1,172 @@
+"""Benchmark: the sd_linear engine against the dense int8 engine on the same board.
+
+For each board: one realistic sparse SmartDeal layer and a dense layer of the
+same shape; each engine is
+
+* simulated in Verilator (bit-exact against the golden model, cycles per
+  vector measured over a batch, inputs back to back),
+* placed and routed with ``sparrow.fpga.build.build_design`` (resources, fmax),
+
+and the table prints dense-equivalent throughput
+``in * out * fmax / cycles_per_vector`` (MAC/s) and the SD/dense ratio, plus
+the Verilator speed of the SD engine (cycles/s, clock from cocotb, no Python
+per cycle).
+
+    python -m sparrow.bench.bench_sd [--boards icebreaker,ulx3s-85f] [--pes-ice40 56]
+                                     [--pes-ecp5 768] [--no-build] [--out build/bench/sd]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sparrow.modeldir import Layer
+
+# board -> layer shape and engine sizes
+CONFIGS = {
+    "icebreaker": {"in": 96, "out": 112, "k": 4, "dense_lanes": 8},
+    "ulx3s-85f": {"in": 128, "out": 1536, "k": 4, "dense_lanes": 128},
+}
+BLOCK_DENSITY = 0.25     # fraction of P x 1 coefficient blocks kept (block-pruned C)
+INNER_DENSITY = 0.6      # nonzeros inside a kept block
+
+
+def realistic_sd_layer(rng, n_in, n_out, k, pes):
+    """A SmartDeal layer as the compressor produces it: C pruned in P x 1 blocks, pow2 values."""
+    blocks = -(-n_out // pes)
+    keep = rng.random((blocks, n_in)) < BLOCK_DENSITY
+    mask = np.repeat(keep, pes, axis=0)[:n_out] & (rng.random((n_out, n_in)) < INNER_DENSITY)
+    sign = (rng.choice([-1, 1], size=(n_out, n_in)) * mask).astype(np.int8)
+    exp = np.minimum(rng.geometric(0.45, size=(n_out, n_in)) - 1, 7).astype(np.uint8)
+    basis = rng.integers(-128, 128, size=(1, n_in // k, k, k)).astype(np.int8)
+    return Layer("sd", "sd_linear",
+                 {"in": n_in, "out": n_out, "k": k, "basis_shift": 8, "out_shift": 9, "relu": True,
+                  "z_bits": 8},
+                 {"basis": basis, "coef_sign": sign, "coef_exp": exp,
+                  "bias": rng.integers(-2000, 2000, size=n_out).astype(np.int32)})
+
+
+def dense_layer(rng, n_in, n_out):
+    return Layer("dense", "dense_linear", {"in": n_in, "out": n_out, "out_shift": 12, "relu": True},
+                 {"weight": rng.integers(-128, 128, size=(n_out, n_in)).astype(np.int8),
+                  "bias": rng.integers(-2000, 2000, size=n_out).astype(np.int32)})
+
+
+def _cycles(engine, layer, x, forward):
+    from sparrow.tb.model_sim import run_engine
+    expected = forward(layer, x)
+    y, cycles = run_engine(engine, x, "verilator", label=layer.name, expected=expected,
+                           name=f"bench_{layer.name}")
+    assert (y == expected).all()
+    return cycles / len(x)
+
+
+def _fmt_util(report, field):
+    u = report["utilization"].get(field)
+    return f"{u['used']}/{u['available']}" if u else "-"
+
+
+def run_board(board, pes, args, rng):
+    from sparrow.hw.dense_engine import DenseEngine
+    from sparrow.hw.sd_engine import SDEngine
+    from sparrow.sw import golden
+    cfg = CONFIGS[board]
+    n_in, n_out = cfg["in"], cfg["out"]
+    sd = realistic_sd_layer(rng, n_in, n_out, cfg["k"], pes)
+    dn = dense_layer(rng, n_in, n_out)
+    x = rng.integers(-128, 128, size=(args.vectors, n_in)).astype(np.int8)
+    row = {"board": board, "in": n_in, "out": n_out, "pes": pes, "dense_lanes": cfg["dense_lanes"],
+           "nonzeros": int((sd.params["coef_sign"] != 0).sum())}
+    sd_engine = SDEngine.from_layer(sd, pes)
+    row["sd_entries"] = sd_engine.entries
+    row["sd_cycles"] = _cycles(sd_engine, sd, x, golden.sd_linear_forward)
+    row["dense_cycles"] = _cycles(DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x,
+                                  golden.dense_linear_forward)
+    if args.speed:
+        from sparrow.tb.model_sim import engine_speed
+        row["verilator_cycles_per_s"] = engine_speed(SDEngine.from_layer(sd, pes), "verilator",
+                                                     cycles=args.speed, name="bench_sd_speed")
+    if args.build:
+        from sparrow.fpga.build import build_design
+        out = Path(args.out) / board
+        for name, eng in (("sd", SDEngine.from_layer(sd, pes)),
+                          ("dense", DenseEngine.from_layer(dn, cfg["dense_lanes"]))):
+            try:
+                rep = build_design(eng, board, out / name, name=f"{name}_{board.replace('-', '_')}",
+                                   extra={"pes": pes})
+            except Exception as exc:        # a design that does not fit is a result too
+                row[f"{name}_error"] = str(exc)
+                continue
+            row[f"{name}_report"] = {"utilization": rep["utilization"], "fmax_mhz": rep["fmax_mhz"]}
+            row[f"{name}_fmax"] = min(f["achieved"] for f in rep["fmax_mhz"].values())
+    macs = n_in * n_out
+    for name in ("sd", "dense"):
+        f = row.get(f"{name}_fmax")
+        if f:
+            row[f"{name}_gmacs"] = macs * f * 1e6 / row[f"{name}_cycles"] / 1e9
+    if row.get("sd_gmacs") and row.get("dense_gmacs"):
+        row["ratio"] = row["sd_gmacs"] / row["dense_gmacs"]
+    row["ratio_per_cycle"] = row["dense_cycles"] / row["sd_cycles"]
+    return row
+
+
+def print_table(rows):
+    print()
+    print("| board | engine | layer | units | LC/LUT | FF | DSP | BRAM | fmax MHz | cycles/vector "
+          "| dense-equiv GMAC/s | SD/dense |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        for name in ("sd", "dense"):
+            rep = r.get(f"{name}_report")
+            lut = "-"
+            if rep:
+                lut = _fmt_util(rep, "lc") if "lc" in rep["utilization"] else _fmt_util(rep, "lut")
+            units = f"{r['pes']} PEs" if name == "sd" else f"{r['dense_lanes']} MACs"
+            fmax = f"{r[f'{name}_fmax']:.1f}" if r.get(f"{name}_fmax") else (
+                "does not fit" if r.get(f"{name}_error") else "-")
+            gm = f"{r[f'{name}_gmacs']:.3f}" if r.get(f"{name}_gmacs") else "-"
+            ratio = (f"{r['ratio']:.1f}x" if r.get("ratio") else "-") if name == "sd" else ""
+            print(f"| {r['board']} | {name} | {r['in']}x{r['out']} | {units} | {lut} | "
+                  f"{_fmt_util(rep, 'ff') if rep else '-'} | {_fmt_util(rep, 'dsp') if rep else '-'} | "
+                  f"{_fmt_util(rep, 'bram') if rep else '-'} | {fmax} | {r[f'{name}_cycles']:.1f} | "
+                  f"{gm} | {ratio} |")
+    for r in rows:
+        print(f"\n{r['board']}: SD layer {r['in']}x{r['out']}, {r['nonzeros']} nonzeros "
+              f"({100 * r['nonzeros'] / (r['in'] * r['out']):.1f}%), {r['sd_entries']} code entries; "
+              f"cycle ratio dense/SD {r['ratio_per_cycle']:.1f}x"
+              + (f"; Verilator {r['verilator_cycles_per_s'] / 1e3:.0f} k cycles/s (SD engine, "
+                 f"{r['pes']} PEs)" if r.get("verilator_cycles_per_s") else ""))
+        for name in ("sd", "dense"):
+            if r.get(f"{name}_error"):
+                print(f"  {name} build: {r[f'{name}_error']}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--boards", default="icebreaker")
+    ap.add_argument("--pes-ice40", type=int, default=56)
+    ap.add_argument("--pes-ecp5", type=int, default=768)
+    ap.add_argument("--vectors", type=int, default=16)
+    ap.add_argument("--speed", type=int, default=200_000, help="cycles of the Verilator speed run (0: skip)")
+    ap.add_argument("--no-build", dest="build", action="store_false")
+    ap.add_argument("--out", default="build/bench/sd")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(2024)
+    rows = []
+    for board in args.boards.split(","):
+        pes = args.pes_ice40 if board == "icebreaker" else args.pes_ecp5
+        t = time.time()
+        rows.append(run_board(board, pes, args, rng))
+        print(f"[bench_sd] {board} done in {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
