@@ -3,8 +3,9 @@
 ``D`` MAC lanes (default 8: the UP5K's eight SB_MAC16) each own one output row
 of a block of D rows; x[j] is broadcast to every lane and lane d multiplies it
 by ``weight[b*D + d, j]`` from the weight ROM (one D-lane word per column),
-so a block takes ``in`` cycles and a vector ``ceil(out/D) * in`` cycles plus
-the load of x (``in`` cycles) and a short pipeline tail.  The block's sums go
+so a block takes ``in`` cycles and a vector ``ceil(out/D) * in`` cycles (+1 to
+hand over the x bank); x is double-buffered, so the next vector loads (``in``
+cycles) while this one computes.  The block's sums go
 through the same drain chain and output stage as the SD engine (bias + rounding
 shift + saturation + ReLU), overlapping the next block.  Each registered 8x8
 product maps to one DSP (SB_MAC16 / MULT18X18D).
@@ -139,15 +140,38 @@ class DenseEngine(_Validated):
         n, D, NB = self._n_in, self._lanes, self._blocks
         m.submodules.post = post = self._post
         m.submodules.chain = chain = DrainChain(D, self._acc_width)
-        m.submodules.xbuf = xbuf = Memory(shape=signed(8), depth=n, init=[])
+        # Two x banks (address MSB): the loader fills one while the MACs read the other.
+        jbits = max(1, (n - 1).bit_length())
+        m.submodules.xbuf = xbuf = Memory(shape=signed(8), depth=2 << jbits, init=[])
         xw, xr = xbuf.write_port(), xbuf.read_port()
         m.submodules.wrom = wrom = Memory(shape=8 * D, depth=NB * n, init=self._words)
         wr = wrom.read_port()
+        xfull = [Signal(name=f"xfull{i}") for i in range(2)]
+        x_set, x_clr = Signal(2), Signal(2)
+        for i in range(2):
+            with m.If(x_set[i]):
+                m.d.sync += xfull[i].eq(1)
+            with m.Elif(x_clr[i]):
+                m.d.sync += xfull[i].eq(0)
 
+        # Loader.
+        wb = Signal()
+        li = Signal(range(max(n, 2)))
+        m.d.comb += [xw.addr.eq(Cat(li[:jbits], wb)), xw.data.eq(self.i.payload),
+                     self.i.ready.eq(~Mux(wb, xfull[1], xfull[0]))]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.comb += xw.en.eq(1)
+            m.d.sync += li.eq(li + 1)
+            with m.If(li == n - 1):
+                m.d.comb += x_set.eq(Cat(~wb, wb))
+                m.d.sync += [li.eq(0), wb.eq(~wb)]
+
+        # MAC sequencer: block b, column j of x bank rb.
+        rb = Signal()
         j = Signal(range(max(n, 2)))
         b = Signal(range(max(NB, 2)))
         addr = Signal(range(max(NB * n, 2)))
-        m.d.comb += [xw.addr.eq(j), xw.data.eq(self.i.payload), xr.addr.eq(j), wr.addr.eq(addr)]
+        m.d.comb += [xr.addr.eq(Cat(j[:jbits], rb)), wr.addr.eq(addr)]
 
         # A column issued at edge e0 is read at e0, multiplied at e1, accumulated at
         # e2; its block's sums load the chain at e3: the chain may hold 3 words now.
@@ -157,14 +181,10 @@ class DenseEngine(_Validated):
         m.d.sync += inflight.eq(Cat(issue & last, inflight[:-1]))
 
         with m.FSM():
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    m.d.comb += xw.en.eq(1)
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(j == n - 1):
-                        m.d.sync += [j.eq(0), b.eq(0), addr.eq(0)]
-                        m.next = "RUN"
+            with m.State("WAIT"):
+                with m.If(Mux(rb, xfull[1], xfull[0])):
+                    m.d.sync += [j.eq(0), b.eq(0), addr.eq(0)]
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [last.eq(j == n - 1), issue.eq(~last | can_last)]
                 with m.If(issue):
@@ -172,8 +192,9 @@ class DenseEngine(_Validated):
                     with m.If(last):
                         m.d.sync += [j.eq(0), b.eq(b + 1)]
                         with m.If(b == NB - 1):
-                            m.d.sync += b.eq(0)
-                            m.next = "LOAD"
+                            m.d.comb += x_clr.eq(Cat(~rb, rb))
+                            m.d.sync += [b.eq(0), rb.eq(~rb)]
+                            m.next = "WAIT"
 
         # Read data arrives one edge after issue; control follows it.
         v1, l1, f1 = Signal(), Signal(), Signal()

@@ -5,13 +5,16 @@ values leave on stream ``o`` in row order.  Parameters live in ROMs
 initialised from the layer (``init=``); ``sparrow generate`` writes the same
 contents as memory images (:mod:`sparrow.hw.images`).
 
-Sequence per vector::
+Three processes run concurrently, handing over double-buffered banks::
 
-    LOAD   in cycles     x -> x buffer (k int8 per word)
-    for each basis tile t:
-      BASIS  in + 5 cycles    z_t = satz(rshift(B_t x)) -> z buffer
-      ISSUE  one cycle per code entry of the tile's row blocks (+ stalls, + 3)
-    (outputs of the last block drain while the next vector loads)
+    loader   in cycles per vector      x -> x bank (k int8 per word)
+    basis    in + 5 cycles per tile    z_t = satz(rshift(B_t x)) -> z bank
+    issue    one cycle per code entry  z[col] and P codes -> PE array
+             of the tile (+ stalls, + 3)
+    drain    P cycles per row block, overlapping the next block
+
+so in steady state a vector costs about max(in, T*(in+6), entries + 4*T)
+cycles.
 
 Code program (one ROM word per entry, see :func:`sd_program`): the rows of
 tile t are split into blocks of P; for each block, one entry per column that
@@ -21,7 +24,7 @@ block's final entry.  A block with no nonzero column gets one all-zero entry.
 """
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed, Cat, Array, Const
+from amaranth.hdl import Module, Signal, signed, Cat, Array, Const, Mux
 from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
@@ -210,18 +213,34 @@ class SDEngine(_Validated):
         m.submodules.array = arr = self._array
         m.submodules.post = post = self._post
 
-        m.submodules.xbuf = xbuf = Memory(shape=8 * k, depth=n // k, init=[])
+        # Two x banks and two z banks: the loader fills one x bank while the basis
+        # unit reads the other; the basis unit writes one z bank while the array
+        # issues from the other.  A bank index is the address MSB.
+        gbits = max(1, (n // k - 1).bit_length())
+        zbits = max(1, (n - 1).bit_length())
+        m.submodules.xbuf = xbuf = Memory(shape=8 * k, depth=2 << gbits, init=[])
         xw, xr = xbuf.write_port(), xbuf.read_port()
-        m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=n, init=[])
+        m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=2 << zbits, init=[])
         zw, zr = zbuf.write_port(), zbuf.read_port()
         m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 1,
                                            depth=len(self._words), init=self._words)
         cr = crom.read_port()
 
-        m.d.comb += [xr.addr.eq(bu.x_addr), bu.x_data.eq(xr.data),
-                     zw.addr.eq(bu.z_addr), zw.data.eq(bu.z_data), zw.en.eq(bu.z_we)]
+        xfull = [Signal(name=f"xfull{b}") for b in range(2)]
+        zfull = [Signal(name=f"zfull{b}") for b in range(2)]
+        x_set, x_clr, z_set, z_clr = Signal(2), Signal(2), Signal(2), Signal(2)
+        for flags, st, cl in ((xfull, x_set, x_clr), (zfull, z_set, z_clr)):
+            for b in range(2):
+                with m.If(st[b]):
+                    m.d.sync += flags[b].eq(1)
+                with m.Elif(cl[b]):
+                    m.d.sync += flags[b].eq(0)
 
-        # LOAD: pack k bytes per x word.
+        def bank_bit(bank):
+            return Cat(~bank, bank)        # one-hot of a bank index
+
+        # Loader: pack k bytes per x word into x bank wb.
+        wb = Signal()
         lane = Signal(range(max(k, 2)))
         group = Signal(range(max(n // k, 2)))
         if k > 1:
@@ -229,56 +248,76 @@ class SDEngine(_Validated):
             word = Cat(sh, self.i.payload)
         else:
             word = self.i.payload
-        m.d.comb += [xw.addr.eq(group), xw.data.eq(word)]
+        m.d.comb += [xw.addr.eq(Cat(group[:gbits], wb)), xw.data.eq(word),
+                     self.i.ready.eq(~Mux(wb, xfull[1], xfull[0]))]
+        with m.If(self.i.valid & self.i.ready):
+            if k > 1:
+                m.d.sync += sh.eq(Cat(sh[8:], self.i.payload))
+            with m.If(lane == k - 1):
+                m.d.comb += xw.en.eq(1)
+                m.d.sync += [lane.eq(0), group.eq(group + 1)]
+                with m.If(group == n // k - 1):
+                    m.d.comb += x_set.eq(bank_bit(wb))
+                    m.d.sync += [group.eq(0), wb.eq(~wb)]
+            with m.Else():
+                m.d.sync += lane.eq(lane + 1)
 
-        t = Signal(range(max(T, 2)))
+        # Basis: tile bt of x bank xb into z bank zb.
+        xb, zb = Signal(), Signal()
+        bt = Signal(range(max(T, 2)))
+        m.d.comb += [xr.addr.eq(Cat(bu.x_addr[:gbits], xb)), bu.x_data.eq(xr.data),
+                     zw.addr.eq(Cat(bu.z_addr[:zbits], zb)), zw.data.eq(bu.z_data),
+                     zw.en.eq(bu.z_we), bu.tile.eq(bt)]
+        with m.FSM(name="basis_fsm"):
+            with m.State("IDLE"):
+                with m.If(Mux(xb, xfull[1], xfull[0]) & ~Mux(zb, zfull[1], zfull[0])):
+                    m.d.comb += bu.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(bu.done):
+                    m.d.comb += z_set.eq(bank_bit(zb))
+                    m.d.sync += zb.eq(~zb)
+                    with m.If(bt == T - 1):
+                        m.d.comb += x_clr.eq(bank_bit(xb))
+                        m.d.sync += [bt.eq(0), xb.eq(~xb)]
+                    with m.Else():
+                        m.d.sync += bt.eq(bt + 1)
+                    m.next = "IDLE"
+
+        # Issue: the entries of tile it from z bank ib.  Pipeline: s1 = code word
+        # out of the ROM, s2 = z out of the z buffer; a stall holds both reads.
+        ib = Signal()
+        it = Signal(range(max(T, 2)))
         pc = Signal(range(len(self._words) + 1))
-        tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[t]
-
-        # ISSUE pipeline: s1 = code word out of the ROM, s2 = z out of the z buffer.
+        tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[it]
         s1_valid, s2_valid, s2_last = Signal(), Signal(), Signal()
         s2_codes = Signal(P * cw)
         issuing = Signal()
         s2_fire = s2_valid & (~s2_last | arr.can_last)
         advance = ~s2_valid | s2_fire
         col = cr.data[P * cw:P * cw + self._col_bits]
-        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(col), zr.en.eq(advance),
-                     arr.z.eq(zr.data), arr.codes.eq(s2_codes), arr.valid.eq(s2_fire),
-                     arr.last.eq(s2_last)]
+        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(col[:zbits], ib)),
+                     zr.en.eq(advance), arr.z.eq(zr.data), arr.codes.eq(s2_codes),
+                     arr.valid.eq(s2_fire), arr.last.eq(s2_last)]
         with m.If(advance):
             m.d.sync += [s1_valid.eq(issuing), s2_valid.eq(s1_valid),
                          s2_codes.eq(cr.data[:P * cw]), s2_last.eq(cr.data[-1])]
             with m.If(issuing):
                 m.d.sync += pc.eq(pc + 1)
-
-        with m.FSM():
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    if k > 1:
-                        m.d.sync += sh.eq(Cat(sh[8:], self.i.payload))
-                    with m.If(lane == k - 1):
-                        m.d.comb += xw.en.eq(1)
-                        m.d.sync += [lane.eq(0), group.eq(group + 1)]
-                        with m.If(group == n // k - 1):
-                            m.d.sync += [group.eq(0), t.eq(0), pc.eq(0)]
-                            m.next = "BASIS"
-                    with m.Else():
-                        m.d.sync += lane.eq(lane + 1)
-            with m.State("BASIS"):
-                m.d.comb += [bu.start.eq(1), bu.tile.eq(t)]
-                m.next = "BASIS_WAIT"
-            with m.State("BASIS_WAIT"):
-                with m.If(bu.done):
+        with m.FSM(name="issue_fsm"):
+            with m.State("WAIT"):
+                with m.If(Mux(ib, zfull[1], zfull[0])):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += issuing.eq(pc != tile_end)
                 with m.If((pc == tile_end) & ~s1_valid & ~s2_valid):
-                    with m.If(t == T - 1):
-                        m.next = "LOAD"
+                    m.d.comb += z_clr.eq(bank_bit(ib))
+                    m.d.sync += ib.eq(~ib)
+                    with m.If(it == T - 1):
+                        m.d.sync += [it.eq(0), pc.eq(0)]
                     with m.Else():
-                        m.d.sync += t.eq(t + 1)
-                        m.next = "BASIS"
+                        m.d.sync += it.eq(it + 1)
+                    m.next = "WAIT"
 
         connect(m, arr.o, post.i)
         m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
