@@ -24,11 +24,11 @@ from ..sw.golden_bc import (DATA_BITS, TW_FRAC, ZBUF_BITS, E_MAX, Z_LIMIT, twidd
 __all__ = ["FFTUnit", "FFT_PIPELINE", "fft_cycles", "load_layout", "result_layout"]
 
 #: Cycles from issuing a butterfly to its write-back (the drain between stages).
-FFT_PIPELINE = 5
+FFT_PIPELINE = 6
 
 
 def fft_cycles(k):
-    """Cycles ``busy`` stays high after an accepted ``start``: L * (k/2 + 5)."""
+    """Cycles ``busy`` stays high after an accepted ``start``: L * (k/2 + 6)."""
     return log2k(k) * (k // 2 + FFT_PIPELINE)
 
 
@@ -230,19 +230,25 @@ class FFTUnit(wiring.Component):
             m.d.sync += [v_t[i].eq(v_t[i - 1]), lo_t[i].eq(lo_t[i - 1]), hi_t[i].eq(hi_t[i - 1]),
                          par_t[i].eq(par_t[i - 1]), s0_t[i].eq(s0_t[i - 1])]
 
-        # c1: operands from the banks (+ block exponent in stage 0), twiddle
-        sh = Mux(s0_t[0], e, 0)
+        # c1: raw operands from the banks, twiddle, this butterfly's prescale shift
+        par = par_t[0]
+        raw = {}
+        for nm, bank_a in (("a_r", ("re", 1, 0)), ("a_i", ("im", 1, 0)),
+                           ("b_r", ("re", 0, 1)), ("b_i", ("im", 0, 1))):
+            part, b_if1, b_if0 = bank_a
+            r = Signal(signed(ZW), name=f"{nm}_raw")
+            m.d.sync += r.eq(Mux(par, rd[b_if1, part].data, rd[b_if0, part].data))
+            raw[nm] = r
+        sh = Signal(range(E_MAX + 1))
+        w_r0, w_i0 = Signal(signed(D)), Signal(signed(D))
+        m.d.sync += [sh.eq(Mux(s0_t[0], e, 0)), w_r0.eq(tw_c.data),
+                     w_i0.eq(Mux(inverse, tw_s.data, -tw_s.data))]
+        # c1b: block exponent (rounding shift; nonzero only in stage 0)
         a_r, a_i, b_r, b_i = (Signal(signed(D), name=n) for n in ("a_r1", "a_i1", "b_r1", "b_i1"))
         w_r, w_i = Signal(signed(D)), Signal(signed(D))
-        par = par_t[0]
-        m.d.sync += [
-            a_r.eq(_rshift(Mux(par, rd[1, "re"].data, rd[0, "re"].data), sh, D)),
-            a_i.eq(_rshift(Mux(par, rd[1, "im"].data, rd[0, "im"].data), sh, D)),
-            b_r.eq(_rshift(Mux(par, rd[0, "re"].data, rd[1, "re"].data), sh, D)),
-            b_i.eq(_rshift(Mux(par, rd[0, "im"].data, rd[1, "im"].data), sh, D)),
-            w_r.eq(tw_c.data),
-            w_i.eq(Mux(inverse, tw_s.data, -tw_s.data)),
-        ]
+        m.d.sync += [a_r.eq(_rshift(raw["a_r"], sh, D)), a_i.eq(_rshift(raw["a_i"], sh, D)),
+                     b_r.eq(_rshift(raw["b_r"], sh, D)), b_i.eq(_rshift(raw["b_i"], sh, D)),
+                     w_r.eq(w_r0), w_i.eq(w_i0)]
         # c2: the four real products (DSP tiles, registered)
         p1, p2, p3, p4 = (Signal(signed(2 * D), name=f"prod{i}") for i in range(4))
         a2_r, a2_i = Signal(signed(D)), Signal(signed(D))
