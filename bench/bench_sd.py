@@ -70,7 +70,7 @@ def _fmt_util(report, field):
     return f"{u['used']}/{u['available']}" if u else "-"
 
 
-def run_board(board, pes, args, rng):
+def run_board(board, pes, args, rng, dense_row=None):
     from sparrow.hw.dense_engine import DenseEngine
     from sparrow.hw.sd_engine import SDEngine
     from sparrow.sw import golden
@@ -84,8 +84,13 @@ def run_board(board, pes, args, rng):
     sd_engine = SDEngine.from_layer(sd, pes)
     row["sd_entries"] = sd_engine.entries
     row["sd_cycles"] = _cycles(sd_engine, sd, x, golden.sd_linear_forward)
-    row["dense_cycles"] = _cycles(DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x,
-                                  golden.dense_linear_forward)
+    if dense_row is None:
+        row["dense_cycles"] = _cycles(DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x,
+                                      golden.dense_linear_forward)
+    else:
+        for key in ("dense_cycles", "dense_report", "dense_fmax", "dense_error"):
+            if key in dense_row:
+                row[key] = dense_row[key]
     if args.speed:
         from sparrow.tb.model_sim import engine_speed
         row["verilator_cycles_per_s"] = engine_speed(SDEngine.from_layer(sd, pes), "verilator",
@@ -93,11 +98,14 @@ def run_board(board, pes, args, rng):
     if args.build:
         from sparrow.fpga.build import build_design
         out = Path(args.out) / board
-        for name, eng in (("sd", SDEngine.from_layer(sd, pes)),
-                          ("dense", DenseEngine.from_layer(dn, cfg["dense_lanes"]))):
+        todo = [("sd", SDEngine.from_layer(sd, pes))]
+        if dense_row is None:
+            todo.append(("dense", DenseEngine.from_layer(dn, cfg["dense_lanes"])))
+        for name, eng in todo:
             try:
-                rep = build_design(eng, board, out / name, name=f"{name}_{board.replace('-', '_')}",
-                                   extra={"pes": pes})
+                tag = f"{name}{pes if name == 'sd' else ''}_{board.replace('-', '_')}"
+                rep = build_design(eng, board, out / tag, name=tag,
+                                   extra={"pes": pes}, progress=True)
             except Exception as exc:        # a design that does not fit is a result too
                 row[f"{name}_error"] = str(exc)
                 continue
@@ -119,8 +127,13 @@ def print_table(rows):
     print("| board | engine | layer | units | LC/LUT | FF | DSP | BRAM | fmax MHz | cycles/vector "
           "| dense-equiv GMAC/s | SD/dense |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    seen = set()
     for r in rows:
         for name in ("sd", "dense"):
+            if name == "dense":
+                if r["board"] in seen:
+                    continue
+                seen.add(r["board"])
             rep = r.get(f"{name}_report")
             lut = "-"
             if rep:
@@ -148,20 +161,25 @@ def print_table(rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boards", default="icebreaker")
-    ap.add_argument("--pes-ice40", type=int, default=56)
-    ap.add_argument("--pes-ecp5", type=int, default=768)
+    ap.add_argument("--pes-ice40", default="56", help="comma-separated PE counts")
+    ap.add_argument("--pes-ecp5", default="768", help="comma-separated PE counts")
     ap.add_argument("--vectors", type=int, default=16)
     ap.add_argument("--speed", type=int, default=200_000, help="cycles of the Verilator speed run (0: skip)")
     ap.add_argument("--no-build", dest="build", action="store_false")
     ap.add_argument("--out", default="build/bench/sd")
     args = ap.parse_args(argv)
-    rng = np.random.default_rng(2024)
     rows = []
     for board in args.boards.split(","):
-        pes = args.pes_ice40 if board == "icebreaker" else args.pes_ecp5
-        t = time.time()
-        rows.append(run_board(board, pes, args, rng))
-        print(f"[bench_sd] {board} done in {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+        pes_list = args.pes_ice40 if board == "icebreaker" else args.pes_ecp5
+        first = None
+        for pes in [int(p) for p in pes_list.split(",")]:
+            t = time.time()
+            # The same layer (same rng state) for every PE count of a board.
+            row = run_board(board, pes, args, np.random.default_rng(2024), first)
+            first = first or row
+            rows.append(row)
+            print(f"[bench_sd] {board}, {pes} PEs done in {time.time() - t:.0f} s",
+                  file=sys.stderr, flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print_table(rows)
