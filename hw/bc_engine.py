@@ -51,18 +51,18 @@ def bc_cycles(k, n_in, n_out):
     With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
     nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
 
-        in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 10) + nbo + out + 1
+        in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 10) + 2*nbo + out + 1
 
     (per input pair: load, start, transform, 2H split reads + drain; per
-    output pair: 2*nb*H MAC issues, drain, start, inverse transform, one
-    priming cycle per output block and one cycle per output).  Measured in RTL
+    output pair: 2*nb*H MAC issues, drain, start, inverse transform, two
+    cycles per output block (address priming, pipeline) and one per output).  Measured in RTL
     simulation by tests/test_bc_engine.py and bench/bench_bc.py.
     """
     h = k // 2 + 1
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    return n_in + pin * (fc + 2 * h + 6) + pout * (2 * nb * h + fc + 10) + nbo + n_out + 1
+    return n_in + pin * (fc + 2 * h + 6) + pout * (2 * nb * h + fc + 10) + 2 * nbo + n_out + 1
 
 
 def _reject(obj, exc):
@@ -346,10 +346,13 @@ class BCEngine(wiring.Component):
                      xs_wr_re.data.eq(xs_wd_r), xs_wr_im.data.eq(xs_wd_i)]
 
         # ---------------------------------------------------------------- output stage
-        vsel = Signal(signed(D))
-        m.d.comb += vsel.eq(Mux(half, fft.rd_data.im, fft.rd_data.re))
+        # stage 1 (registered): v * 2^e and b'; stage 2 (registered): y
+        s1_valid = Signal()
+        s1_v = Signal(signed(D + G.E_MAX))
+        s1_b = Signal(signed(bw))
+        vsel = Mux(half, fft.rd_data.im, fft.rd_data.re)
         y_full = Signal(signed(D + G.E_MAX + bw + 2))
-        m.d.comb += y_full.eq(((vsel << fft.exp) + b_rd.data.as_signed()) >> fe)
+        m.d.comb += y_full.eq((s1_v + s1_b) >> fe)
         y_sat = Mux(y_full > 127, 127, Mux(y_full < -128, -128, y_full))
         if self._layer.attrs["relu"]:
             y_sat = Mux(y_full < 0, 0, y_sat)
@@ -449,18 +452,21 @@ class BCEngine(wiring.Component):
                 m.next = "OUT"
 
             with m.State("OUT"):
-                # the value for element n is at the memory outputs; it moves into the
-                # output register when that is free (or being emptied this cycle)
+                # n: the element whose value is at the memory outputs.  Everything moves
+                # one step when the output register is free (or being emptied this cycle).
                 adv = ~self.o.valid | self.o.ready
                 last_lane = (2 * q + 1 >= nbo) if nbo % 2 else 0
                 nxt = Signal(range(k + 1))
                 m.d.comb += [nxt.eq(Mux(adv, n + 1, n)),
                              fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(nxt),
-                             b_rd.addr.eq(ob + adv)]
+                             b_rd.addr.eq(ob + (adv & (n < k)))]
                 with m.If(adv):
-                    m.d.sync += [y_reg.eq(y_sat), self.o.valid.eq(1), n.eq(n + 1), ob.eq(ob + 1)]
-                    with m.If(n == k - 1):
-                        m.d.sync += [n.eq(0), half.eq(~half)]
+                    m.d.sync += [y_reg.eq(y_sat), self.o.valid.eq(s1_valid)]
+                    with m.If(n < k):
+                        m.d.sync += [s1_valid.eq(1), s1_v.eq(vsel << fft.exp),
+                                     s1_b.eq(b_rd.data.as_signed()), n.eq(n + 1), ob.eq(ob + 1)]
+                    with m.Else():
+                        m.d.sync += [s1_valid.eq(0), n.eq(0), half.eq(~half)]
                         with m.If(half | last_lane):
                             m.d.sync += [half.eq(0), q.eq(q + 1), ws_base.eq(ws_base + 2 * nb * h)]
                             with m.If(q == pout - 1):
