@@ -104,9 +104,15 @@ def dense_linear_rtl(layer, x, simulator, pes):
                       name="dense_engine")[0]
 
 
+def bc_linear_rtl(layer, x, simulator, pes):
+    from ..hw.bc_engine import BCEngine
+    return run_engine(BCEngine(layer), x, simulator, label=layer.name, name="bc_engine")[0]
+
+
 ENGINES = {
     "sd_linear": sd_linear_rtl,
     "dense_linear": dense_linear_rtl,
+    "bc_linear": bc_linear_rtl,
 }
 
 
