@@ -105,3 +105,17 @@ def test_engine_backpressure(tmp_path, simulator):
              seed=5)
     run_cocotb(sim_verilog(BCEngine(lay), "bc_engine_bp"), "bc_engine_bp", "sparrow.tb.bc_engine_tb",
                simulator, extra_env={"BC_TB_DATA": path}, log_file=tmp_path / "sim.log")
+
+
+def test_sparrow_sim_runs_bc_models(tmp_path):
+    """`sparrow sim` (simulate_model) on a two-layer bc_linear model equals `sparrow golden`."""
+    from sparrow.sw.golden import run_model
+    from sparrow.sw.randmodel import random_model
+    from sparrow.tb.model_sim import ENGINES, simulate_model
+    assert "bc_linear" in ENGINES
+    rng = np.random.default_rng(11)
+    model = random_model([_layer(rng, 8, 32, 16, name="fc1", relu=True),
+                          _layer(rng, 4, 16, 8, name="fc2")], [32])
+    x = rng.integers(-128, 128, size=(4, 32)).astype(np.int8)
+    y = simulate_model(model, x, "icarus")
+    assert (y == run_model(model, x)).all()
