@@ -51,7 +51,9 @@ def bc_cycles(k, n_in, n_out):
     With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
     nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
 
-        in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 10) + 2*nbo + out + 1
+        in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + 2*nbo + out + 1
+
+    (MAC_DRAIN = 8).
 
     (per input pair: load, start, transform, 2H split reads + drain; per
     output pair: 2*nb*H MAC issues, drain, start, inverse transform, two
@@ -62,7 +64,8 @@ def bc_cycles(k, n_in, n_out):
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    return n_in + pin * (fc + 2 * h + 6) + pout * (2 * nb * h + fc + 10) + 2 * nbo + n_out + 1
+    return (n_in + pin * (fc + 2 * h + 6) + pout * (2 * nb * h + fc + 3 + MAC_DRAIN)
+            + 2 * nbo + n_out + 1)
 
 
 def _reject(obj, exc):

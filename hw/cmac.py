@@ -15,7 +15,7 @@ from ..sw.golden_bc import DATA_BITS
 __all__ = ["ComplexMAC", "CMAC_LATENCY", "cmac_min_acc_width", "operand_layout", "result_layout"]
 
 #: Clock edges from an accepted operand beat (with ``last``) to ``res_valid``.
-CMAC_LATENCY = 4
+CMAC_LATENCY = 5
 
 
 def cmac_min_acc_width(terms, shift):
@@ -133,10 +133,13 @@ class ComplexMAC(wiring.Component):
         v2, f2, l2 = Signal(), Signal(), Signal()
         lane2 = Signal.like(lane0)
         m.d.sync += [qr.eq(p1 - p2), qi.eq(p3 + p4), v2.eq(v1), f2.eq(f1), l2.eq(l1), lane2.eq(lane1)]
-        # c3: accumulate; emit on last
+        # c3: accumulate; a closing sum is registered as is ...
         rnd = 1 << (self._shift - 1)
         lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
-        m.d.sync += self.res_valid.eq(0)
+        fin_v = Signal()
+        fin_lane = Signal.like(lane0)
+        fin_r, fin_i = Signal(signed(A)), Signal(signed(A))
+        m.d.sync += fin_v.eq(0)
         for lane in range(self._lanes):
             acc_r = Signal(signed(A), name=f"acc{lane}_re")
             acc_i = Signal(signed(A), name=f"acc{lane}_im")
@@ -146,11 +149,13 @@ class ComplexMAC(wiring.Component):
             with m.If(v2 & (lane2 == lane)):
                 m.d.sync += [acc_r.eq(new_r), acc_i.eq(new_i)]
                 with m.If(l2):
-                    sr, si = new_r >> self._shift, new_i >> self._shift
-                    m.d.sync += [
-                        self.res_valid.eq(1),
-                        self.res.lane.eq(lane),
-                        self.res.re.eq(Mux(sr < lo, lo, Mux(sr > hi, hi, sr))),
-                        self.res.im.eq(Mux(si < lo, lo, Mux(si > hi, hi, si))),
-                    ]
+                    m.d.sync += [fin_v.eq(1), fin_lane.eq(lane), fin_r.eq(new_r), fin_i.eq(new_i)]
+        # c4: ... then shifted and clamped
+        sr, si = fin_r >> self._shift, fin_i >> self._shift
+        m.d.sync += [
+            self.res_valid.eq(fin_v),
+            self.res.lane.eq(fin_lane),
+            self.res.re.eq(Mux(sr < lo, lo, Mux(sr > hi, hi, sr))),
+            self.res.im.eq(Mux(si < lo, lo, Mux(si > hi, hi, si))),
+        ]
         return m
