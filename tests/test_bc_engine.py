@@ -68,6 +68,7 @@ CASES = [
     ("verilator", 64, 128, 64, False, {"fft_frac": 8}),
     ("icarus", 4, 8, 12, False, {}),
     ("icarus", 8, 24, 8, True, {"fft_frac": 0}),
+    ("icarus", 32, 64, 96, False, {}),
 ]
 
 
