@@ -197,6 +197,9 @@ class DenseEngine(_Validated):
                             m.next = "WAIT"
 
         # Read data arrives one edge after issue; control follows it.
+        lanes = [Signal(range(D + 1), name=f"lanes{i}") for i in range(3)]
+        m.d.sync += [lanes[0].eq(Mux(b == NB - 1, self._n_out - (NB - 1) * D, D)),
+                     lanes[1].eq(lanes[0]), lanes[2].eq(lanes[1])]
         v1, l1, f1 = Signal(), Signal(), Signal()
         first = Signal(init=1)
         m.d.sync += [v1.eq(issue), l1.eq(issue & last), f1.eq(issue & first)]
@@ -214,7 +217,7 @@ class DenseEngine(_Validated):
             accs.append(acc)
         done = Signal()
         m.d.sync += done.eq(l2)
-        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done)]
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done), chain.load_count.eq(lanes[2])]
         connect(m, chain.o, post.i)
         m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
         dropped = Signal()

@@ -58,14 +58,15 @@ class DrainChain(_Validated):
     """Parallel-load, serial-out chain of ``lanes`` signed ``width``-bit words.
 
     ``load`` copies ``data`` (lane i at bits ``[i*width, (i+1)*width)``) into the
-    chain; on each of the following ``lanes`` cycles ``o.payload`` shows lane 0,
-    1, ... with ``o.valid`` high.  Loading while words remain sets the sticky
+    chain; on each of the following ``load_count`` cycles (1..lanes) ``o.payload``
+    shows lane 0, 1, ... with ``o.valid`` high; lanes beyond are dropped.  Loading while words remain sets the sticky
     ``overrun`` flag (a sequencer bug: the engines never do it).
 
     Members
     -------
     data : In(lanes * width)
     load : In(1)
+    load_count : In(range(lanes + 1))    lanes to shift out after this load
     o : Out(stream.Signature(signed(width)))
         The chain cannot stall: ``o.ready`` is ignored, the consumer must take
         every word (the output stage does).
@@ -81,7 +82,7 @@ class DrainChain(_Validated):
         _check_int(width, "Width", 1, 128)
         self._lanes, self._width = lanes, width
         return {
-            "data": In(lanes * width), "load": In(1),
+            "data": In(lanes * width), "load": In(1), "load_count": In(range(lanes + 1)),
             "o": Out(stream.Signature(signed(width))),
             "count": Out(range(lanes + 1)), "overrun": Out(1),
         }
@@ -92,7 +93,7 @@ class DrainChain(_Validated):
         regs = [Signal(signed(w), name=f"word{i}") for i in range(n)]
         with m.If(self.load):
             m.d.sync += [r.eq(self.data[i * w:(i + 1) * w]) for i, r in enumerate(regs)]
-            m.d.sync += self.count.eq(n)
+            m.d.sync += self.count.eq(self.load_count)
             with m.If(self.count != 0):
                 m.d.sync += self.overrun.eq(1)
         with m.Elif(self.count != 0):
@@ -109,7 +110,7 @@ class PEArray(_Validated):
     module docstring) to its running sum (:class:`~sparrow.hw.pe.RunningPE`,
     never cleared, wrapping modulo ``2^acc_width``).  An entry with ``last``
     ends a block: the P running sums are snapshot into the drain chain
-    ``ARRAY_LATENCY`` (= 4) edges after the entry was taken and leave on ``o``
+    ``ARRAY_LATENCY`` (= 3) edges after the entry was taken and leave on ``o``
     (PE 0 first), one per cycle.  A block's sums are the differences of
     consecutive snapshots (:class:`OutputStage` with ``running=True``), exact
     when each block sum fits ``acc_width`` signed bits.  ``can_last`` says whether an
@@ -117,9 +118,10 @@ class PEArray(_Validated):
     ``last`` is in flight or the chain would still hold words at load time.
     Entries without ``last`` are always taken.
 
-    Pipeline: edge 1 registers ``z`` (its fan-out to every PE), codes and
-    control; edges 2-3 are the PE (:data:`~sparrow.hw.pe.PE_LATENCY`); edge 4
-    loads the chain.
+    Pipeline: edges 1-2 are the PE (:data:`~sparrow.hw.pe.PE_LATENCY`: term
+    register, accumulator); edge 3 loads the chain.  The inputs should come
+    straight from registers (the engine feeds z from the z buffer's output
+    register): ``z`` fans out to every PE.
 
     Parameters
     ----------
@@ -137,6 +139,9 @@ class PEArray(_Validated):
     z : In(signed(act_width))
     codes : In(pes * (exp_bits + 2))
     valid, last : In(1)
+    lanes : In(range(pes + 1))
+        With ``last``: how many PEs (from PE 0) hold rows of this block; only
+        their sums are shifted out (the rest hold zero codes in this block).
     can_last : Out(1)
     o : Out(stream.Signature(signed(acc_width)))
         The sums, PE 0 first; ``o.ready`` is ignored (cannot stall).
@@ -144,7 +149,7 @@ class PEArray(_Validated):
     """
 
     #: Edges from an entry being taken to its block's sums being in the drain chain.
-    ARRAY_LATENCY = 1 + PE_LATENCY + 1
+    ARRAY_LATENCY = PE_LATENCY + 1
 
     def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20):
         super().__init__(pes, act_width, exp_bits, acc_width)
@@ -156,7 +161,7 @@ class PEArray(_Validated):
         self._pes, self._act_width, self._exp_bits, self._acc_width = pes, act_width, exp_bits, acc_width
         return {
             "z": In(signed(act_width)), "codes": In(pes * code_width(exp_bits)),
-            "valid": In(1), "last": In(1), "can_last": Out(1),
+            "valid": In(1), "last": In(1), "lanes": In(range(pes + 1)), "can_last": Out(1),
             "o": Out(stream.Signature(signed(acc_width))),
             "overrun": Out(1),
         }
@@ -170,15 +175,15 @@ class PEArray(_Validated):
         P, eb, cw = self._pes, self._exp_bits, code_width(self._exp_bits)
         m.submodules.chain = chain = DrainChain(P, self._acc_width)
 
-        # Broadcast register: z fans out to every PE from here.
-        bz = Signal(signed(self._act_width))
-        bcodes = Signal(P * cw)
-        bvalid = Signal()
-        m.d.sync += [bz.eq(self.z), bcodes.eq(self.codes), bvalid.eq(self.valid)]
-        # A block's last entry: taken at e0, its term in the PE's term register at e1,
-        # in the accumulator at e2; the chain snapshots the accumulators at e3.
-        last_pipe = Signal(3)
+        # No broadcast register of its own: z comes straight from the z buffer's
+        # output register and the codes from the issue stage's register (one
+        # fan-out each), and the PE's term register is the next stage.  A block's
+        # last entry: taken at e0, in the accumulator at e1, snapshot at e2.
+        last_pipe = Signal(2)
         m.d.sync += last_pipe.eq(Cat(self.valid & self.last, last_pipe[:-1]))
+        lanes_pipe = [Signal(range(P + 1), name=f"lanes{i}") for i in range(2)]
+        m.d.sync += [lanes_pipe[0].eq(self.lanes), lanes_pipe[1].eq(lanes_pipe[0])]
+        bz, bcodes, bvalid = self.z, self.codes, self.valid
 
         accs = []
         for p in range(P):
@@ -188,12 +193,13 @@ class PEArray(_Validated):
             m.d.comb += [pe.act.eq(bz), pe.exp.eq(code[:eb]), pe.sign.eq(code[eb]),
                          pe.nz.eq(code[eb + 1]), pe.valid.eq(bvalid)]
             accs.append(pe.acc)
-        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[2])]
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[1]),
+                     chain.load_count.eq(lanes_pipe[1])]
         wiring.connect(m, wiring.flipped(self.o), chain.o)
         m.d.comb += self.overrun.eq(chain.overrun)
 
-        # Taken at edge e0, loaded at edge e3: the chain shifts at e0..e2, so it
-        # must hold at most 3 words now.
+        # Taken at edge e0, loaded at edge e2: the chain shifts at e0 and e1, so it
+        # must hold at most 2 words now.
         edges = self.ARRAY_LATENCY - 1
         inflight = Signal(edges)
         m.d.sync += inflight.eq(Cat(self.valid & self.last & self.can_last, inflight[:-1]))
@@ -224,8 +230,8 @@ class OutputStage(_Validated):
 
     Takes the serial sums of blocks of ``lanes`` rows (as the drain chain gives
     them: lane 0 first).  Rows are numbered in order; a tile of ``tile_rows``
-    rows is covered by ``ceil(tile_rows / lanes)`` blocks, and the lanes of the
-    last block beyond the tile are dropped.  After ``rows`` outputs the row
+    rows is covered by ``ceil(tile_rows / lanes)`` blocks, the last of which
+    delivers only the tile's remaining rows.  After ``rows`` outputs the row
     counter restarts at 0 (next input vector).  The rounding constant
     ``2^(out_shift-1)`` is folded into the bias ROM (``bias + 2^(s-1)``), so the
     datapath is one add, an arithmetic shift and a clamp.  Latency: 3 edges.
@@ -297,20 +303,18 @@ class OutputStage(_Validated):
         rd = bias.read_port()
 
         lane = Signal(range(L))
-        in_tile = Signal(range(TR + L))      # tile-relative row of this lane
+        in_tile = Signal(range(TR))          # tile-relative row of this lane
         row = Signal(range(R))
-        keep = self.i.valid & (in_tile < TR)
+        keep = self.i.valid
         with m.If(self.i.valid):
-            with m.If(lane == L - 1):
-                m.d.sync += lane.eq(0)
-                with m.If(in_tile + 1 >= TR):
-                    m.d.sync += in_tile.eq(0)
-                with m.Else():
-                    m.d.sync += in_tile.eq(in_tile + 1)
+            # A block ends after lane L-1 or at the tile's last row (a short block).
+            with m.If(in_tile == TR - 1):
+                m.d.sync += [lane.eq(0), in_tile.eq(0)]
+            with m.Elif(lane == L - 1):
+                m.d.sync += [lane.eq(0), in_tile.eq(in_tile + 1)]
             with m.Else():
                 m.d.sync += [lane.eq(lane + 1), in_tile.eq(in_tile + 1)]
-            with m.If(keep):
-                m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
+            m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
         m.d.comb += rd.addr.eq(row)
 
         # Edge 1: sum and bias word (and previous snapshot) arrive together; edge 2:

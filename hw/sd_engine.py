@@ -296,9 +296,16 @@ class SDEngine(_Validated):
         s2_fire = s2_valid & (~s2_last | arr.can_last)
         advance = ~s2_valid | s2_fire
         col = cr.data[P * cw:P * cw + self._col_bits]
+        # Rows of the block being closed: P, or what is left of the tile.
+        rows = self._n_out // T
+        nb = -(-rows // P)
+        blk = Signal(range(max(nb, 2)))
+        with m.If(s2_fire & s2_last):
+            m.d.sync += blk.eq(Mux(blk == nb - 1, 0, blk + 1))
         m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(col[:zbits], ib)),
                      zr.en.eq(advance), arr.z.eq(zr.data), arr.codes.eq(s2_codes),
-                     arr.valid.eq(s2_fire), arr.last.eq(s2_last)]
+                     arr.valid.eq(s2_fire), arr.last.eq(s2_last),
+                     arr.lanes.eq(Mux(blk == nb - 1, rows - (nb - 1) * P, P))]
         with m.If(advance):
             m.d.sync += [s1_valid.eq(issuing), s2_valid.eq(s1_valid),
                          s2_codes.eq(cr.data[:P * cw]), s2_last.eq(cr.data[-1])]

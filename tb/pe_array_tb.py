@@ -1,7 +1,8 @@
 """cocotb bench for :class:`sparrow.hw.pe_array.PEArray`: driver, monitor, reference, scoreboard.
 
 ``$PE_ARRAY_TB_DATA`` (``.npz``) holds the entries: ``z`` [E], ``codes`` [E, P]
-(5-bit codes as in :mod:`sparrow.hw.pe_array`), ``last`` [E], ``gap`` [E]
+(5-bit codes as in :mod:`sparrow.hw.pe_array`), ``last`` [E], ``lanes`` [E]
+(lanes shifted out at a ``last``), ``gap`` [E]
 (idle cycles before the entry) and ``acc_width``.  The driver offers one
 entry per cycle, holding an entry with ``last`` while ``can_last`` is low;
 the monitor collects the drain chain's words; the reference model gives the
@@ -23,8 +24,8 @@ def code_value(code):
     return (-1 if code & 8 else 1) << (code & 7)
 
 
-def pe_array_reference(z, codes, last, acc_width):
-    """Snapshots [blocks, P] of the running sums at each ``last`` (signed, wrapped)."""
+def pe_array_reference(z, codes, last, acc_width, lanes=None):
+    """Snapshots of the running sums at each ``last`` (signed, wrapped), ``lanes[e]`` lanes each."""
     P = codes.shape[1]
     vals = np.vectorize(code_value)(codes).astype(object)
     acc = [0] * P
@@ -33,8 +34,9 @@ def pe_array_reference(z, codes, last, acc_width):
         for p in range(P):
             acc[p] += int(vals[e, p]) * int(z[e])
         if last[e]:
+            n = P if lanes is None else int(lanes[e])
             snaps.append([((a + (1 << (acc_width - 1))) % (1 << acc_width)) - (1 << (acc_width - 1))
-                          for a in acc])
+                          for a in acc[:n]])
     return snaps
 
 
@@ -50,10 +52,12 @@ if cocotb is not None:
     @cocotb.test()
     async def pe_array_blocks(dut):
         d = np.load(os.environ["PE_ARRAY_TB_DATA"])
-        z, codes, last, gap = (d[k].astype(np.int64) for k in ("z", "codes", "last", "gap"))
+        z, codes, last, gap, lanes = (d[k].astype(np.int64)
+                                      for k in ("z", "codes", "last", "gap", "lanes"))
         acc_width = int(d["acc_width"])
         P = codes.shape[1]
-        expected = pe_array_reference(z, codes, last, acc_width)
+        expected = pe_array_reference(z, codes, last, acc_width, lanes)
+        flat = [v for snap in expected for v in snap]
         packed = [sum(int(c) << (5 * p) for p, c in enumerate(row)) for row in codes]
 
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
@@ -70,13 +74,14 @@ if cocotb is not None:
         e = 0
         wait = int(gap[0]) if len(gap) else 0
         cycles = 0
-        while len(got) < len(expected) * P:
+        while len(got) < len(flat):
             if int(dut.o__valid.value):
                 got.append(dut.o__payload.value.to_signed())
             if e < len(z) and wait == 0:
                 dut.z.value = int(z[e])
                 dut.codes.value = packed[e]
                 dut.last.value = int(last[e])
+                dut.lanes.value = int(lanes[e])
                 if last[e] and not int(dut.can_last.value):
                     dut.valid.value = 0
                     stalls += 1
@@ -92,8 +97,9 @@ if cocotb is not None:
             assert cycles < 20 * (len(z) + P * len(expected)) + 100, "timeout"
         await ClockCycles(dut.clk, P + 8)
         assert not int(dut.overrun.value), "drain chain overrun"
+        where = [(b, p) for b, snap in enumerate(expected) for p in range(len(snap))]
         for i, g in enumerate(got):
-            b, p = divmod(i, P)
-            assert g == expected[b][p], f"block {b}, lane {p}: got {g}, expected {expected[b][p]}"
+            b, p = where[i]
+            assert g == flat[i], f"block {b}, lane {p}: got {g}, expected {flat[i]}"
         assert stalls > 0, "the stimulus never exercised can_last"
         dut._log.info("PE array: %d blocks x %d lanes match, %d stall cycles", len(expected), P, stalls)

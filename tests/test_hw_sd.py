@@ -146,7 +146,8 @@ def test_pe_array_unit(tmp_path, simulator):
     codes = rng.integers(0, 32, size=(n, P)) * (rng.random((n, P)) < 0.7)
     codes[:8] = 0b10111                                # +2^7 * -128 each: the sums wrap 16 bits
     gap = rng.integers(0, 2, size=n) * (rng.random(n) < 0.2)
-    np.savez(tmp_path / "d.npz", z=z, codes=codes, last=last, gap=gap, acc_width=16)
+    lanes = np.where(rng.random(n) < 0.3, rng.integers(1, P + 1, size=n), P)
+    np.savez(tmp_path / "d.npz", z=z, codes=codes, last=last, gap=gap, lanes=lanes, acc_width=16)
     arr = PEArray(P, 8, 3, 16)
     run_cocotb(sim_verilog(arr, "pe_array"), "pe_array", "sparrow.tb.pe_array_tb", simulator,
                extra_env={"PE_ARRAY_TB_DATA": tmp_path / "d.npz"}, test_dir=tmp_path / "sim")
