@@ -42,7 +42,7 @@ __all__ = ["BCEngine", "bc_cycles", "write_images", "memory_images", "spectra_im
 
 #: Cycles after the last MAC issue until the last Z word is in the FFT buffer
 #: (read, CMAC pipeline, Hermitian partner write).
-MAC_DRAIN = 1 + CMAC_LATENCY + 2
+MAC_DRAIN = 1 + CMAC_LATENCY + 3
 
 
 def bc_cycles(k, n_in, n_out):
@@ -53,7 +53,7 @@ def bc_cycles(k, n_in, n_out):
 
         in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + 2*nbo + out + 1
 
-    (MAC_DRAIN = 8).
+    (MAC_DRAIN = 9).
 
     (per input pair: load, start, transform, 2H split reads + drain; per
     output pair: 2*nb*H MAC issues, drain, start, inverse transform, two
@@ -288,15 +288,18 @@ class BCEngine(wiring.Component):
         res = cmac.res
         with m.If(cmac.res_valid & (res.lane == 0)):
             m.d.sync += [ya_r.eq(res.re), ya_i.eq(res.im)]
-        m.d.sync += z2_valid.eq(0)
+        # Z words wait in a two-entry queue (registered: keeps the MAC result path short):
+        # Z[m] = (Ar - Bi, Ai + Br) is written the cycle after the lane-b result,
+        # Z[k-m] = (Ar + Bi, Br - Ai) (0 < m < k/2) the cycle after that.
+        zq_v, zq_idx = Signal(), Signal(L)
+        zq_r, zq_i = Signal(signed(G.ZBUF_BITS)), Signal(signed(G.ZBUF_BITS))
+        m.d.sync += [zq_v.eq(z2_valid), zq_idx.eq(z2_idx), zq_r.eq(z2_r), zq_i.eq(z2_i),
+                     z2_valid.eq(0)]
         with m.If(cmac.res_valid & (res.lane == 1)):
-            # Z[m] = (Ar - Bi, Ai + Br) now; Z[k-m] = (Ar + Bi, Br - Ai) next cycle (0 < m < k/2)
-            m.d.comb += [zw_valid.eq(1), zw_idx.eq(res_m), zw_r.eq(ya_r - res.im),
-                         zw_i.eq(ya_i + res.re)]
-            m.d.sync += [z2_valid.eq((res_m != 0) & (res_m != k // 2)), z2_idx.eq(-res_m),
+            m.d.sync += [zq_v.eq(1), zq_idx.eq(res_m), zq_r.eq(ya_r - res.im), zq_i.eq(ya_i + res.re),
+                         z2_valid.eq((res_m != 0) & (res_m != k // 2)), z2_idx.eq(-res_m),
                          z2_r.eq(ya_r + res.im), z2_i.eq(res.re - ya_i), res_m.eq(res_m + 1)]
-        with m.Elif(z2_valid):
-            m.d.comb += [zw_valid.eq(1), zw_idx.eq(z2_idx), zw_r.eq(z2_r), zw_i.eq(z2_i)]
+        m.d.comb += [zw_valid.eq(zq_v), zw_idx.eq(zq_idx), zw_r.eq(zq_r), zw_i.eq(zq_i)]
 
         # ---------------------------------------------------------------- MAC operands
         mac_v, mac_first, mac_last, mac_lane = Signal(), Signal(), Signal(), Signal()
