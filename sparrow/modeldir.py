@@ -492,7 +492,7 @@ def save_model(model, path):
         (tmp / "manifest.json").write_text(json.dumps(model.manifest(), indent=1) + "\n")
         old = None
         if path.exists():
-            if not (path / "manifest.json").is_file() and any(path.iterdir()):
+            if not path.is_dir() or (not (path / "manifest.json").is_file() and any(path.iterdir())):
                 raise SparrowError(f"{path}: exists and is not a model directory; refusing to replace it")
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.rename(path, old / "d")

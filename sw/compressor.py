@@ -39,10 +39,10 @@ METHODS = ("dense-int8", "smartdeal", "admm", "circulant")
 
 DEFAULTS = {
     "dense-int8": {"qat_epochs": 10},
-    "smartdeal": {"k": 4, "tiles": 1, "block": 4, "levels": 7, "z_bits": 8, "density": 0.12,
+    "smartdeal": {"k": 4, "tiles": 1, "block": 4, "levels": 8, "z_bits": 8, "density": 0.12,
                   "prune_epochs": 30, "fix_epochs": 10, "qat_epochs": 10, "criterion": "magnitude",
                   "lr": 2e-3, "als_iters": 4},
-    "admm": {"block": 4, "levels": 7, "density": 0.08, "admm_epochs": 30, "rho": 5e-3,
+    "admm": {"block": 4, "levels": 8, "density": 0.08, "admm_epochs": 30, "rho": 1e-3, "rho_growth": 1.1,
              "retrain_epochs": 20, "qat_epochs": 10, "lr": 2e-3, "break_even": None},
     "circulant": {"k": 16, "epochs": 30, "qat_epochs": 10, "lr": 2e-3},
 }
@@ -132,7 +132,7 @@ def _sd_params(n_in, n_out, cfg, k=None):
         # keep the basis (8 * T * in * k bits) at most 1/128 of the fp32 weights
         k = _largest_divisor(n_in, min(cfg.get("k", 4), n_out // (32 * tiles)))
     block = _largest_divisor(n_out // tiles, cfg.get("block", 4))
-    return dict(k=k, tiles=tiles, block=block, levels=cfg.get("levels", 7), z_bits=cfg.get("z_bits", 8))
+    return dict(k=k, tiles=tiles, block=block, levels=cfg.get("levels", 8), z_bits=cfg.get("z_bits", 8))
 
 
 def _swap(m, relu, method, cfg):
@@ -146,6 +146,7 @@ def _swap(m, relu, method, cfg):
             q.weight.copy_(w.reshape(n_out, n_in))
     elif method in ("smartdeal", "admm"):
         p = _sd_params(n_in, n_out, cfg, k=1 if method == "admm" else None)
+        p["levels"] = cfg.get("levels", 8)
         fixed = method == "admm"
         q = SDConv2d(**_conv_args(m), relu=relu, fixed_basis=fixed, **p) if conv else \
             SDLinear(n_in, n_out, relu=relu, fixed_basis=fixed, **p)
@@ -291,7 +292,7 @@ def _admm(qm, x, y, cfg, progress, seed):
     rho = cfg["rho"]
     tw = sum(m.in_features * m.out_features for m in qm.qlayers())
     dens = {id(m): _layer_density(cfg, m, names[id(m)], tw) for m in sds}
-    q = Pow2Quantizer(cfg.get("levels", 7))
+    q = Pow2Quantizer(cfg.get("levels", 8))
     state = {}
     for m in sds:
         z, _ = _admm_project(m.coef.detach(), dens[id(m)], m.block, m.tiles, q)
@@ -299,12 +300,15 @@ def _admm(qm, x, y, cfg, progress, seed):
     n = len(x)
     steps_per = (n + 63) // 64
 
+    rho_now = [rho]
+
     def penalty():
-        return sum(rho / 2 * ((m.coef - state[id(m)][0] + state[id(m)][1]) ** 2).sum() for m in sds)
+        return sum(rho_now[0] / 2 * ((m.coef - state[id(m)][0] + state[id(m)][1]) ** 2).sum() for m in sds)
 
     def after(step, total):
         if step % steps_per:
             return
+        rho_now[0] *= cfg.get("rho_growth", 1.1)           # rho grows so that W meets Z by the end
         for m in sds:                                  # Z and U updates once per epoch
             z, u = state[id(m)]
             z, _ = _admm_project(m.coef.detach() + u, dens[id(m)], m.block, m.tiles, q)
@@ -371,7 +375,7 @@ def compress(model, config, data=None, progress=None):
         _admm(qm, x, y, cfg, progress, seed)
     elif method == "circulant":
         _circulant(qm, x, y, cfg, progress, seed)
-    qat(qm, x, y, cfg["qat_epochs"], lr=cfg.get("qat_lr", 5e-4), progress=progress, seed=seed + 2,
+    qat(qm, x, y, cfg["qat_epochs"], lr=cfg.get("qat_lr", 2e-4), progress=progress, seed=seed + 2,
         teacher=cfg.get("teacher"))
     return qm
 

@@ -12,7 +12,8 @@ Models (fp32, ``nn.Sequential`` of standard layers, so ``compress`` can swap the
 
 * ``digits-mlp``: Linear(64, 128) + ReLU, Linear(128, 10).  Input [64].
 * ``digits-cnn``: Conv2d(1, 16, 3, padding=1) + ReLU, MaxPool2d(2),
-  Conv2d(16, 32, 3) + ReLU, MaxPool2d(2), Flatten, Linear(32, 10).  Input [1, 8, 8].
+  Conv2d(16, 64, 3) + ReLU, MaxPool2d(2), Flatten, Linear(64, 10).  Input [1, 8, 8];
+  activations [16, 8, 8] -> [16, 4, 4] -> [64, 2, 2] -> [64, 1, 1] -> [64] -> [10].
 """
 
 import numpy as np
@@ -59,7 +60,7 @@ def make_model(name, seed=0):
         return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     if name == "digits-cnn":
         return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(16, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32, 10))
+                             nn.Conv2d(16, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
     raise ValueError(f"unknown digits model {name!r}")
 
 
@@ -77,6 +78,20 @@ def tensors(name, pixels, labels=None, dtype=None):
     return x if labels is None else (x, torch.tensor(labels))
 
 
+def shift_images(x, gen):
+    """Shift each 8x8 digit (x [N, 64] or [N, 1, 8, 8]) by -1..1 pixels in y and x, zero fill."""
+    import torch
+    shape = x.shape
+    img = torch.nn.functional.pad(x.reshape(-1, 1, 8, 8), (1, 1, 1, 1))
+    n = img.shape[0]
+    dy = torch.randint(0, 3, (n,), generator=gen)
+    dx = torch.randint(0, 3, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(8)[None, :])                        # [n, 8]
+    cols = (dx[:, None] + torch.arange(8)[None, :])
+    out = img[torch.arange(n)[:, None, None], 0, rows[:, :, None], cols[:, None, :]]
+    return out.reshape(shape)
+
+
 def accuracy(model, x, y, batch=512):
     """Top-1 accuracy (fraction) of ``model`` on tensors x, y (eval mode, no grad)."""
     import torch
@@ -89,13 +104,16 @@ def accuracy(model, x, y, batch=512):
 
 
 def train(model, x, y, epochs=30, lr=3e-3, batch=64, seed=0, weight_decay=0.0, penalty=None,
-          after_step=None, progress=None, lr_end=None, teacher=None, kd_alpha=0.7, kd_temp=4.0):
+          after_step=None, progress=None, lr_end=None, teacher=None, kd_alpha=0.7, kd_temp=4.0,
+          augment=None):
     """Adam + cross-entropy, cosine learning rate to ``lr_end`` (default lr/20).
 
     ``penalty()`` (optional) is added to the loss; ``after_step(step, total)``
     runs after every optimiser step (pruning schedules, ADMM); ``progress`` is a
     tqdm-like object updated once per epoch.  With a ``teacher`` model the loss is
     (1 - kd_alpha) * CE + kd_alpha * T^2 * KL(teacher || model) at temperature T (distillation).
+    ``augment`` (default off) shifts each 8x8 image by a random
+    -1..1 pixels in each direction (zero fill), so the teacher labels new inputs.
     """
     import torch
     g = torch.Generator().manual_seed(seed)
@@ -111,11 +129,12 @@ def train(model, x, y, epochs=30, lr=3e-3, batch=64, seed=0, weight_decay=0.0, p
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, batch):
             idx = perm[i:i + batch]
-            out = model(x[idx])
+            xb = shift_images(x[idx], g) if augment else x[idx]
+            out = model(xb)
             loss = loss_fn(out, y[idx])
             if teacher is not None:
                 with torch.no_grad():
-                    soft = torch.softmax(teacher(x[idx]) / kd_temp, dim=1)
+                    soft = torch.softmax(teacher(xb) / kd_temp, dim=1)
                 kd = torch.nn.functional.kl_div(torch.log_softmax(out / kd_temp, dim=1), soft, reduction="batchmean")
                 loss = (1 - kd_alpha) * loss + kd_alpha * kd_temp ** 2 * kd
             if penalty is not None:

@@ -100,6 +100,8 @@ class QLayer(nn.Module):
             acc, acc_exp = self.int_acc(x)
             self.last_out_exp = self.out_exp_eff(acc_exp)
             y = fake_quant(acc, self.last_out_exp, 0 if self.relu else -128, 127)
+            if x.dtype == torch.float64 and not torch.is_grad_enabled():
+                y = self.exact_output(x, y)
         else:
             y = self.float_linear(x) + self.bias
             if self.relu:
@@ -109,6 +111,10 @@ class QLayer(nn.Module):
         if shape is not None:
             n, oh, ow = shape
             y = y.reshape(n, oh, ow, self.out_features).permute(0, 3, 1, 2)
+        return y
+
+    def exact_output(self, x, y):
+        """Float64 inference hook: the exact exported-integer output (default: ``y`` already is)."""
         return y
 
     def out_exp_eff(self, acc_exp):
@@ -132,10 +138,8 @@ class QLayer(nn.Module):
         out_shift = self.last_out_exp - acc_exp
         if not 0 <= out_shift <= 31:
             raise SparrowError(f"layer {name!r}: out_shift {out_shift} outside [0, 31]")
-        if self.conv:
-            base = dict(self.conv)
-        else:
-            base = {"in": self.in_features, "out": self.out_features}
+        base = dict(self.conv) if self.conv else {}
+        base.update({"in": self.in_features, "out": self.out_features})
         base.update(attrs)
         base.update(out_shift=int(out_shift), relu=bool(self.relu))
         params["bias"] = self._bias_codes(acc_exp)
@@ -363,9 +367,10 @@ def circulant_project(weight, k):
 class BCLinear(QLayer):
     """Block-circulant layer (``bc_linear``): k x k circulant blocks, forward through rfft/irfft.
 
-    The quant forward on float64 inputs uses the exact circulant product (the
-    *ideal* integer result); the golden model runs the fixed-point FFT datapath,
-    which the FFT unit documents and measures against this ideal.
+    Training uses rfft/irfft; the quant forward in float64 inference runs the
+    fixed-point FFT datapath of :mod:`sparrow.sw.golden_bc` on the exported
+    integers, so it equals the golden model (the ideal circulant product is
+    :func:`sparrow.sw.golden.bc_linear_ideal`).
     """
 
     linear_kind = "bc_linear"
@@ -408,6 +413,14 @@ class BCLinear(QLayer):
     def export_params(self):
         codes, sw = self.wquant.codes(self.w)
         return {"k": self.k}, {"w": codes.numpy().astype(np.int8)}, self.in_exp + sw
+
+    def exact_output(self, x, y):
+        """In float64 inference, the fixed-point FFT datapath of the exported layer (sparrow.sw.golden_bc)."""
+        from . import golden_bc
+        layer = self.export("bc")
+        xi = torch.round(x / 2.0 ** self.in_exp).to(torch.int64).numpy()
+        out = golden_bc.bc_linear_forward(layer, xi)
+        return torch.from_numpy(out.astype(np.float64)) * 2.0 ** self.last_out_exp
 
     @torch.no_grad()
     def project_(self, weight):

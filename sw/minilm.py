@@ -3,9 +3,15 @@
 Every ``nn.Linear`` of the encoder (6 layers x query/key/value/attention
 output/intermediate/output = 36 matrices, 10.6 M weights) becomes W = C . B:
 one k x k basis per group of k inputs, C power-of-two (``levels`` exponents,
-sign + exp code) fitted by alternating least squares, no labels.  Optionally
-C is pruned in P x 1 blocks (``density``).  The layer's weight is replaced by
-C . B (bit-for-bit what an SDLinear computes in float), so the model runs
+sign + exp code), no labels:
+
+1. alternating least squares on the weights (:meth:`SDLinear.decompose_`);
+2. data-aware reconstruction of each layer's outputs on unlabeled text
+   (:func:`reconstruct`, power-of-two STE);
+3. end-to-end distillation from the original model (:func:`distill`).
+
+Optionally C is pruned in P x 1 blocks (``density``).  The layer's weight is
+replaced by C . B (what an SDLinear computes in float), so the model runs
 unchanged.
 
 Reported: the storage ratio of the encoder's linear weights (the papers'
@@ -28,6 +34,7 @@ __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear
            "embedding_cosine"]
 
 DISTILL_STEPS = 150
+RECON_STEPS = 0
 SENTENCES = Path(__file__).resolve().parent / "data" / "sentences.txt"
 
 
@@ -125,6 +132,78 @@ def augment(sentences, n, seed=0):
     return out
 
 
+def capture_inputs(st, lins, texts, tokens=1024, seed=0):
+    """{layer name: [tokens, in]} inputs of each linear on ``texts`` (a random subset of tokens)."""
+    import torch
+    caps, hooks = {}, []
+    for name, lin in lins:
+        hooks.append(lin.register_forward_hook(
+            lambda m, inp, out, name=name: caps.setdefault(name, []).append(inp[0].detach().reshape(-1, inp[0].shape[-1]))))
+    try:
+        with torch.no_grad():
+            st.encode(texts, batch_size=32)
+    finally:
+        for h in hooks:
+            h.remove()
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, xs in caps.items():
+        x = torch.cat(xs)
+        out[name] = x[torch.randperm(len(x), generator=g)[:tokens]]
+    return out
+
+
+def reconstruct(sd, weight, x, steps=150, lr=1e-4, batch=256, seed=0):
+    """Data-aware fit of C (power-of-two STE) and B: minimise ||x (C.B)^T - x W^T||^2 / ||x W^T||^2."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    y = x @ weight.t()
+    opt = torch.optim.Adam([sd.coef, sd.basis], lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        loss = ((x[idx] @ sd.weight_matrix().t() - y[idx]) ** 2).mean() / (y[idx] ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((x @ sd.weight_matrix().t() - y).norm() / y.norm())
+
+
+_DOC_MODULES = ("argparse", "collections", "csv", "datetime", "decimal", "email", "fractions", "ftplib",
+                "functools", "gettext", "heapq", "http.client", "imaplib", "inspect", "logging", "mailbox",
+                "pathlib", "pickle", "random", "shutil", "smtplib", "socket", "statistics", "string",
+                "subprocess", "tarfile", "tempfile", "textwrap", "threading", "unittest", "urllib.request",
+                "uuid", "zipfile", "calendar", "difflib", "json", "sched", "queue", "configparser")
+
+
+def docstring_sentences(limit=3000):
+    """Unlabeled English sentences from the docstrings of Python standard-library modules.
+
+    Generated offline on the machine (no download): every docstring of the modules in
+    ``_DOC_MODULES`` is split into sentences, keeping those of 5 to 40 words.
+    """
+    import importlib
+    import inspect
+    import re
+    out, seen = [], set()
+    for name in _DOC_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        docs = [inspect.getdoc(mod) or ""]
+        for _, obj in inspect.getmembers(mod):
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                docs.append(inspect.getdoc(obj) or "")
+        for doc in docs:
+            for sent in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                words = sent.split()
+                if 5 <= len(words) <= 40 and sent not in seen and not re.search(r"[>{}\\|]", sent):
+                    seen.add(sent)
+                    out.append(sent)
+    return out[:limit]
+
+
 def distill(student, teacher, texts, steps=100, lr=2e-5, batch=16, seed=0, progress=None):
     """End-to-end distillation on unlabeled texts: 1 - cosine of sentence embeddings + token-state MSE."""
     import torch
@@ -161,12 +240,14 @@ def embedding_cosine(ref, emb):
 
 
 def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, sentences=None,
-                    progress=True, model=None, distill_steps=0, lr=2e-5, seed=0):
+                    progress=True, model=None, distill_steps=0, lr=5e-5, seed=0, recon_steps=0,
+                    train_coef=True):
     """Decompose the encoder's linear layers (all, or the first ``layers``); returns a report dict.
 
     With ``distill_steps`` > 0 the decomposed model (C with power-of-two STE, B,
     biases) is then distilled end to end from the original on the calibration
-    half of the sentences plus texts generated from it (:func:`augment`).
+    half of the sentences, texts generated from it (:func:`augment`) and
+    standard-library docstring sentences (:func:`docstring_sentences`).
     """
     import copy
     import torch
@@ -187,8 +268,14 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
         from tqdm import tqdm
         bar = tqdm(total=len(lins) + distill_steps, desc="minilm smartdeal", unit="step", leave=False)
     sds = []
+    xs = capture_inputs(st, lins, cal + docstring_sentences()[:200], seed=seed) if recon_steps else {}
     for name, lin in lins:
+        w0 = lin.weight.detach().clone()
         sd, _, err = decompose_linear(lin, k=k, levels=levels, density=density, block=block, iters=iters)
+        if recon_steps:
+            reconstruct(sd, w0, xs.pop(name), steps=recon_steps, seed=seed)
+            with torch.no_grad():
+                lin.weight.copy_(sd.weight_matrix().detach())
         sds.append((name, lin, sd, err))
         if bar:
             bar.update(1)
@@ -196,10 +283,11 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
         for p in st.parameters():
             p.requires_grad_(False)
         for name, lin, sd, _ in sds:
+            sd.coef.requires_grad_(train_coef)
             parent = st[0].auto_model.get_submodule(name.rsplit(".", 1)[0])
             setattr(parent, name.rsplit(".", 1)[1], _sd_module(sd, lin.bias))
-        distill(st, teacher, cal + augment(cal, 4 * len(cal), seed), steps=distill_steps, lr=lr,
-                seed=seed, progress=bar)
+        texts = cal + augment(cal, 2 * len(cal), seed) + docstring_sentences()
+        distill(st, teacher, texts, steps=distill_steps, lr=lr, seed=seed, progress=bar)
     if bar:
         bar.close()
     per, fp32_bits, bits, bias_bits, errs = [], 0, 0, 0, []
@@ -215,7 +303,7 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
         emb = st.encode(held, convert_to_tensor=True, batch_size=32)
     cos = embedding_cosine(ref, emb)
     return {"model": "all-MiniLM-L6-v2", "method": "smartdeal", "k": k, "levels": levels, "density": density,
-            "block": block, "als_iters": iters, "distill_steps": distill_steps, "layers": len(sds),
+            "block": block, "als_iters": iters, "recon_steps": recon_steps, "distill_steps": distill_steps, "layers": len(sds),
             "weights": int(sum(np.prod(p["shape"]) for p in per)),
             "fp32_bits": fp32_bits, "weight_bits": bits, "bias_bits": bias_bits,
             "storage_ratio": fp32_bits / bits, "mean_rel_error_als": float(np.mean(errs)),
@@ -228,7 +316,7 @@ def compress_minilm_cmd(args, overrides):
     o = dict(overrides)
     rep = compress_minilm(k=o.get("k", 4), density=o.get("density", 1.0), block=o.get("block", 4),
                           sentences=args.sentences, progress=not args.quiet,
-                          distill_steps=getattr(args, "distill_steps", DISTILL_STEPS))
+                          distill_steps=DISTILL_STEPS, recon_steps=RECON_STEPS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".report.json.tmp"

@@ -16,13 +16,16 @@ FP32_EPOCHS = 60
 # The per-model settings measured by bench/bench_compress.py (defaults of compressor.DEFAULTS otherwise).
 METHOD_CONFIGS = {
     ("digits-mlp", "dense-int8"): {"qat_epochs": 20},
-    ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 20},
-    ("digits-mlp", "admm"): {"admm_epochs": 60, "retrain_epochs": 30, "qat_epochs": 20, "density": 0.1},
+    ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 10, "density": 0.12},
+    ("digits-mlp", "admm"): {"admm_epochs": 60, "retrain_epochs": 30, "qat_epochs": 10, "density": 0.1,
+                             "rho": 1e-2, "rho_growth": 1.05},
     ("digits-mlp", "circulant"): {"epochs": 60, "qat_epochs": 20},
-    ("digits-cnn", "dense-int8"): {"qat_epochs": 20},
-    ("digits-cnn", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 20},
-    ("digits-cnn", "admm"): {"admm_epochs": 60, "retrain_epochs": 30, "qat_epochs": 20, "density": 0.1},
-    ("digits-cnn", "circulant"): {"epochs": 60, "qat_epochs": 20},
+    ("digits-cnn", "dense-int8"): {"qat_epochs": 10},
+    ("digits-cnn", "smartdeal"): {"prune_epochs": 40, "fix_epochs": 20, "qat_epochs": 10, "density": 0.115,
+                                  "small_density": 0.3},
+    ("digits-cnn", "admm"): {"admm_epochs": 40, "retrain_epochs": 20, "qat_epochs": 10, "density": 0.085,
+                             "small_density": 0.3, "rho": 1e-2, "rho_growth": 1.05},
+    ("digits-cnn", "circulant"): {"epochs": 40, "qat_epochs": 10},
 }
 
 

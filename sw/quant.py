@@ -71,9 +71,9 @@ class Pow2Quantizer:
     """Coefficients sign * 2**e, e in [e_lo, e_lo + levels - 1] (``levels`` <= 8 for the 3-bit exp code).
 
     e_hi is the rounded log2 of max|w| (over unmasked entries), e_lo = e_hi - levels + 1.
-    Every unmasked weight keeps its sign and takes the nearest power of two (by
-    value: 2**e up to 1.5 * 2**e) clamped to the window, so the mask alone
-    decides the sparsity.
+    Every unmasked weight keeps its sign and takes the nearest power of two in
+    the log domain (2**e up to sqrt(2) * 2**e) clamped to the window, so the
+    mask alone decides the sparsity.
     Gradients pass straight through (STE).
     """
 
@@ -87,7 +87,7 @@ class Pow2Quantizer:
         if mask is not None:
             a = a * mask
         m = float(a.max())
-        e_hi = math.floor(math.log2(m)) + (1 if m >= 1.5 * 2.0 ** math.floor(math.log2(m)) else 0) if m > 0 else 0
+        e_hi = math.floor(math.log2(m) + 0.5) if m > 0 else 0
         return e_hi - self.levels + 1, e_hi
 
     def codes(self, w, mask=None):
@@ -97,9 +97,7 @@ class Pow2Quantizer:
         sign = torch.sign(wd)
         if mask is not None:
             sign = sign * (mask != 0)
-        a = wd.abs().clamp_min(1e-30)
-        e = torch.floor(torch.log2(a))
-        e = (e + (a >= 1.5 * torch.exp2(e)).to(e.dtype)).clamp(e_lo, e_hi)   # nearest power of two by value
+        e = torch.floor(torch.log2(wd.abs().clamp_min(1e-30)) + 0.5).clamp(e_lo, e_hi)   # nearest in log2
         sign = sign.to(torch.int64)
         code = torch.where(sign != 0, e - e_lo, torch.zeros_like(e)).to(torch.int64)
         return sign, code, e_lo

@@ -32,14 +32,14 @@ def test_pow2_quantizer_values_window_and_mask():
     w = torch.tensor([[1.0, -0.7, 0.74, 0.0009], [3.1, -2.9, 0.3, 0.01]])
     mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 1]])
     sign, code, e_lo = Pow2Quantizer(3).codes(w, mask)
-    # max 3.1 -> e_hi = 2 (3.1 >= 1.5 * 2), window [0, 2]
+    # max 3.1 -> e_hi = round(log2 3.1) = 2, window [0, 2]
     assert e_lo == 0
     assert sign.tolist() == [[1, -1, 1, 1], [1, -1, 0, 1]]
     q, _ = Pow2Quantizer(3)(w, mask)
-    assert q.tolist() == [[1.0, -1.0, 1.0, 1.0], [4.0, -2.0, 0.0, 1.0]]
-    # nearest by value: 0.74 -> 0.5 and 0.76 -> 1 in a wide window
-    q8, _ = Pow2Quantizer(8)(torch.tensor([0.74, 0.76, 1.0]))
-    assert q8.tolist() == [0.5, 1.0, 1.0]
+    assert q.tolist() == [[1.0, -1.0, 1.0, 1.0], [4.0, -4.0, 0.0, 1.0]]
+    # nearest in the log domain: 0.70 -> 0.5 and 0.72 -> 1 (threshold sqrt(1/2)) in a wide window
+    q8, _ = Pow2Quantizer(8)(torch.tensor([0.70, 0.72, 1.0, -0.3]))
+    assert q8.tolist() == [0.5, 1.0, 1.0, -0.25]
     for v in q8.tolist():
         assert math.log2(abs(v)).is_integer()
 
