@@ -43,12 +43,6 @@ def result_layout():
     return data.StructLayout({"re": signed(DATA_BITS), "im": signed(DATA_BITS)})
 
 
-def _rshift(v, amount, width):
-    """Round-half-up arithmetic right shift by a small unsigned signal, result truncated to ``width``."""
-    half = (Const(1, 8) << amount) >> 1
-    return ((v + half) >> amount)[:width].as_signed()
-
-
 class FFTUnit(wiring.Component):
     """k-point fixed-point complex FFT (forward or inverse), in place, one butterfly per cycle.
 
@@ -230,24 +224,27 @@ class FFTUnit(wiring.Component):
             m.d.sync += [v_t[i].eq(v_t[i - 1]), lo_t[i].eq(lo_t[i - 1]), hi_t[i].eq(hi_t[i - 1]),
                          par_t[i].eq(par_t[i - 1]), s0_t[i].eq(s0_t[i - 1])]
 
-        # c1: raw operands from the banks, twiddle, this butterfly's prescale shift
+        # c1: operands from the banks plus the rounding constant of the block exponent
+        # (2^(e-1) in stage 0, else 0), twiddle, this butterfly's shift
+        half_e = Signal(E_MAX)                 # 2^(e-1) <= 64
+        m.d.comb += half_e.eq(Mux(s0_t[0], (Const(1, E_MAX + 1) << e) >> 1, 0))
         par = par_t[0]
         raw = {}
         for nm, bank_a in (("a_r", ("re", 1, 0)), ("a_i", ("im", 1, 0)),
                            ("b_r", ("re", 0, 1)), ("b_i", ("im", 0, 1))):
             part, b_if1, b_if0 = bank_a
-            r = Signal(signed(ZW), name=f"{nm}_raw")
-            m.d.sync += r.eq(Mux(par, rd[b_if1, part].data, rd[b_if0, part].data))
+            r = Signal(signed(ZW + 1), name=f"{nm}_raw")
+            m.d.sync += r.eq(Mux(par, rd[b_if1, part].data, rd[b_if0, part].data) + half_e)
             raw[nm] = r
         sh = Signal(range(E_MAX + 1))
         w_r0, w_i0 = Signal(signed(D)), Signal(signed(D))
         m.d.sync += [sh.eq(Mux(s0_t[0], e, 0)), w_r0.eq(tw_c.data),
                      w_i0.eq(Mux(inverse, tw_s.data, -tw_s.data))]
-        # c1b: block exponent (rounding shift; nonzero only in stage 0)
+        # c1b: the floor shift of the block exponent (nonzero only in stage 0)
         a_r, a_i, b_r, b_i = (Signal(signed(D), name=n) for n in ("a_r1", "a_i1", "b_r1", "b_i1"))
         w_r, w_i = Signal(signed(D)), Signal(signed(D))
-        m.d.sync += [a_r.eq(_rshift(raw["a_r"], sh, D)), a_i.eq(_rshift(raw["a_i"], sh, D)),
-                     b_r.eq(_rshift(raw["b_r"], sh, D)), b_i.eq(_rshift(raw["b_i"], sh, D)),
+        m.d.sync += [a_r.eq((raw["a_r"] >> sh)[:D].as_signed()), a_i.eq((raw["a_i"] >> sh)[:D].as_signed()),
+                     b_r.eq((raw["b_r"] >> sh)[:D].as_signed()), b_i.eq((raw["b_i"] >> sh)[:D].as_signed()),
                      w_r.eq(w_r0), w_i.eq(w_i0)]
         # c2: the four real products (DSP tiles, registered)
         p1, p2, p3, p4 = (Signal(signed(2 * D), name=f"prod{i}") for i in range(4))
