@@ -28,12 +28,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Module, Signal, Mux, Cat, signed, unsigned
+from amaranth.hdl import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import wiring, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .. import SparrowError
 from ..sw import golden_bc as G
 from .fft import FFTUnit, fft_cycles
 from .cmac import ComplexMAC, CMAC_LATENCY, cmac_min_acc_width

@@ -80,6 +80,7 @@ class ComplexMAC(wiring.Component):
     """
 
     def __init__(self, acc_width, shift, out_bits=20, lanes=2):
+        self._MustUse__silence = True          # until validated: a refused unit is never elaborated
         _check(acc_width, "Accumulator width", 34, 64)
         _check(shift, "Shift", 1, 40)
         _check(out_bits, "Output width", 2, 32)
@@ -88,6 +89,7 @@ class ComplexMAC(wiring.Component):
             raise ValueError(f"Accumulator width {acc_width} cannot hold one product plus the "
                              f"rounding constant of a {shift}-bit shift")
         self._acc_width, self._shift, self._out_bits, self._lanes = acc_width, shift, out_bits, lanes
+        self._MustUse__silence = False
         super().__init__({
             "inp": In(stream.Signature(operand_layout(lanes))),
             "res_valid": Out(1),
