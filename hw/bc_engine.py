@@ -50,7 +50,7 @@ def bc_cycles(k, n_in, n_out):
     With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
     nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
 
-        in + P*(fc + 2H + 6) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + 2*nbo + out + 1
+        in + P*(fc + 2H + 7) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + 2*nbo + out + 1
 
     (MAC_DRAIN = 9).
 
@@ -63,7 +63,7 @@ def bc_cycles(k, n_in, n_out):
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    return (n_in + pin * (fc + 2 * h + 6) + pout * (2 * nb * h + fc + 3 + MAC_DRAIN)
+    return (n_in + pin * (fc + 2 * h + 7) + pout * (2 * nb * h + fc + 3 + MAC_DRAIN)
             + 2 * nbo + n_out + 1)
 
 
@@ -398,7 +398,8 @@ class BCEngine(wiring.Component):
 
             with m.State("FFT"):
                 m.d.comb += [fft.start.valid.eq(1), fft.start.payload.inverse.eq(0)]
-                m.next = "FFT_WAIT"
+                with m.If(fft.start.ready):
+                    m.next = "FFT_WAIT"
 
             with m.State("FFT_WAIT"):
                 with m.If(~fft.busy):
@@ -444,7 +445,8 @@ class BCEngine(wiring.Component):
 
             with m.State("IFFT"):
                 m.d.comb += [fft.start.valid.eq(1), fft.start.payload.inverse.eq(1)]
-                m.next = "IFFT_WAIT"
+                with m.If(fft.start.ready):
+                    m.next = "IFFT_WAIT"
 
             with m.State("IFFT_WAIT"):
                 with m.If(~fft.busy):

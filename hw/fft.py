@@ -65,7 +65,7 @@ class FFTUnit(wiring.Component):
         Ready when idle and no ``start`` is offered.  Values are signed 22-bit.
         The block exponent is taken over the components written since the last start.
     start : In(stream.Signature(StructLayout({"inverse": 1})))
-        Ready when idle.
+        Ready when idle and the last load beat has been written (one cycle after it).
     rd_req : In(stream.Signature(unsigned(log2 k)))
         Ready when idle.
     rd_valid : Out(1)
@@ -139,16 +139,21 @@ class FFTUnit(wiring.Component):
         m.d.comb += [self.busy.eq(running), self.exp.eq(e)]
 
         idle = ~running
+        # A load beat is registered first and written (and counted for the block
+        # exponent) one cycle later; `start` waits for that write.
+        ld_v = Signal()
+        ld = Signal(load_layout(k))
         m.d.comb += [
-            self.start.ready.eq(idle),
+            self.start.ready.eq(idle & ~ld_v),
             self.load.ready.eq(idle & ~self.start.valid),
             self.rd_req.ready.eq(idle),
         ]
 
         # ---- load: natural index -> bit-reversed position -> (bank, address)
-        lp = self.load.payload
+        m.d.sync += [ld_v.eq(self.load.valid & self.load.ready), ld.eq(self.load.payload)]
+        lp = ld
         pos = Cat(*[lp.index[L - 1 - i] for i in range(L)])
-        do_load = self.load.valid & self.load.ready
+        do_load = ld_v
         new_flags = Signal(E_MAX + 1)
         for c in range(E_MAX + 1):
             def fits(v, c=c):

@@ -74,7 +74,11 @@ if cocotb is not None:
             dut.load__valid.value = 0
             dut.start__payload.value = int(inverse[b])
             dut.start__valid.value = 1
-            await FallingEdge(dut.clk)
+            while True:                          # taken at the edge after a cycle with ready high
+                ready = int(dut.start__ready.value)
+                await FallingEdge(dut.clk)
+                if ready:
+                    break
             dut.start__valid.value = 0
             busy = 0
             while int(dut.busy.value):
