@@ -144,7 +144,8 @@ class DenseEngine(_Validated):
         jbits = max(1, (n - 1).bit_length())
         m.submodules.xbuf = xbuf = Memory(shape=signed(8), depth=2 << jbits, init=[])
         xw, xr = xbuf.write_port(), xbuf.read_port()
-        m.submodules.wrom = wrom = Memory(shape=8 * D, depth=NB * n, init=self._words)
+        m.submodules.wrom = wrom = Memory(shape=8 * D, depth=NB * n, init=self._words,
+                                          attrs={"ram_style": "block", "rom_style": "block"})
         wr = wrom.read_port()
         xfull = [Signal(name=f"xfull{i}") for i in range(2)]
         x_set, x_clr = Signal(2), Signal(2)

@@ -95,7 +95,8 @@ def _generate_model(model_dir, out, pes):
                  "in": engine.in_features, "out": engine.out_features,
                  "acc_width": engine.acc_width, "memories": images}
         if layer.kind == "sd_linear":
-            entry.update(pes=engine.pes, code_entries=engine.entries)
+            entry.update(pes=engine.pes, code_entries=engine.entries,
+                         tile_ends=engine.program[1], first_cols=engine.program[3])
         else:
             entry.update(lanes=engine.lanes)
         doc["layers"].append(entry)

@@ -55,11 +55,12 @@ def sd_acc_width(coef_sign, coef_exp, z_bits):
 def sd_program(coef_sign, coef_exp, tiles, pes):
     """The code ROM of an sd_linear layer.
 
-    Returns ``(words, tile_ends, col_bits)``: ``words`` the ROM words (ints),
-    ``tile_ends[t]`` the address one past tile t's last entry.  Word layout,
-    LSB first: P codes of ``exp_bits + 2`` bits (PE p at bits
-    ``[5p, 5p+5)``: exp[3], sign, nz), the column index (``col_bits``), the
-    ``last`` flag.
+    Returns ``(words, tile_ends, col_bits, first_cols)``: ``words`` the ROM
+    words (ints), ``tile_ends[t]`` the address one past tile t's last entry,
+    ``first_cols[t]`` the column of tile t's first entry.  Word layout, LSB
+    first: P codes of ``exp_bits + 2`` bits (PE p at bits ``[5p, 5p+5)``:
+    exp[3], sign, nz), the column of the *next* entry of the tile (0 after the
+    tile's last; ``col_bits``), the ``last`` flag (end of a row block).
     """
     s = np.asarray(coef_sign, dtype=np.int64)
     e = np.asarray(coef_exp, dtype=np.int64)
@@ -67,23 +68,28 @@ def sd_program(coef_sign, coef_exp, tiles, pes):
     rows = out // tiles
     cw = code_width(EXP_BITS)
     col_bits = max(1, (n_in - 1).bit_length())
-    words, tile_ends = [], []
+    words, tile_ends, first_cols = [], [], []
     for t in range(tiles):
+        entries = []                     # (column, codes, last)
         for b0 in range(0, rows, pes):
             r0, r1 = t * rows + b0, t * rows + min(b0 + pes, rows)
             cols = np.flatnonzero((s[r0:r1] != 0).any(axis=0))
-            entries = []
+            block = []
             for c in cols:
                 w = 0
                 for p, r in enumerate(range(r0, r1)):
                     w |= encode_code(int(s[r, c]), int(e[r, c]), EXP_BITS) << (cw * p)
-                entries.append(w | (int(c) << (cw * pes)))
-            if not entries:
-                entries = [0]
-            entries[-1] |= 1 << (cw * pes + col_bits)
-            words.extend(entries)
+                block.append([int(c), w, 0])
+            if not block:
+                block = [[0, 0, 0]]
+            block[-1][2] = 1
+            entries.extend(block)
+        first_cols.append(entries[0][0])
+        for i, (c, w, last) in enumerate(entries):
+            nxt = entries[i + 1][0] if i + 1 < len(entries) else 0
+            words.append(w | (nxt << (cw * pes)) | (last << (cw * pes + col_bits)))
         tile_ends.append(len(words))
-    return words, tile_ends, col_bits
+    return words, tile_ends, col_bits, first_cols
 
 
 class SDEngine(_Validated):
@@ -153,7 +159,7 @@ class SDEngine(_Validated):
         self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width)
         self._post = OutputStage(self._acc_width, pes, n_out, n_out // tiles, bias, out_shift, relu,
                                   running=True)
-        self._words, self._tile_ends, self._col_bits = sd_program(s, e, tiles, pes)
+        self._words, self._tile_ends, self._col_bits, self._first_cols = sd_program(s, e, tiles, pes)
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
         self._z_bits = z_bits
         return {
@@ -181,8 +187,8 @@ class SDEngine(_Validated):
 
     @property
     def program(self):
-        """``(words, tile_ends, col_bits)`` of the code ROM."""
-        return self._words, self._tile_ends, self._col_bits
+        """``(words, tile_ends, col_bits, first_cols)`` of the code ROM."""
+        return self._words, self._tile_ends, self._col_bits, self._first_cols
 
     def memory_images(self):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
@@ -193,8 +199,10 @@ class SDEngine(_Validated):
             "codes": (P * cw + self._col_bits + 1, list(self._words),
                       f"one entry per (row block, nonzero column); LSB first: {P} codes of {cw} bits "
                       f"(PE p at bits [{cw}p, {cw}p+{cw}): exp[0:3], sign[3], nz[4]), "
-                      f"column[{P * cw}:{P * cw + self._col_bits}], last[{P * cw + self._col_bits}]; "
-                      f"tile t ends at address tile_ends[t] = {self._tile_ends}"),
+                      f"next entry's column[{P * cw}:{P * cw + self._col_bits}] (0 after a tile's last), "
+                      f"last[{P * cw + self._col_bits}] (end of a row block); tile t ends at address "
+                      f"tile_ends[t] = {self._tile_ends}, its first entry's column is "
+                      f"first_cols[t] = {self._first_cols}"),
             "basis": (8 * k, basis_image(self._basis_unit._basis),
                       f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits [8j, 8j+8), int8"),
             "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw}-bit two's complement"),
@@ -222,8 +230,10 @@ class SDEngine(_Validated):
         xw, xr = xbuf.write_port(), xbuf.read_port()
         m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=2 << zbits, init=[])
         zw, zr = zbuf.write_port(), zbuf.read_port()
+        # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
         m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 1,
-                                           depth=len(self._words), init=self._words)
+                                           depth=len(self._words), init=self._words,
+                                           attrs={"ram_style": "block", "rom_style": "block"})
         cr = crom.read_port()
 
         xfull = [Signal(name=f"xfull{b}") for b in range(2)]
@@ -284,31 +294,33 @@ class SDEngine(_Validated):
                         m.d.sync += bt.eq(bt + 1)
                     m.next = "IDLE"
 
-        # Issue: the entries of tile it from z bank ib.  Pipeline: s1 = code word
-        # out of the ROM, s2 = z out of the z buffer; a stall holds both reads.
+        # Issue: the entries of tile it from z bank ib.  One stage: the code ROM's
+        # output register holds entry i (codes, last) while the z buffer's holds
+        # z[col_i], read a cycle earlier at the column that entry i-1 carries
+        # (the tile's first column comes from a table).  A stall holds both.
         ib = Signal()
         it = Signal(range(max(T, 2)))
         pc = Signal(range(len(self._words) + 1))
         tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[it]
-        s1_valid, s2_valid, s2_last = Signal(), Signal(), Signal()
-        s2_codes = Signal(P * cw)
+        first_col = Array(Const(v, self._col_bits) for v in self._first_cols)[it]
+        s1_valid = Signal()
         issuing = Signal()
-        s2_fire = s2_valid & (~s2_last | arr.can_last)
-        advance = ~s2_valid | s2_fire
-        col = cr.data[P * cw:P * cw + self._col_bits]
+        last1 = cr.data[-1]
+        fire = s1_valid & (~last1 | arr.can_last)
+        advance = ~s1_valid | fire
+        next_col = Mux(s1_valid, cr.data[P * cw:P * cw + self._col_bits], first_col)
         # Rows of the block being closed: P, or what is left of the tile.
         rows = self._n_out // T
         nb = -(-rows // P)
         blk = Signal(range(max(nb, 2)))
-        with m.If(s2_fire & s2_last):
+        with m.If(fire & last1):
             m.d.sync += blk.eq(Mux(blk == nb - 1, 0, blk + 1))
-        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(col[:zbits], ib)),
-                     zr.en.eq(advance), arr.z.eq(zr.data), arr.codes.eq(s2_codes),
-                     arr.valid.eq(s2_fire), arr.last.eq(s2_last),
+        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(next_col[:zbits], ib)),
+                     zr.en.eq(advance), arr.z.eq(zr.data), arr.codes.eq(cr.data[:P * cw]),
+                     arr.valid.eq(fire), arr.last.eq(last1),
                      arr.lanes.eq(Mux(blk == nb - 1, rows - (nb - 1) * P, P))]
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(issuing), s2_valid.eq(s1_valid),
-                         s2_codes.eq(cr.data[:P * cw]), s2_last.eq(cr.data[-1])]
+            m.d.sync += s1_valid.eq(issuing)
             with m.If(issuing):
                 m.d.sync += pc.eq(pc + 1)
         with m.FSM(name="issue_fsm"):
@@ -317,7 +329,7 @@ class SDEngine(_Validated):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += issuing.eq(pc != tile_end)
-                with m.If((pc == tile_end) & ~s1_valid & ~s2_valid):
+                with m.If((pc == tile_end) & ~s1_valid):
                     m.d.comb += z_clr.eq(bank_bit(ib))
                     m.d.sync += ib.eq(~ib)
                     with m.If(it == T - 1):

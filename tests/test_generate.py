@@ -51,12 +51,13 @@ def test_generate_model_images_round_trip(tmp_path):
     sign = np.zeros((10, 12), np.int64)
     exp = np.zeros((10, 12), np.int64)
     rows_per_tile, pc = 5, 0
+    first_cols = doc["layers"][0]["first_cols"]
     for t in range(2):
+        col = first_cols[t]
         for b0 in range(0, rows_per_tile, P):
             while True:
                 w = words[pc]
                 pc += 1
-                col = (w >> (P * cw)) & ((1 << col_bits) - 1)
                 for p in range(P):
                     code = (w >> (cw * p)) & 31
                     r = t * rows_per_tile + b0 + p
@@ -64,6 +65,7 @@ def test_generate_model_images_round_trip(tmp_path):
                         assert b0 + p < rows_per_tile
                         sign[r, col] = -1 if code & 8 else 1
                         exp[r, col] = code & 7
+                col = (w >> (P * cw)) & ((1 << col_bits) - 1)    # the next entry's column
                 if w >> (P * cw + col_bits):
                     break
     s = layer.params["coef_sign"].astype(np.int64)
@@ -82,7 +84,7 @@ def test_generate_model_unsupported(tmp_path, capsys):
     from sparrow.modeldir import save_model
     from sparrow.sw.randmodel import random_layer, random_model
     rng = np.random.default_rng(4)
-    save_model(random_model([random_layer("bc_linear", rng, name="fcb", in_=8, out=8, k=4)], (8,)),
+    save_model(random_model([random_layer("dense_conv2d", rng, name="conv")], (2, 4, 4)),
                tmp_path / "m")
     assert main(["generate", str(tmp_path / "m"), "--out", str(tmp_path / "g")]) == 1
-    assert "layer 'fcb': kind 'bc_linear' has no engine generator" in capsys.readouterr().err
+    assert "layer 'conv': kind 'dense_conv2d' has no engine generator" in capsys.readouterr().err

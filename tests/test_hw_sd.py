@@ -88,12 +88,13 @@ def test_saturation_is_exercised():
 def test_program_layout_skips_zero_columns():
     sign = np.array([[0, 1, 0, -1], [0, 0, 0, 1], [0, 0, 0, 0]])
     exp = np.array([[0, 3, 0, 7], [0, 0, 0, 2], [0, 0, 0, 0]])
-    words, ends, col_bits = sd_program(sign, exp, 1, 2)
-    assert col_bits == 2 and ends == [3]
+    words, ends, col_bits, first = sd_program(sign, exp, 1, 2)
+    assert col_bits == 2 and ends == [3] and first == [1]
     cw = 5
     # block 0 (rows 0, 1): columns 1 and 3; block 1 (row 2): no column -> one empty entry.
-    assert words[0] == encode_code(1, 3) | (0 << cw) | (1 << 2 * cw)
-    assert words[1] == (encode_code(-1, 7) | (encode_code(1, 2) << cw) | (3 << 2 * cw)
+    # Each word carries the column of the tile's next entry.
+    assert words[0] == encode_code(1, 3) | (3 << 2 * cw)
+    assert words[1] == (encode_code(-1, 7) | (encode_code(1, 2) << cw) | (0 << 2 * cw)
                         | (1 << (2 * cw + col_bits)))
     assert words[2] == 1 << (2 * cw + col_bits)
     assert encode_code(-1, 7) == 0b11111 and encode_code(0, 5) == 0
