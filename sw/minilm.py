@@ -2,8 +2,9 @@
 
 Every ``nn.Linear`` of the encoder (6 layers x query/key/value/attention
 output/intermediate/output = 36 matrices, 10.6 M weights) becomes W = C . B:
-one k x k basis per group of k inputs, C power-of-two (``levels`` exponents,
-sign + exp code), no labels:
+one k x k basis per group of k inputs and per tile of out/T rows (float32,
+counted at 32 bits per entry), C power-of-two (``levels`` exponents, sign +
+exp code, 4 bits), no labels:
 
 1. alternating least squares on the weights (:meth:`SDLinear.decompose_`);
 2. data-aware reconstruction of each layer's outputs on unlabeled text
@@ -33,8 +34,9 @@ from .. import SparrowError
 __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear", "compress_minilm",
            "embedding_cosine"]
 
-DISTILL_STEPS = 150
+DISTILL_STEPS = 250
 RECON_STEPS = 0
+TILES = 4
 SENTENCES = Path(__file__).resolve().parent / "data" / "sentences.txt"
 
 
@@ -72,13 +74,14 @@ def _sd_storage(sd):
     with torch_no_grad():
         sign, code, _ = sd.cquant.codes(sd.coef, sd.mask)
     in_f, out_f, k = sd.in_features, sd.out_features, sd.k
+    t = sd.tiles
     lay = Layer("x", "sd_linear", {"in": in_f, "out": out_f, "k": k, "basis_shift": 0, "out_shift": 0,
                                    "relu": False, "z_bits": 16},
-                {"basis": np.zeros((1, in_f // k, k, k), np.int8), "coef_sign": sign.numpy().astype(np.int8),
+                {"basis": np.zeros((t, in_f // k, k, k), np.int8), "coef_sign": sign.numpy().astype(np.int8),
                  "coef_exp": code.numpy().astype(np.uint8), "bias": np.zeros(out_f, np.int32)})
     st = layer_storage(lay, sd.block)
-    st["weight_bits"] += 24 * in_f * k        # the basis is kept in float32: 32 bits per entry
-    st["basis_bits"] = 32 * in_f * k
+    st["weight_bits"] += 24 * t * in_f * k    # the basis is kept in float32: 32 bits per entry
+    st["basis_bits"] = 32 * t * in_f * k
     return st
 
 
@@ -87,12 +90,12 @@ def torch_no_grad():
     return torch.no_grad()
 
 
-def decompose_linear(linear, k=4, levels=8, density=1.0, block=4, iters=6):
+def decompose_linear(linear, k=4, levels=8, density=1.0, block=4, iters=6, tiles=1):
     """SmartDeal-decompose one nn.Linear in place; returns (SDLinear, storage dict, relative error)."""
     import torch
     from .layers import SDLinear
     out_f, in_f = linear.weight.shape
-    sd = SDLinear(in_f, out_f, k=k, block=block if out_f % block == 0 else 1, levels=levels)
+    sd = SDLinear(in_f, out_f, k=k, tiles=tiles, block=block if (out_f // tiles) % block == 0 else 1, levels=levels)
     sd.pow2 = True
     err = sd.decompose_(linear.weight.detach(), iters=iters, density=density)
     with torch.no_grad():
@@ -241,7 +244,7 @@ def embedding_cosine(ref, emb):
 
 def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, sentences=None,
                     progress=True, model=None, distill_steps=0, lr=5e-5, seed=0, recon_steps=0,
-                    train_coef=True):
+                    train_coef=True, tiles=1):
     """Decompose the encoder's linear layers (all, or the first ``layers``); returns a report dict.
 
     With ``distill_steps`` > 0 the decomposed model (C with power-of-two STE, B,
@@ -271,7 +274,8 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
     xs = capture_inputs(st, lins, cal + docstring_sentences()[:200], seed=seed) if recon_steps else {}
     for name, lin in lins:
         w0 = lin.weight.detach().clone()
-        sd, _, err = decompose_linear(lin, k=k, levels=levels, density=density, block=block, iters=iters)
+        sd, _, err = decompose_linear(lin, k=k, levels=levels, density=density, block=block, iters=iters,
+                                      tiles=tiles)
         if recon_steps:
             reconstruct(sd, w0, xs.pop(name), steps=recon_steps, seed=seed)
             with torch.no_grad():
@@ -302,7 +306,8 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
     with torch.no_grad():
         emb = st.encode(held, convert_to_tensor=True, batch_size=32)
     cos = embedding_cosine(ref, emb)
-    return {"model": "all-MiniLM-L6-v2", "method": "smartdeal", "k": k, "levels": levels, "density": density,
+    return {"model": "all-MiniLM-L6-v2", "method": "smartdeal", "k": k, "tiles": tiles, "levels": levels,
+            "density": density,
             "block": block, "als_iters": iters, "recon_steps": recon_steps, "distill_steps": distill_steps, "layers": len(sds),
             "weights": int(sum(np.prod(p["shape"]) for p in per)),
             "fp32_bits": fp32_bits, "weight_bits": bits, "bias_bits": bias_bits,
@@ -316,7 +321,7 @@ def compress_minilm_cmd(args, overrides):
     o = dict(overrides)
     rep = compress_minilm(k=o.get("k", 4), density=o.get("density", 1.0), block=o.get("block", 4),
                           sentences=args.sentences, progress=not args.quiet,
-                          distill_steps=DISTILL_STEPS, recon_steps=RECON_STEPS)
+                          distill_steps=DISTILL_STEPS, recon_steps=RECON_STEPS, tiles=o.get("tiles", TILES))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".report.json.tmp"
