@@ -217,7 +217,8 @@ def distill(student, teacher, texts, steps=100, lr=2e-5, batch=16, seed=0, progr
     student.train()
     for step in range(steps):
         idx = rng.choice(len(texts), batch, replace=False)
-        feats = student.tokenize([texts[i] for i in idx])
+        prep = getattr(student, "preprocess", None) or student.tokenize
+        feats = prep([texts[i] for i in idx])
         with torch.no_grad():
             t = teacher(dict(feats))
         s = student(dict(feats))
