@@ -199,11 +199,18 @@ class PEArray(_Validated):
         m.d.comb += self.overrun.eq(chain.overrun)
 
         # Taken at edge e0, loaded at edge e2: the chain shifts at e0 and e1, so it
-        # must hold at most 2 words now.
+        # must hold at most 2 words now, and one last at a time may be in flight.
+        # can_last is registered (computed from the next cycle's chain count and
+        # in-flight flags) so that the valid fanned out to every PE starts at flops.
         edges = self.ARRAY_LATENCY - 1
         inflight = Signal(edges)
-        m.d.sync += inflight.eq(Cat(self.valid & self.last & self.can_last, inflight[:-1]))
-        m.d.comb += self.can_last.eq((chain.count <= edges) & (inflight == 0))
+        inflight_next = Cat(self.valid & self.last & self.can_last, inflight[:-1])
+        m.d.sync += inflight.eq(inflight_next)
+        count_next = Mux(chain.load, chain.load_count,
+                         Mux(chain.count != 0, chain.count - 1, 0))
+        can = Signal(init=1)
+        m.d.sync += can.eq((count_next <= edges) & (inflight_next == 0))
+        m.d.comb += self.can_last.eq(can)
         return m
 
 
