@@ -20,8 +20,8 @@ __all__ = ["ste_round", "fake_quant", "pow2_exp_for", "IntQuantizer", "Pow2Quant
 
 
 def ste_round(v):
-    """floor(v + 0.5) forward, identity gradient."""
-    return v + (torch.floor(v + 0.5) - v).detach()
+    """floor(v + 0.5) forward (exactly: the STE term v - v.detach() is an exact 0), identity gradient."""
+    return torch.floor(v.detach() + 0.5) + (v - v.detach())
 
 
 def fake_quant(v, exp, lo=-128, hi=127):
@@ -64,7 +64,8 @@ class IntQuantizer:
 
     def codes(self, w):
         e = self.exp(w)
-        return torch.clamp(torch.floor(w.detach() / 2.0 ** e + 0.5), -self.hi - 1, self.hi).to(torch.int64), e
+        v = w.detach().double() / 2.0 ** e
+        return torch.clamp(torch.floor(v + 0.5), -self.hi - 1, self.hi).to(torch.int64), e
 
 
 class Pow2Quantizer:
@@ -93,10 +94,11 @@ class Pow2Quantizer:
     def codes(self, w, mask=None):
         """(sign int8-like int64 tensor, exp code int64 in [0, levels-1], e_lo)."""
         e_lo, e_hi = self.window(w, mask)
-        wd = w.detach()
+        # float64 whatever the model's dtype: a float32 model and its float64 copy get the same codes
+        wd = w.detach().double()
         sign = torch.sign(wd)
         if mask is not None:
-            sign = sign * (mask != 0)
+            sign = sign * (mask.to(wd.device) != 0)
         e = torch.floor(torch.log2(wd.abs().clamp_min(1e-30)) + 0.5).clamp(e_lo, e_hi)   # nearest in log2
         sign = sign.to(torch.int64)
         code = torch.where(sign != 0, e - e_lo, torch.zeros_like(e)).to(torch.int64)
@@ -105,4 +107,4 @@ class Pow2Quantizer:
     def __call__(self, w, mask=None):
         sign, code, e_lo = self.codes(w, mask)
         q = sign.to(w.dtype) * torch.exp2((code + e_lo).to(w.dtype))
-        return w + (q - w).detach(), e_lo
+        return q + (w - w.detach()), e_lo

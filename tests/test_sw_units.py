@@ -132,3 +132,18 @@ def test_storage_counts_every_bit_by_hand():
     dense = Layer("d", "dense_linear", {"in": 4, "out": 2, "out_shift": 0, "relu": False},
                   {"weight": np.ones((2, 4), np.int8), "bias": np.zeros(2, np.int32)})
     assert layer_storage(dense)["weight_bits"] == 64 + 16
+
+
+def test_pow2_codes_equal_for_float32_model_and_float64_copy():
+    """Regression: log2 near the sqrt(2) boundary must round the same in a float32 model and its float64 copy."""
+    boundary = torch.tensor([2.0 ** (e + 0.5) for e in range(-8, 0)], dtype=torch.float64)
+    w32 = torch.cat([boundary * (1 + d) for d in (-1e-7, -3e-8, 0.0, 3e-8, 1e-7)]).float()
+    w32 = torch.cat([w32, -w32, torch.tensor([1e-12, 0.9])])
+    s32, c32, e32 = Pow2Quantizer(8).codes(w32)
+    s64, c64, e64 = Pow2Quantizer(8).codes(w32.double())
+    assert e32 == e64 and torch.equal(s32, s64) and torch.equal(c32, c64)
+    q32 = Pow2Quantizer(8)(w32.double().requires_grad_())[0]
+    exact = s64.double() * torch.exp2((c64 + e64).double())
+    assert torch.equal(q32.detach(), exact)          # the STE adds an exact zero
+    v = torch.tensor([1e-20, 0.49999999999, 2.5, -7.5, 1e9 + 0.5], dtype=torch.float64, requires_grad=True)
+    assert fake_quant(v, 0, -2 ** 40, 2 ** 40).detach().tolist() == [0.0, 0.0, 3.0, -7.0, 1e9 + 1]
