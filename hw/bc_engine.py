@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from amaranth.hdl import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import wiring, stream
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -43,6 +44,9 @@ __all__ = ["BCEngine", "bc_cycles", "write_images", "memory_images", "spectra_im
 #: (read, CMAC pipeline, Hermitian partner write).
 MAC_DRAIN = 1 + CMAC_LATENCY + 3
 
+#: Output FIFO depth (covers the two-cycle output pipeline at full rate).
+OUT_FIFO_DEPTH = 6
+
 
 def bc_cycles(k, n_in, n_out):
     """Cycles per vector of :class:`BCEngine` (input always valid, output always ready).
@@ -50,21 +54,20 @@ def bc_cycles(k, n_in, n_out):
     With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
     nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
 
-        in + P*(fc + 2H + 7) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + 2*nbo + out + 1
+        in + P*(fc + 2H + 7) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + out + 1
 
     (MAC_DRAIN = 9).
 
     (per input pair: load, start, transform, 2H split reads + drain; per
-    output pair: 2*nb*H MAC issues, drain, start, inverse transform, two
-    cycles per output block (address priming, pipeline) and one per output).  Measured in RTL
+    output pair: 2*nb*H MAC issues, drain, start, inverse transform, one
+    cycle per output; the last output leaves the output pipeline 3 cycles later).  Measured in RTL
     simulation by tests/test_bc_engine.py and bench/bench_bc.py.
     """
     h = k // 2 + 1
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    return (n_in + pin * (fc + 2 * h + 7) + pout * (2 * nb * h + fc + 3 + MAC_DRAIN)
-            + 2 * nbo + n_out + 1)
+    return n_in + pin * (fc + 2 * h + 7) + pout * (2 * nb * h + fc + 3 + MAC_DRAIN) + n_out + 1
 
 
 def _reject(obj, exc):
@@ -351,20 +354,29 @@ class BCEngine(wiring.Component):
                      xs_wr_re.data.eq(xs_wd_r), xs_wr_im.data.eq(xs_wd_i)]
 
         # ---------------------------------------------------------------- output stage
-        # stage 1 (registered): v * 2^e and b'; stage 2 (registered): y
+        # t: read address of element n of lane `half` (issued only while the output FIFO
+        # has room for everything in flight, so o.ready never reaches the address path);
+        # t+1: v * 2^e and b' registered; t+2: y written into the output FIFO.
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=OUT_FIFO_DEPTH)
+        issue_out = Signal()
+        rd1_v, rd1_half = Signal(), Signal()
         s1_valid = Signal()
         s1_v = Signal(signed(D + G.E_MAX))
         s1_b = Signal(signed(bw))
-        vsel = Mux(half, fft.rd_data.im, fft.rd_data.re)
+        room = Signal()
+        m.d.comb += room.eq(ofifo.level + rd1_v + s1_valid < OUT_FIFO_DEPTH)
+        m.d.sync += [rd1_v.eq(issue_out), rd1_half.eq(half), s1_valid.eq(rd1_v)]
+        with m.If(rd1_v):
+            m.d.sync += [s1_v.eq(Mux(rd1_half, fft.rd_data.im, fft.rd_data.re) << fft.exp),
+                         s1_b.eq(b_rd.data.as_signed())]
         y_full = Signal(signed(D + G.E_MAX + bw + 2))
         m.d.comb += y_full.eq((s1_v + s1_b) >> fe)
         y_sat = Mux(y_full > 127, 127, Mux(y_full < -128, -128, y_full))
         if self._layer.attrs["relu"]:
             y_sat = Mux(y_full < 0, 0, y_sat)
-        y_reg = Signal(signed(8))
-        m.d.comb += self.o.payload.eq(y_reg)
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        m.d.comb += [ofifo.w_en.eq(s1_valid), ofifo.w_data.eq(y_sat),
+                     self.o.valid.eq(ofifo.r_rdy), self.o.payload.eq(ofifo.r_data),
+                     ofifo.r_en.eq(self.o.ready)]
 
         # error: nonzero forward block exponent
         fwd_done = Signal()
@@ -451,29 +463,16 @@ class BCEngine(wiring.Component):
             with m.State("IFFT_WAIT"):
                 with m.If(~fft.busy):
                     m.d.sync += [n.eq(0), half.eq(0)]
-                    m.next = "OUT_PRIME"
-
-            with m.State("OUT_PRIME"):
-                # present the first read address (element n of lane `half`)
-                m.d.comb += [fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(n)]
-                m.next = "OUT"
+                    m.next = "OUT"
 
             with m.State("OUT"):
-                # n: the element whose value is at the memory outputs.  Everything moves
-                # one step when the output register is free (or being emptied this cycle).
-                adv = ~self.o.valid | self.o.ready
                 last_lane = (2 * q + 1 >= nbo) if nbo % 2 else 0
-                nxt = Signal(range(k + 1))
-                m.d.comb += [nxt.eq(Mux(adv, n + 1, n)),
-                             fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(nxt),
-                             b_rd.addr.eq(ob + (adv & (n < k)))]
-                with m.If(adv):
-                    m.d.sync += [y_reg.eq(y_sat), self.o.valid.eq(s1_valid)]
-                    with m.If(n < k):
-                        m.d.sync += [s1_valid.eq(1), s1_v.eq(vsel << fft.exp),
-                                     s1_b.eq(b_rd.data.as_signed()), n.eq(n + 1), ob.eq(ob + 1)]
-                    with m.Else():
-                        m.d.sync += [s1_valid.eq(0), n.eq(0), half.eq(~half)]
+                m.d.comb += [fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(n)]
+                with m.If(room):
+                    m.d.comb += issue_out.eq(1)
+                    m.d.sync += [n.eq(n + 1), ob.eq(ob + 1)]
+                    with m.If(n == k - 1):
+                        m.d.sync += [n.eq(0), half.eq(~half)]
                         with m.If(half | last_lane):
                             m.d.sync += [half.eq(0), q.eq(q + 1), ws_base.eq(ws_base + 2 * nb * h)]
                             with m.If(q == pout - 1):
@@ -481,8 +480,6 @@ class BCEngine(wiring.Component):
                                 m.next = "INIT"
                             with m.Else():
                                 m.next = "MAC_INIT"
-                        with m.Else():
-                            m.next = "OUT_PRIME"
 
         # The FFT load port: input elements in LOAD, Z words from the MAC otherwise.
         with m.If(zw_valid):
