@@ -321,6 +321,7 @@ class BCEngine(wiring.Component):
         # ---------------------------------------------------------------- split write-back
         sp_v, sp_sel = Signal(), Signal()
         sp_m = Signal(range(h + 1))
+        sp_idx = Signal(L)
         p_r, p_i = Signal(signed(D)), Signal(signed(D))
         xb_v = Signal()
         xb_r, xb_i = Signal(signed(D)), Signal(signed(D))
@@ -415,16 +416,17 @@ class BCEngine(wiring.Component):
 
             with m.State("FFT_WAIT"):
                 with m.If(~fft.busy):
-                    m.d.sync += [cnt.eq(0), fwd_done.eq(1)]
+                    m.d.sync += [cnt.eq(0), fwd_done.eq(1), sp_idx.eq(0)]
                     m.next = "SPLIT"
 
             with m.State("SPLIT"):
                 # reads: P = Z[m] at even cnt, Q = Z[(k-m) mod k] at odd cnt
                 rm = cnt >> 1
-                m.d.comb += [fft.rd_req.valid.eq(cnt < 2 * h),
-                             fft.rd_req.payload.eq(Mux(cnt[0], -rm, rm))]
+                # sp_idx (a register) is this cycle's read index: m, then (k - m) mod k
+                nc = cnt + 1
+                m.d.comb += [fft.rd_req.valid.eq(cnt < 2 * h), fft.rd_req.payload.eq(sp_idx)]
                 m.d.sync += [cnt.eq(cnt + 1), sp_v.eq(cnt < 2 * h), sp_sel.eq(cnt[0]),
-                             sp_m.eq(rm)]
+                             sp_m.eq(rm), sp_idx.eq(Mux(nc[0], -(nc >> 1), nc >> 1))]
                 with m.If(cnt == 2 * h + 3):
                     m.d.sync += [sp_v.eq(0), p.eq(p + 1), pair_base.eq(pair_base + 2 * h)]
                     with m.If(p == pin - 1):
