@@ -8,7 +8,9 @@ same shape; each engine is
 * placed and routed with ``sparrow.fpga.build.build_design`` (resources, fmax),
 
 and the table prints dense-equivalent throughput
-``in * out * fmax / cycles_per_vector`` (MAC/s) and the SD/dense ratio, plus
+``in * out * fmax / cycles_per_vector`` (MAC/s, steady state: vectors back to
+back, the pipeline fill excluded; the batch figure includes it) and the
+SD/dense ratio, plus
 the Verilator speed of the SD engine (cycles/s, clock from cocotb, no Python
 per cycle).
 
@@ -56,13 +58,21 @@ def dense_layer(rng, n_in, n_out):
                   "bias": rng.integers(-2000, 2000, size=n_out).astype(np.int32)})
 
 
-def _cycles(engine, layer, x, forward):
+def _cycles(make_engine, layer, x, forward):
+    """(steady-state cycles per vector, cycles of the whole batch / N).
+
+    Steady state = (cycles for 2N vectors - cycles for N) / N, vectors back to
+    back: the pipeline fill (first load, basis, last drain) cancels out.
+    """
     from sparrow.tb.model_sim import run_engine
-    expected = forward(layer, x)
-    y, cycles = run_engine(engine, x, "verilator", label=layer.name, expected=expected,
-                           name=f"bench_{layer.name}")
-    assert (y == expected).all()
-    return cycles / len(x)
+    runs = []
+    for xs in (x, np.concatenate([x, x[::-1]])):
+        expected = forward(layer, xs)
+        y, cycles = run_engine(make_engine(), xs, "verilator", label=layer.name,
+                               expected=expected, name=f"bench_{layer.name}")
+        assert (y == expected).all()
+        runs.append(cycles)
+    return (runs[1] - runs[0]) / len(x), runs[0] / len(x)
 
 
 def _fmt_util(report, field):
@@ -81,14 +91,14 @@ def run_board(board, pes, args, rng, dense_row=None):
     x = rng.integers(-128, 128, size=(args.vectors, n_in)).astype(np.int8)
     row = {"board": board, "in": n_in, "out": n_out, "pes": pes, "dense_lanes": cfg["dense_lanes"],
            "nonzeros": int((sd.params["coef_sign"] != 0).sum())}
-    sd_engine = SDEngine.from_layer(sd, pes)
-    row["sd_entries"] = sd_engine.entries
-    row["sd_cycles"] = _cycles(sd_engine, sd, x, golden.sd_linear_forward)
+    row["sd_entries"] = SDEngine.from_layer(sd, pes).entries
+    row["sd_cycles"], row["sd_batch_cycles"] = _cycles(lambda: SDEngine.from_layer(sd, pes), sd, x,
+                                                       golden.sd_linear_forward)
     if dense_row is None:
-        row["dense_cycles"] = _cycles(DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x,
-                                      golden.dense_linear_forward)
+        row["dense_cycles"], row["dense_batch_cycles"] = _cycles(
+            lambda: DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x, golden.dense_linear_forward)
     else:
-        for key in ("dense_cycles", "dense_report", "dense_fmax", "dense_error"):
+        for key in ("dense_cycles", "dense_batch_cycles", "dense_report", "dense_fmax", "dense_error"):
             if key in dense_row:
                 row[key] = dense_row[key]
     if args.speed:
@@ -102,10 +112,14 @@ def run_board(board, pes, args, rng, dense_row=None):
         if dense_row is None:
             todo.append(("dense", DenseEngine.from_layer(dn, cfg["dense_lanes"])))
         for name, eng in todo:
+            tag = f"{name}{pes if name == 'sd' else ''}_{board.replace('-', '_')}"
+            old = out / tag / f"{tag}.report.json"
             try:
-                tag = f"{name}{pes if name == 'sd' else ''}_{board.replace('-', '_')}"
-                rep = build_design(eng, board, out / tag, name=tag,
-                                   extra={"pes": pes}, progress=True)
+                if args.reuse and old.exists():
+                    rep = json.loads(old.read_text())
+                else:
+                    rep = build_design(eng, board, out / tag, name=tag,
+                                       extra={"pes": pes}, progress=True)
             except Exception as exc:        # a design that does not fit is a result too
                 row[f"{name}_error"] = str(exc)
                 continue
@@ -125,7 +139,7 @@ def run_board(board, pes, args, rng, dense_row=None):
 def print_table(rows):
     print()
     print("| board | engine | layer | units | LC/LUT | FF | DSP | BRAM | fmax MHz | cycles/vector "
-          "| dense-equiv GMAC/s | SD/dense |")
+          "(steady / batch of N) | dense-equiv GMAC/s | SD/dense |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     seen = set()
     for r in rows:
@@ -145,7 +159,8 @@ def print_table(rows):
             ratio = (f"{r['ratio']:.1f}x" if r.get("ratio") else "-") if name == "sd" else ""
             print(f"| {r['board']} | {name} | {r['in']}x{r['out']} | {units} | {lut} | "
                   f"{_fmt_util(rep, 'ff') if rep else '-'} | {_fmt_util(rep, 'dsp') if rep else '-'} | "
-                  f"{_fmt_util(rep, 'bram') if rep else '-'} | {fmax} | {r[f'{name}_cycles']:.1f} | "
+                  f"{_fmt_util(rep, 'bram') if rep else '-'} | {fmax} | {r[f'{name}_cycles']:.1f} / "
+                  f"{r[f'{name}_batch_cycles']:.1f} | "
                   f"{gm} | {ratio} |")
     for r in rows:
         print(f"\n{r['board']}: SD layer {r['in']}x{r['out']}, {r['nonzeros']} nonzeros "
@@ -166,6 +181,8 @@ def main(argv=None):
     ap.add_argument("--vectors", type=int, default=16)
     ap.add_argument("--speed", type=int, default=200_000, help="cycles of the Verilator speed run (0: skip)")
     ap.add_argument("--no-build", dest="build", action="store_false")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take resources/fmax from reports of an earlier run when present")
     ap.add_argument("--out", default="build/bench/sd")
     args = ap.parse_args(argv)
     rows = []
