@@ -12,9 +12,10 @@ Everything here is exact integer arithmetic on numpy int64 and is specified in
 3. Weight spectra :func:`weight_spectra` are round(DFT(w) * 2**(8 - L)), 16-bit.
 4. :func:`cmac` accumulates Y_i[m] = sum_j W_ij[m] X_j[m] exactly, then
    rounds by s1 = 16 - 2L - Fe + out_shift bits (Fe = min(F, out_shift)) and
-   clamps each component to [-2**13, 2**13 - 1].
+   clamps each component to 20 bits.
 5. Output blocks are paired, Z = Y[2q] + i*Y[2q+1] (Hermitian extension), and
-   transformed by the inverse FFT with a halving (rounded) shift in every stage.
+   transformed by the inverse FFT: a block exponent e brings the 21-bit input
+   within 15 bits, then every stage halves (rounded); v = result * 2**e.
 6. y = sat8(floor((v + b') / 2**Fe)) with the adjusted bias
    b' = floor((bias + 2**(out_shift-1)) / 2**(out_shift - Fe)); then ReLU.
 """
