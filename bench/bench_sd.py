@@ -82,7 +82,7 @@ def _fmt_util(report, field):
 
 def run_board(board, pes, args, rng, dense_row=None):
     from sparrow.hw.dense_engine import DenseEngine
-    from sparrow.hw.sd_engine import SDEngine
+    from sparrow.hw.sd_engine import SDEngine, sd_program
     from sparrow.sw import golden
     cfg = CONFIGS[board]
     n_in, n_out = cfg["in"], cfg["out"]
@@ -91,7 +91,7 @@ def run_board(board, pes, args, rng, dense_row=None):
     x = rng.integers(-128, 128, size=(args.vectors, n_in)).astype(np.int8)
     row = {"board": board, "in": n_in, "out": n_out, "pes": pes, "dense_lanes": cfg["dense_lanes"],
            "nonzeros": int((sd.params["coef_sign"] != 0).sum())}
-    row["sd_entries"] = SDEngine.from_layer(sd, pes).entries
+    row["sd_entries"] = len(sd_program(sd.params["coef_sign"], sd.params["coef_exp"], 1, pes)[0])
     row["sd_cycles"], row["sd_batch_cycles"] = _cycles(lambda: SDEngine.from_layer(sd, pes), sd, x,
                                                        golden.sd_linear_forward)
     if dense_row is None:
