@@ -48,7 +48,7 @@ def _over_capacity(nextpnr_log):
 
 
 def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=None,
-                 extra=None, progress=True):
+                 extra=None, placer=None, progress=True):
     """Synthesise, place and route ``component`` for ``board``; return the report dict.
 
     Parameters
@@ -65,12 +65,17 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
         Clock constraint for timing-driven placement (default: the board's).
     extra : dict, optional
         Extra fields copied into the report (e.g. the design's parameters).
+    placer : str, optional
+        nextpnr placer (``"heap"`` or ``"sa"``); default: nextpnr's own choice.
+        Recorded in the report.
 
     Raises SparrowError (one line, naming the failing tool and the log) when a
     tool fails, e.g. when the design does not fit the device.
     """
     if not isinstance(seed, int) or seed < 0:
         raise SparrowError(f"seed must be a non-negative integer, not {seed!r}")
+    if placer not in (None, "heap", "sa"):
+        raise SparrowError(f"placer must be 'heap' or 'sa', not {placer!r}")
     spec = get_board(board)
     activate()
     from amaranth.build import Clock
@@ -82,7 +87,10 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
     platform.resources[platform.default_clk, 0].clock = Clock(target * 1e6)
     top = Harness(component)
     report_file = f"{name}.nextpnr.json"
-    overrides = {"nextpnr_opts": f"--seed {seed} --report {report_file} --timing-allow-fail"}
+    nextpnr_opts = f"--seed {seed} --report {report_file} --timing-allow-fail"
+    if placer:
+        nextpnr_opts += f" --placer {placer}"
+    overrides = {"nextpnr_opts": nextpnr_opts}
     if spec.family == "ice40":
         overrides["synth_opts"] = "-dsp"
     plan = platform.prepare(top, name=name, **overrides)
@@ -116,6 +124,7 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
         "family": spec.family,
         "target_mhz": target,
         "seed": seed,
+        "placer": placer or "default",
         **parsed,
         "harness": {"input_bits": top.input_bits, "output_bits": top.output_bits,
                     "note": "counts include the harness: ~1 FF per input bit + 32, "

@@ -13,7 +13,7 @@ Its own cost, reported beside the unit's numbers: one flip-flop per input bit
 plus 32, and about one LUT4 per three output bits plus 8 flip-flops.
 """
 
-from amaranth import Elaboratable, Module, Signal, Cat, Mux
+from amaranth import Elaboratable, Module, Signal, Cat, Mux, Value
 from amaranth.lib import wiring
 
 __all__ = ["Harness", "flat_ports"]
@@ -25,7 +25,8 @@ def flat_ports(component):
     """``[(path, signal, is_input)]`` for every port of ``component``'s signature."""
     ports = []
     for path, member, value in component.signature.flatten(component):
-        ports.append((".".join(map(str, path)), value, member.flow == wiring.In))
+        # Struct-layout payloads (stream data) are Views: cast them to plain Values.
+        ports.append((".".join(map(str, path)), Value.cast(value), member.flow == wiring.In))
     return ports
 
 
