@@ -15,7 +15,8 @@ the Verilator speed of the SD engine (cycles/s, clock from cocotb, no Python
 per cycle).
 
     python -m sparrow.bench.bench_sd [--boards icebreaker,ulx3s-85f] [--pes-ice40 56]
-                                     [--pes-ecp5 768] [--no-build] [--out build/bench/sd]
+                                     [--pes-ecp5 768] [--lanes-ice40 2] [--lanes-ecp5 16]
+                                     [--bcast-ecp5 1] [--placer heap] [--no-build] [--out build/bench/sd]
 """
 
 import argparse
@@ -32,6 +33,11 @@ from sparrow.modeldir import Layer
 CONFIGS = {
     "icebreaker": {"in": 96, "out": 112, "k": 4, "dense_lanes": 8},
     "ulx3s-85f": {"in": 128, "out": 1536, "k": 4, "dense_lanes": 128},
+}
+# board -> option names of the SD engine's output lanes and broadcast stages
+SD_OPTS = {
+    "icebreaker": ("lanes_ice40", "bcast_ice40"),
+    "ulx3s-85f": ("lanes_ecp5", "bcast_ecp5"),
 }
 BLOCK_DENSITY = 0.25     # fraction of P x 1 coefficient blocks kept (block-pruned C)
 INNER_DENSITY = 0.6      # nonzeros inside a kept block
@@ -89,10 +95,14 @@ def run_board(board, pes, args, rng, dense_row=None):
     sd = realistic_sd_layer(rng, n_in, n_out, cfg["k"], pes)
     dn = dense_layer(rng, n_in, n_out)
     x = rng.integers(-128, 128, size=(args.vectors, n_in)).astype(np.int8)
+    lanes, bcast = (getattr(args, o) for o in SD_OPTS[board])
     row = {"board": board, "in": n_in, "out": n_out, "pes": pes, "dense_lanes": cfg["dense_lanes"],
+           "out_lanes": lanes, "bcast": bcast, "placer": args.placer,
            "nonzeros": int((sd.params["coef_sign"] != 0).sum())}
     row["sd_entries"] = len(sd_program(sd.params["coef_sign"], sd.params["coef_exp"], 1, pes)[0])
-    row["sd_cycles"], row["sd_batch_cycles"] = _cycles(lambda: SDEngine.from_layer(sd, pes), sd, x,
+    def make_sd():
+        return SDEngine.from_layer(sd, pes, lanes, bcast)
+    row["sd_cycles"], row["sd_batch_cycles"] = _cycles(make_sd, sd, x,
                                                        golden.sd_linear_forward)
     if dense_row is None:
         row["dense_cycles"], row["dense_batch_cycles"] = _cycles(
@@ -103,23 +113,26 @@ def run_board(board, pes, args, rng, dense_row=None):
                 row[key] = dense_row[key]
     if args.speed:
         from sparrow.tb.model_sim import engine_speed
-        row["verilator_cycles_per_s"] = engine_speed(SDEngine.from_layer(sd, pes), "verilator",
+        row["verilator_cycles_per_s"] = engine_speed(make_sd(), "verilator",
                                                      cycles=args.speed, name="bench_sd_speed")
     if args.build:
         from sparrow.fpga.build import build_design
         out = Path(args.out) / board
-        todo = [("sd", SDEngine.from_layer(sd, pes))]
+        todo = [("sd", make_sd())]
         if dense_row is None:
             todo.append(("dense", DenseEngine.from_layer(dn, cfg["dense_lanes"])))
         for name, eng in todo:
-            tag = f"{name}{pes if name == 'sd' else ''}_{board.replace('-', '_')}"
+            sd_tag = f"{pes}" + (f"c{lanes}" if lanes > 1 else "") + (f"b{bcast}" if bcast else "")
+            tag = f"{name}{sd_tag if name == 'sd' else ''}_{board.replace('-', '_')}"
             old = out / tag / f"{tag}.report.json"
             try:
                 if args.reuse and old.exists():
                     rep = json.loads(old.read_text())
                 else:
-                    rep = build_design(eng, board, out / tag, name=tag,
-                                       extra={"pes": pes}, progress=True)
+                    rep = build_design(eng, board, out / tag, name=tag, placer=args.placer,
+                                       extra={"pes": pes, "out_lanes": lanes, "bcast": bcast}
+                                       if name == "sd" else {"lanes": cfg["dense_lanes"]},
+                                       progress=True)
             except Exception as exc:        # a design that does not fit is a result too
                 row[f"{name}_error"] = str(exc)
                 continue
@@ -152,7 +165,9 @@ def print_table(rows):
             lut = "-"
             if rep:
                 lut = _fmt_util(rep, "lc") if "lc" in rep["utilization"] else _fmt_util(rep, "lut")
-            units = f"{r['pes']} PEs" if name == "sd" else f"{r['dense_lanes']} MACs"
+            units = (f"{r['pes']} PEs, {r.get('out_lanes', 1)} out lanes"
+                     + (f", {r['bcast']} bcast stages" if r.get("bcast") else "")
+                     if name == "sd" else f"{r['dense_lanes']} MACs")
             fmax = f"{r[f'{name}_fmax']:.1f}" if r.get(f"{name}_fmax") else (
                 "does not fit" if r.get(f"{name}_error") else "-")
             gm = f"{r[f'{name}_gmacs']:.3f}" if r.get(f"{name}_gmacs") else "-"
@@ -178,6 +193,12 @@ def main(argv=None):
     ap.add_argument("--boards", default="icebreaker")
     ap.add_argument("--pes-ice40", default="56", help="comma-separated PE counts")
     ap.add_argument("--pes-ecp5", default="768", help="comma-separated PE counts")
+    ap.add_argument("--lanes-ice40", type=int, default=2, help="SD output lanes (int8 per beat)")
+    ap.add_argument("--lanes-ecp5", type=int, default=16, help="SD output lanes (int8 per beat)")
+    ap.add_argument("--bcast-ice40", type=int, default=0, help="SD broadcast register stages")
+    ap.add_argument("--bcast-ecp5", type=int, default=1, help="SD broadcast register stages")
+    ap.add_argument("--placer", choices=["heap", "sa"], default=None,
+                    help="nextpnr placer (default: nextpnr's; heap is much faster for big ECP5 designs)")
     ap.add_argument("--vectors", type=int, default=16)
     ap.add_argument("--speed", type=int, default=200_000, help="cycles of the Verilator speed run (0: skip)")
     ap.add_argument("--no-build", dest="build", action="store_false")

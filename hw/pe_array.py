@@ -60,7 +60,8 @@ class DrainChain(_Validated):
     ``load`` copies ``data`` (lane i at bits ``[i*width, (i+1)*width)``) into the
     chain; on each of the following ``load_count`` cycles (1..lanes) ``o.payload``
     shows lane 0, 1, ... with ``o.valid`` high; lanes beyond are dropped.  Loading while words remain sets the sticky
-    ``overrun`` flag (a sequencer bug: the engines never do it).
+    ``overrun`` flag (a sequencer bug: the engines never do it).  Between loads the
+    words shift every cycle (no hold), so ``load`` is the only control the words see.
 
     Members
     -------
@@ -96,9 +97,12 @@ class DrainChain(_Validated):
             m.d.sync += self.count.eq(self.load_count)
             with m.If(self.count != 0):
                 m.d.sync += self.overrun.eq(1)
-        with m.Elif(self.count != 0):
+        with m.Else():
+            # The words shift on every cycle without a load (past the last valid word
+            # they carry garbage that o.valid hides): one control signal, ``load``.
             m.d.sync += [regs[i].eq(regs[i + 1]) for i in range(n - 1)]
-            m.d.sync += self.count.eq(self.count - 1)
+            with m.If(self.count != 0):
+                m.d.sync += self.count.eq(self.count - 1)
         m.d.comb += [self.o.payload.eq(regs[0]), self.o.valid.eq(self.count != 0)]
         return m
 
@@ -110,18 +114,21 @@ class PEArray(_Validated):
     module docstring) to its running sum (:class:`~sparrow.hw.pe.RunningPE`,
     never cleared, wrapping modulo ``2^acc_width``).  An entry with ``last``
     ends a block: the P running sums are snapshot into the drain chain
-    ``ARRAY_LATENCY`` (= 3) edges after the entry was taken and leave on ``o``
-    (PE 0 first), one per cycle.  A block's sums are the differences of
-    consecutive snapshots (:class:`OutputStage` with ``running=True``), exact
-    when each block sum fits ``acc_width`` signed bits.  ``can_last`` says whether an
-    entry with ``last`` may be given this cycle: it is low while an earlier
-    ``last`` is in flight or the chain would still hold words at load time.
-    Entries without ``last`` are always taken.
+    ``latency`` (= 3 + ``bcast``) edges after the entry was taken and leave on
+    ``o``, ``out_lanes`` sums per cycle (PEs 0..C-1 first).  A block's sums are
+    the differences of consecutive snapshots (:class:`OutputStage` with
+    ``running=True``), exact when each block sum fits ``acc_width`` signed
+    bits.  ``can_last`` says whether an entry with ``last`` may be given this
+    cycle: it is low while an earlier ``last`` is in flight or the chain would
+    still hold words at load time.  Entries without ``last`` are always taken.
 
-    Pipeline: edges 1-2 are the PE (:data:`~sparrow.hw.pe.PE_LATENCY`: term
-    register, accumulator); edge 3 loads the chain.  The inputs should come
-    straight from registers (the engine feeds z from the z buffer's output
-    register): ``z`` fans out to every PE.
+    Pipeline: ``bcast`` broadcast register stages (z, valid and every PE's
+    code), then the PE (:data:`~sparrow.hw.pe.PE_LATENCY`: term register,
+    accumulator), then the chain load.  With ``bcast = 0`` the inputs should
+    come straight from registers (the engine feeds z from the z buffer's output
+    register, the codes from the code ROM's): ``z`` fans out to every PE; large
+    arrays take ``bcast >= 1`` so that the placer can put the broadcast
+    register (and each PE's code register) between the block RAMs and the PEs.
 
     Parameters
     ----------
@@ -133,36 +140,52 @@ class PEArray(_Validated):
         Exponent code width, 1..5 (3 for the model format).
     acc_width : int
         PE accumulator width; the caller sizes it for its worst-case sum.
+    out_lanes : int
+        Sums per drain-chain word C (1..64, divides P): the chain has P/C words
+        of C sums and a block of n rows drains in n/C cycles.
+    bcast : int
+        Broadcast register stages, 0..4.
 
     Members
     -------
     z : In(signed(act_width))
     codes : In(pes * (exp_bits + 2))
     valid, last : In(1)
-    lanes : In(range(pes + 1))
-        With ``last``: how many PEs (from PE 0) hold rows of this block; only
-        their sums are shifted out (the rest hold zero codes in this block).
+    lanes : In(range(pes // out_lanes + 1))
+        With ``last``: how many chain words (C PEs each, from PE 0) hold rows of
+        this block; only they are shifted out (the rest hold zero codes in this block).
     can_last : Out(1)
-    o : Out(stream.Signature(signed(acc_width)))
+    o : Out(stream.Signature(signed(acc_width)))  (``out_lanes`` = 1)
+    o : Out(stream.Signature(out_lanes * acc_width))  (``out_lanes`` > 1: PE c of the
+        word at bits ``[c*acc_width, (c+1)*acc_width)``)
         The sums, PE 0 first; ``o.ready`` is ignored (cannot stall).
     overrun : Out(1)            sticky: a sum was lost (never happens when can_last is obeyed)
     """
 
-    #: Edges from an entry being taken to its block's sums being in the drain chain.
+    #: Edges from an entry being taken to its block's sums being in the drain chain
+    #: (without broadcast stages; see :attr:`latency`).
     ARRAY_LATENCY = PE_LATENCY + 1
 
-    def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20):
-        super().__init__(pes, act_width, exp_bits, acc_width)
+    def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20, out_lanes=1, bcast=0):
+        super().__init__(pes, act_width, exp_bits, acc_width, out_lanes, bcast)
 
-    def _validate(self, pes, act_width, exp_bits, acc_width):
+    def _validate(self, pes, act_width, exp_bits, acc_width, out_lanes, bcast):
         _check_int(pes, "PE count", 1, 1024)
+        _check_int(out_lanes, "Output lane count", 1, 64)
+        if pes % out_lanes:
+            raise ValueError(f"Output lane count {out_lanes} does not divide PE count {pes}")
+        if not isinstance(bcast, int) or isinstance(bcast, bool) or not 0 <= bcast <= 4:
+            raise ValueError(f"Broadcast stages must be an integer in [0, 4], not {bcast!r}")
         probe = ShiftAddPE(act_width, exp_bits, acc_width, max_terms=1)
         probe._MustUse__silence = True
         self._pes, self._act_width, self._exp_bits, self._acc_width = pes, act_width, exp_bits, acc_width
+        self._out_lanes, self._bcast = out_lanes, bcast
+        payload = signed(acc_width) if out_lanes == 1 else out_lanes * acc_width
         return {
             "z": In(signed(act_width)), "codes": In(pes * code_width(exp_bits)),
-            "valid": In(1), "last": In(1), "lanes": In(range(pes + 1)), "can_last": Out(1),
-            "o": Out(stream.Signature(signed(acc_width))),
+            "valid": In(1), "last": In(1), "lanes": In(range(pes // out_lanes + 1)),
+            "can_last": Out(1),
+            "o": Out(stream.Signature(payload)),
             "overrun": Out(1),
         }
 
@@ -170,20 +193,31 @@ class PEArray(_Validated):
     def pes(self):
         return self._pes
 
+    @property
+    def latency(self):
+        """Edges from an entry being taken to its block's sums being in the drain chain."""
+        return self.ARRAY_LATENCY + self._bcast
+
     def elaborate(self, platform):
         m = Module()
-        P, eb, cw = self._pes, self._exp_bits, code_width(self._exp_bits)
-        m.submodules.chain = chain = DrainChain(P, self._acc_width)
+        P, eb, cw, C, S = self._pes, self._exp_bits, code_width(self._exp_bits), self._out_lanes, self._bcast
+        m.submodules.chain = chain = DrainChain(P // C, C * self._acc_width)
 
-        # No broadcast register of its own: z comes straight from the z buffer's
-        # output register and the codes from the issue stage's register (one
-        # fan-out each), and the PE's term register is the next stage.  A block's
-        # last entry: taken at e0, in the accumulator at e1, snapshot at e2.
-        last_pipe = Signal(2)
+        # A block's last entry: taken at e0, through the S broadcast stages, in the
+        # accumulator at e(S+1), snapshot at e(S+2).
+        depth = PE_LATENCY + S
+        last_pipe = Signal(depth)
         m.d.sync += last_pipe.eq(Cat(self.valid & self.last, last_pipe[:-1]))
-        lanes_pipe = [Signal(range(P + 1), name=f"lanes{i}") for i in range(2)]
-        m.d.sync += [lanes_pipe[0].eq(self.lanes), lanes_pipe[1].eq(lanes_pipe[0])]
+        lanes_pipe = [Signal(range(P // C + 1), name=f"lanes{i}") for i in range(depth)]
+        m.d.sync += lanes_pipe[0].eq(self.lanes)
+        m.d.sync += [lanes_pipe[i].eq(lanes_pipe[i - 1]) for i in range(1, depth)]
         bz, bcodes, bvalid = self.z, self.codes, self.valid
+        for s in range(S):
+            nz = Signal(signed(self._act_width), name=f"bz{s}")
+            ncodes = Signal(P * cw, name=f"bcodes{s}")
+            nvalid = Signal(name=f"bvalid{s}")
+            m.d.sync += [nz.eq(bz), ncodes.eq(bcodes), nvalid.eq(bvalid)]
+            bz, bcodes, bvalid = nz, ncodes, nvalid
 
         accs = []
         for p in range(P):
@@ -193,16 +227,16 @@ class PEArray(_Validated):
             m.d.comb += [pe.act.eq(bz), pe.exp.eq(code[:eb]), pe.sign.eq(code[eb]),
                          pe.nz.eq(code[eb + 1]), pe.valid.eq(bvalid)]
             accs.append(pe.acc)
-        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[1]),
-                     chain.load_count.eq(lanes_pipe[1])]
-        wiring.connect(m, wiring.flipped(self.o), chain.o)
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[-1]),
+                     chain.load_count.eq(lanes_pipe[-1])]
+        m.d.comb += [self.o.payload.eq(chain.o.payload), self.o.valid.eq(chain.o.valid)]
         m.d.comb += self.overrun.eq(chain.overrun)
 
-        # Taken at edge e0, loaded at edge e2: the chain shifts at e0 and e1, so it
-        # must hold at most 2 words now, and one last at a time may be in flight.
+        # Taken at edge e0, loaded at edge e(L-1): the chain shifts at e0..e(L-2), so it
+        # must hold at most L-1 words now, and one last at a time may be in flight.
         # can_last is registered (computed from the next cycle's chain count and
         # in-flight flags) so that the valid fanned out to every PE starts at flops.
-        edges = self.ARRAY_LATENCY - 1
+        edges = self.latency - 1
         inflight = Signal(edges)
         inflight_next = Cat(self.valid & self.last & self.can_last, inflight[:-1])
         m.d.sync += inflight.eq(inflight_next)
@@ -235,24 +269,26 @@ def rshift_sat(m, value, shift, relu, name="y"):
 class OutputStage(_Validated):
     """End-of-block arithmetic: ``y[row] = relu?(sat8(rshift(acc + bias[row], out_shift)))``.
 
-    Takes the serial sums of blocks of ``lanes`` rows (as the drain chain gives
-    them: lane 0 first).  Rows are numbered in order; a tile of ``tile_rows``
-    rows is covered by ``ceil(tile_rows / lanes)`` blocks, the last of which
-    delivers only the tile's remaining rows.  After ``rows`` outputs the row
-    counter restarts at 0 (next input vector).  The rounding constant
-    ``2^(out_shift-1)`` is folded into the bias ROM (``bias + 2^(s-1)``), so the
-    datapath is one add, an arithmetic shift and a clamp.  Latency: 3 edges.
+    Takes the serial sums of blocks of rows (as the drain chain gives them: word
+    0 first), ``out_lanes`` = C rows per word (rows r*C .. r*C+C-1, row r*C+c
+    at bits ``[c*acc_width, (c+1)*acc_width)``), and gives C int8 per beat.
+    A block is ``lanes`` words; a tile of ``tile_rows`` rows is covered by
+    ``ceil(tile_rows / (C*lanes))`` blocks, the last of which delivers only the
+    tile's remaining words.  After ``rows / C`` beats the row counter restarts
+    at 0 (next input vector).  The rounding constant ``2^(out_shift-1)`` is
+    folded into the bias ROM (``bias + 2^(s-1)``, C rows per word), so the
+    datapath is one add, an arithmetic shift and a clamp per lane.  Latency: 3 edges.
 
     Parameters
     ----------
     acc_width : int
-        Width of the incoming sums.
+        Width of one incoming sum.
     lanes : int
-        Rows per block.
+        Words per block.
     rows : int
         Rows per vector (the layer's ``out``).
     tile_rows : int
-        Rows per tile; divides ``rows``.
+        Rows per tile; divides ``rows``; a multiple of ``out_lanes``.
     bias : sequence of int
         Per-row bias (``rows`` values).
     out_shift : int
@@ -262,59 +298,72 @@ class OutputStage(_Validated):
         The sums are running-sum snapshots (the PE array's): each lane's block
         sum is its snapshot minus the lane's previous snapshot (kept in a
         ``lanes``-deep RAM, initially 0), modulo ``2^acc_width``.
+    out_lanes : int
+        Rows per word and per output beat C (1..64).
 
     Members
     -------
-    i : In(stream.Signature(signed(acc_width)))
+    i : In(stream.Signature(signed(acc_width)))  (C = 1; ``C * acc_width`` bits for C > 1)
         Always ready.
-    o : Out(stream.Signature(signed(8)))
+    o : Out(stream.Signature(signed(8)))  (C = 1; ``8 * C`` bits for C > 1, row r*C+c
+        at bits ``[8c, 8c+8)``)
         Cannot stall: ``o.ready`` is ignored.
     """
 
-    def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running=False):
-        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running)
+    def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running=False,
+                 out_lanes=1):
+        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes)
 
-    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running):
+    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes):
         _check_int(acc_width, "Accumulator width", 1, 128)
         _check_int(lanes, "Lane count", 1, 4096)
         _check_int(rows, "Row count", 1, 1 << 20)
         _check_int(tile_rows, "Tile row count", 1, 1 << 20)
+        _check_int(out_lanes, "Output lane count", 1, 64)
         if rows % tile_rows:
             raise ValueError(f"Tile row count {tile_rows} does not divide row count {rows}")
+        if tile_rows % out_lanes:
+            raise ValueError(f"Output lane count {out_lanes} does not divide the rows per tile "
+                             f"{tile_rows}")
         bias = [int(b) for b in bias]
         if len(bias) != rows:
             raise ValueError(f"Bias must have {rows} values, not {len(bias)}")
         if not isinstance(out_shift, int) or not 0 <= out_shift <= 31:
             raise ValueError(f"Output shift must be an integer in [0, 31], not {out_shift!r}")
         self._acc_width, self._lanes, self._rows, self._tile_rows = acc_width, lanes, rows, tile_rows
+        self._out_lanes = out_lanes
         rnd = (1 << (out_shift - 1)) if out_shift else 0
         self._bias = [b + rnd for b in bias]
         self._out_shift, self._relu, self._running = out_shift, bool(relu), bool(running)
         self._bias_width = max(max(abs(b) for b in self._bias).bit_length() + 1, 2)
+        C = out_lanes
         return {
-            "i": In(stream.Signature(signed(acc_width))),
-            "o": Out(stream.Signature(signed(8))),
+            "i": In(stream.Signature(signed(acc_width) if C == 1 else C * acc_width)),
+            "o": Out(stream.Signature(signed(8) if C == 1 else 8 * C)),
         }
 
     @property
     def bias_image(self):
-        """``(width, words)`` of the bias ROM: ``bias[row] + 2^(out_shift-1)``, two's complement."""
-        w = self._bias_width
-        return w, [b & ((1 << w) - 1) for b in self._bias]
+        """``(width, words)`` of the bias ROM: ``bias[row] + 2^(out_shift-1)``, two's complement,
+        ``out_lanes`` rows per word (row r*C+c at bits ``[c*w, (c+1)*w)``)."""
+        w, C = self._bias_width, self._out_lanes
+        u = [b & ((1 << w) - 1) for b in self._bias]
+        return C * w, [sum(u[r * C + c] << (c * w) for c in range(C)) for r in range(len(u) // C)]
 
     def elaborate(self, platform):
         m = Module()
-        L, R, TR = self._lanes, self._rows, self._tile_rows
-        bw = self._bias_width
-        m.submodules.bias = bias = Memory(shape=signed(bw), depth=R, init=self._bias)
+        C = self._out_lanes
+        L, R, TR = self._lanes, self._rows // C, self._tile_rows // C
+        bw, aw = self._bias_width, self._acc_width
+        m.submodules.bias = bias = Memory(shape=C * bw, depth=R, init=self.bias_image[1])
         rd = bias.read_port()
 
         lane = Signal(range(L))
-        in_tile = Signal(range(TR))          # tile-relative row of this lane
+        in_tile = Signal(range(TR))          # tile-relative word of this lane
         row = Signal(range(R))
         keep = self.i.valid
         with m.If(self.i.valid):
-            # A block ends after lane L-1 or at the tile's last row (a short block).
+            # A block ends after word L-1 or at the tile's last word (a short block).
             with m.If(in_tile == TR - 1):
                 m.d.sync += [lane.eq(0), in_tile.eq(0)]
             with m.Elif(lane == L - 1):
@@ -324,24 +373,32 @@ class OutputStage(_Validated):
             m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
         m.d.comb += rd.addr.eq(row)
 
-        # Edge 1: sum and bias word (and previous snapshot) arrive together; edge 2:
+        # Edge 1: sums and bias word (and previous snapshots) arrive together; edge 2:
         # add; edge 3: shift/clamp.
-        acc1 = Signal(signed(self._acc_width))
         v1 = Signal()
         m.d.sync += v1.eq(keep)
         if self._running:
-            m.submodules.prev = prev = Memory(shape=self._acc_width, depth=L, init=[])
+            m.submodules.prev = prev = Memory(shape=C * aw, depth=L, init=[])
             pw, pr = prev.write_port(), prev.read_port()    # read port: old value on a write
-            snap = Signal(signed(self._acc_width))
+            snap = Signal(C * aw)
             m.d.sync += snap.eq(self.i.payload)
             m.d.comb += [pr.addr.eq(lane), pw.addr.eq(lane), pw.data.eq(self.i.payload),
-                         pw.en.eq(self.i.valid), acc1.eq((snap - pr.data)[:self._acc_width])]
+                         pw.en.eq(self.i.valid)]
         else:
-            m.d.sync += acc1.eq(self.i.payload)
-        total = Signal(signed(max(self._acc_width, bw) + 1))
+            snap = Signal(C * aw)
+            m.d.sync += snap.eq(self.i.payload)
         v2 = Signal()
-        m.d.sync += [total.eq(acc1 + rd.data), v2.eq(v1)]
-        y = rshift_sat(m, total, self._out_shift, self._relu)
-        m.d.sync += [self.o.payload.eq(y), self.o.valid.eq(v2)]
+        m.d.sync += v2.eq(v1)
+        ys = []
+        for c in range(C):
+            acc1 = Signal(signed(aw), name=f"acc1_{c}")
+            if self._running:
+                m.d.comb += acc1.eq((snap[c * aw:(c + 1) * aw] - pr.data[c * aw:(c + 1) * aw])[:aw])
+            else:
+                m.d.comb += acc1.eq(snap[c * aw:(c + 1) * aw])
+            total = Signal(signed(max(aw, bw) + 1), name=f"total{c}")
+            m.d.sync += total.eq(acc1 + rd.data[c * bw:(c + 1) * bw].as_signed())
+            ys.append(rshift_sat(m, total, self._out_shift, self._relu, name=f"y{c}"))
+        m.d.sync += [self.o.payload.eq(Cat(*ys)), self.o.valid.eq(v2)]
         m.d.comb += self.i.ready.eq(1)
         return m

@@ -60,7 +60,9 @@ def sd_program(coef_sign, coef_exp, tiles, pes):
     ``first_cols[t]`` the column of tile t's first entry.  Word layout, LSB
     first: P codes of ``exp_bits + 2`` bits (PE p at bits ``[5p, 5p+5)``:
     exp[3], sign, nz), the column of the *next* entry of the tile (0 after the
-    tile's last; ``col_bits``), the ``last`` flag (end of a row block).
+    tile's last; ``col_bits``), the ``last`` flag (end of a row block), the
+    *next* entry's ``last`` flag (0 after the tile's last), so that the issue
+    stage holds an entry's ``last`` in a flip-flop, not behind the ROM output.
     """
     s = np.asarray(coef_sign, dtype=np.int64)
     e = np.asarray(coef_exp, dtype=np.int64)
@@ -86,8 +88,9 @@ def sd_program(coef_sign, coef_exp, tiles, pes):
             entries.extend(block)
         first_cols.append(entries[0][0])
         for i, (c, w, last) in enumerate(entries):
-            nxt = entries[i + 1][0] if i + 1 < len(entries) else 0
-            words.append(w | (nxt << (cw * pes)) | (last << (cw * pes + col_bits)))
+            nxt, nlast = entries[i + 1][0::2] if i + 1 < len(entries) else (0, 0)
+            words.append(w | (nxt << (cw * pes)) | (last << (cw * pes + col_bits))
+                         | (nlast << (cw * pes + col_bits + 1)))
         tile_ends.append(len(words))
     return words, tile_ends, col_bits, first_cols
 
@@ -112,13 +115,21 @@ class SDEngine(_Validated):
         8..16.
     pes : int
         PE count P, 1..1024.
+    out_lanes : int
+        Output lanes C (1..64; divides P and the rows per tile): the drain chain
+        carries C sums per word, C output stages run side by side and ``o``
+        gives C int8 per beat, so a block of n rows drains in n/C cycles.
+    bcast : int
+        Broadcast register stages of the PE array (0..4; 0 for small arrays,
+        1-2 for hundreds of PEs: see :class:`~sparrow.hw.pe_array.PEArray`).
 
     Members
     -------
     i : In(stream.Signature(signed(8)))
         Input vector elements, x[0] first.
-    o : Out(stream.Signature(signed(8)))
-        Output elements, y[0] first.  The engine cannot stall its output: the
+    o : Out(stream.Signature(signed(8)))  (``out_lanes`` = 1; ``8 * out_lanes`` bits otherwise)
+        Output elements, y[0] first; with C lanes, beat r holds y[r*C + c] at
+        bits ``[8c, 8c+8)``.  The engine cannot stall its output: the
         consumer must hold ``o.ready`` high (a value offered while it is low
         is lost and sets ``error``).
     error : Out(1)
@@ -127,20 +138,20 @@ class SDEngine(_Validated):
     """
 
     def __init__(self, in_features, out_features, k, basis, coef_sign, coef_exp, bias,
-                 basis_shift, out_shift, relu, z_bits=8, pes=8):
+                 basis_shift, out_shift, relu, z_bits=8, pes=8, out_lanes=1, bcast=0):
         super().__init__(in_features, out_features, k, basis, coef_sign, coef_exp, bias,
-                         basis_shift, out_shift, relu, z_bits, pes)
+                         basis_shift, out_shift, relu, z_bits, pes, out_lanes, bcast)
 
     @classmethod
-    def from_layer(cls, layer, pes=8):
+    def from_layer(cls, layer, pes=8, out_lanes=1, bcast=0):
         """The engine of a validated ``sparrow.modeldir.Layer`` of kind sd_linear."""
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), int(a["k"]), p["basis"], p["coef_sign"],
                    p["coef_exp"], p["bias"], int(a["basis_shift"]), int(a["out_shift"]),
-                   bool(a["relu"]), int(a.get("z_bits", 8)), pes)
+                   bool(a["relu"]), int(a.get("z_bits", 8)), pes, out_lanes, bcast)
 
     def _validate(self, n_in, n_out, k, basis, coef_sign, coef_exp, bias, basis_shift,
-                  out_shift, relu, z_bits, pes):
+                  out_shift, relu, z_bits, pes, out_lanes, bcast):
         _check_int(n_in, "Input count", 1, 1 << 16)
         _check_int(n_out, "Output count", 1, 1 << 16)
         _check_int(pes, "PE count", 1, 1024)
@@ -154,23 +165,37 @@ class SDEngine(_Validated):
         tiles = np.asarray(basis).shape[0] if np.asarray(basis).ndim == 4 else 0
         if tiles < 1 or n_out % tiles:
             raise ValueError(f"Basis tile count {tiles} does not divide output count {n_out}")
+        # Checked here too (PEArray, OutputStage) so that nothing is built when refused.
+        _check_int(out_lanes, "Output lane count", 1, 64)
+        if pes % out_lanes:
+            raise ValueError(f"Output lane count {out_lanes} does not divide PE count {pes}")
+        if (n_out // tiles) % out_lanes:
+            raise ValueError(f"Output lane count {out_lanes} does not divide the rows per tile "
+                             f"{n_out // tiles}")
+        if not isinstance(bcast, int) or isinstance(bcast, bool) or not 0 <= bcast <= 4:
+            raise ValueError(f"Broadcast stages must be an integer in [0, 4], not {bcast!r}")
         self._basis_unit = BasisUnit(k, n_in, basis, basis_shift, z_bits)
         self._acc_width = sd_acc_width(s, e, z_bits)
-        self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width)
-        self._post = OutputStage(self._acc_width, pes, n_out, n_out // tiles, bias, out_shift, relu,
-                                  running=True)
+        self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width, out_lanes, bcast)
+        self._post = OutputStage(self._acc_width, pes // out_lanes, n_out, n_out // tiles, bias,
+                                 out_shift, relu, running=True, out_lanes=out_lanes)
         self._words, self._tile_ends, self._col_bits, self._first_cols = sd_program(s, e, tiles, pes)
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
-        self._z_bits = z_bits
+        self._z_bits, self._out_lanes = z_bits, out_lanes
         return {
             "i": In(stream.Signature(signed(8))),
-            "o": Out(stream.Signature(signed(8))),
+            "o": Out(stream.Signature(signed(8) if out_lanes == 1 else 8 * out_lanes)),
             "error": Out(1),
         }
 
     @property
     def pes(self):
         return self._pes
+
+    @property
+    def out_lanes(self):
+        """int8 outputs per beat of ``o`` (row r*C+c at bits [8c, 8c+8))."""
+        return self._out_lanes
 
     @property
     def in_features(self):
@@ -196,16 +221,19 @@ class SDEngine(_Validated):
         bw, bias = self._post.bias_image
         k = self._k
         return {
-            "codes": (P * cw + self._col_bits + 1, list(self._words),
+            "codes": (P * cw + self._col_bits + 2, list(self._words),
                       f"one entry per (row block, nonzero column); LSB first: {P} codes of {cw} bits "
                       f"(PE p at bits [{cw}p, {cw}p+{cw}): exp[0:3], sign[3], nz[4]), "
                       f"next entry's column[{P * cw}:{P * cw + self._col_bits}] (0 after a tile's last), "
-                      f"last[{P * cw + self._col_bits}] (end of a row block); tile t ends at address "
+                      f"last[{P * cw + self._col_bits}] (end of a row block), next entry's "
+                      f"last[{P * cw + self._col_bits + 1}] (0 after a tile's last); tile t ends at address "
                       f"tile_ends[t] = {self._tile_ends}, its first entry's column is "
                       f"first_cols[t] = {self._first_cols}"),
             "basis": (8 * k, basis_image(self._basis_unit._basis),
                       f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits [8j, 8j+8), int8"),
-            "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw}-bit two's complement"),
+            "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw // self._out_lanes}-bit "
+                               f"two's complement, {self._out_lanes} row(s) per word (row "
+                               f"w*{self._out_lanes}+c at bits [{bw // self._out_lanes}c, ...))"),
         }
 
     @property
@@ -215,7 +243,7 @@ class SDEngine(_Validated):
 
     def elaborate(self, platform):
         m = Module()
-        n, k, T, P = self._n_in, self._k, self._tiles, self._pes
+        n, k, T, P, C = self._n_in, self._k, self._tiles, self._pes, self._out_lanes
         cw = code_width(EXP_BITS)
         m.submodules.basis = bu = self._basis_unit
         m.submodules.array = arr = self._array
@@ -231,7 +259,7 @@ class SDEngine(_Validated):
         m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=2 << zbits, init=[])
         zw, zr = zbuf.write_port(), zbuf.read_port()
         # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
-        m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 1,
+        m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 2,
                                            depth=len(self._words), init=self._words,
                                            attrs={"ram_style": "block", "rom_style": "block"})
         cr = crom.read_port()
@@ -305,10 +333,17 @@ class SDEngine(_Validated):
         first_col = Array(Const(v, self._col_bits) for v in self._first_cols)[it]
         s1_valid = Signal()
         issuing = Signal()
-        last1 = cr.data[-1]
+        # The last flag of the entry at the ROM output, in a flop (loaded like the
+        # column: from the previous word's look-ahead bit or the tile's table), so
+        # that fire/advance (the ROM and z-read enables, the PEs' valid) start at flops.
+        first_last = Array(Const((self._words[a] >> (P * cw + self._col_bits)) & 1, 1)
+                           for a in [0] + self._tile_ends[:-1])[it]
+        last1 = Signal()
         fire = s1_valid & (~last1 | arr.can_last)
         advance = ~s1_valid | fire
         next_col = Mux(s1_valid, cr.data[P * cw:P * cw + self._col_bits], first_col)
+        with m.If(advance):
+            m.d.sync += last1.eq(Mux(s1_valid, cr.data[-1], first_last))
         # Rows of the block being closed: P, or what is left of the tile.
         rows = self._n_out // T
         nb = -(-rows // P)
@@ -318,7 +353,7 @@ class SDEngine(_Validated):
         m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(next_col[:zbits], ib)),
                      zr.en.eq(advance), arr.z.eq(zr.data), arr.codes.eq(cr.data[:P * cw]),
                      arr.valid.eq(fire), arr.last.eq(last1),
-                     arr.lanes.eq(Mux(blk == nb - 1, rows - (nb - 1) * P, P))]
+                     arr.lanes.eq(Mux(blk == nb - 1, (rows - (nb - 1) * P) // C, P // C))]
         with m.If(advance):
             m.d.sync += s1_valid.eq(issuing)
             with m.If(issuing):

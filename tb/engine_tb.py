@@ -2,7 +2,8 @@
 :class:`~sparrow.hw.dense_engine.DenseEngine`): driver, monitor, scoreboard.
 
 Both engines have the same ports: stream ``i`` (int8 elements of the input
-vectors, x[0] first), stream ``o`` (int8 outputs, y[0] first, never stalls),
+vectors, x[0] first), stream ``o`` (int8 outputs, y[0] first, never stalls;
+``8*C`` bits wide for an SD engine with C output lanes: C rows per beat),
 sticky ``error``.  The pytest side writes ``$ENGINE_TB_DATA`` (``.npz``):
 
 * ``x`` int8 [N, in]: the input vectors, sent back to back;
@@ -56,11 +57,17 @@ async def engine_vectors(dut):
     limit = 200 + n * (4 * n_in + 8 * n_in * n_out + 16 * n_out)
     i_valid, i_payload, i_ready = dut.i__valid, dut.i__payload, dut.i__ready
     o_valid, o_payload = dut.o__valid, dut.o__payload
+    lanes = len(o_payload) // 8            # int8 outputs per beat (SDEngine out_lanes)
     while len(got) < total_out:
         await FallingEdge(dut.clk)
         cycle += 1
         if int(o_valid.value):
-            got.append(o_payload.value.to_signed())
+            if lanes == 1:
+                got.append(o_payload.value.to_signed())
+            else:                           # C int8 per beat, row r*C+c at bits [8c, 8c+8)
+                word = o_payload.value.to_unsigned()
+                got.extend(((word >> (8 * c)) & 0xFF) - (((word >> (8 * c)) & 0x80) << 1)
+                           for c in range(lanes))
         if idx < total_in and not bubbles[cycle % len(bubbles)]:
             i_valid.value = 1
             i_payload.value = flat[idx]

@@ -2,8 +2,9 @@
 
 ``$PE_ARRAY_TB_DATA`` (``.npz``) holds the entries: ``z`` [E], ``codes`` [E, P]
 (5-bit codes as in :mod:`sparrow.hw.pe_array`), ``last`` [E], ``lanes`` [E]
-(lanes shifted out at a ``last``), ``gap`` [E]
-(idle cycles before the entry) and ``acc_width``.  The driver offers one
+(chain words shifted out at a ``last``), ``gap`` [E]
+(idle cycles before the entry), ``acc_width`` and optionally ``out_lanes``
+(sums per chain word, default 1).  The driver offers one
 entry per cycle, holding an entry with ``last`` while ``can_last`` is low;
 the monitor collects the drain chain's words; the reference model gives the
 running-sum snapshots (lane 0 first, modulo 2^acc_width, as signed values);
@@ -55,8 +56,9 @@ if cocotb is not None:
         z, codes, last, gap, lanes = (d[k].astype(np.int64)
                                       for k in ("z", "codes", "last", "gap", "lanes"))
         acc_width = int(d["acc_width"])
+        C = int(d["out_lanes"]) if "out_lanes" in d else 1     # sums per chain word
         P = codes.shape[1]
-        expected = pe_array_reference(z, codes, last, acc_width, lanes)
+        expected = pe_array_reference(z, codes, last, acc_width, lanes * C)
         flat = [v for snap in expected for v in snap]
         packed = [sum(int(c) << (5 * p) for p, c in enumerate(row)) for row in codes]
 
@@ -76,7 +78,12 @@ if cocotb is not None:
         cycles = 0
         while len(got) < len(flat):
             if int(dut.o__valid.value):
-                got.append(dut.o__payload.value.to_signed())
+                if C == 1:
+                    got.append(dut.o__payload.value.to_signed())
+                else:
+                    word, half = dut.o__payload.value.to_unsigned(), 1 << (acc_width - 1)
+                    got.extend((((word >> (c * acc_width)) + half) % (2 * half)) - half
+                               for c in range(C))
             if e < len(z) and wait == 0:
                 dut.z.value = int(z[e])
                 dut.codes.value = packed[e]

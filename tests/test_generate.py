@@ -66,7 +66,7 @@ def test_generate_model_images_round_trip(tmp_path):
                         sign[r, col] = -1 if code & 8 else 1
                         exp[r, col] = code & 7
                 col = (w >> (P * cw)) & ((1 << col_bits) - 1)    # the next entry's column
-                if w >> (P * cw + col_bits):
+                if (w >> (P * cw + col_bits)) & 1:
                     break
     s = layer.params["coef_sign"].astype(np.int64)
     np.testing.assert_array_equal(sign, s)

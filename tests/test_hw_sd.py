@@ -44,16 +44,16 @@ def _layer_hard(rng):
 
 
 CASES = {
-    # name: (layer factory, PEs)
+    # name: (layer factory, PEs[, output lanes, broadcast stages])
     "small-relu-T2": (lambda r: random_layer("sd_linear", r, name="small", in_=12, out=10, k=4,
                                             tiles=2, density=0.4, relu=True), 4),
     "hard-T3-z12": (_layer_hard, 4),
     "sparse-stalls": (lambda r: random_layer("sd_linear", r, name="sparse", in_=16, out=24, k=2,
-                                             density=0.03, out_shift=4), 8),
+                                             density=0.03, out_shift=4), 8, 2, 0),
     "P1-k1": (lambda r: random_layer("sd_linear", r, name="p1", in_=5, out=3, k=1, density=0.7,
                                      relu=True), 1),
     "wide-k8-P16": (lambda r: random_layer("sd_linear", r, name="wide", in_=64, out=40, k=8,
-                                           density=0.2), 16),
+                                           density=0.2), 16, 4, 2),
 }
 
 
@@ -61,12 +61,12 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_sd_engine_bit_exact(simulator, case):
     rng = np.random.default_rng(sum(map(ord, case)))
-    make, pes = CASES[case]
+    make, pes, *wide = CASES[case]
     layer = make(rng)
     n = 12 if case == "wide-k8-P16" else 24
     x = _inputs(rng, n, layer.attrs["in"])
     expected = golden.sd_linear_forward(layer, x)
-    engine = SDEngine.from_layer(layer, pes)
+    engine = SDEngine.from_layer(layer, pes, *wide)
     y, cycles = run_engine(engine, x, simulator, label=layer.name, expected=expected,
                            gaps=0.2 if case == "small-relu-T2" else 0.0, name="sd_engine")
     np.testing.assert_array_equal(y, expected)
@@ -93,9 +93,10 @@ def test_program_layout_skips_zero_columns():
     cw = 5
     # block 0 (rows 0, 1): columns 1 and 3; block 1 (row 2): no column -> one empty entry.
     # Each word carries the column of the tile's next entry.
-    assert words[0] == encode_code(1, 3) | (3 << 2 * cw)
+    # ... and the next entry's last flag (top bit).
+    assert words[0] == encode_code(1, 3) | (3 << 2 * cw) | (1 << (2 * cw + col_bits + 1))
     assert words[1] == (encode_code(-1, 7) | (encode_code(1, 2) << cw) | (0 << 2 * cw)
-                        | (1 << (2 * cw + col_bits)))
+                        | (1 << (2 * cw + col_bits)) | (1 << (2 * cw + col_bits + 1)))
     assert words[2] == 1 << (2 * cw + col_bits)
     assert encode_code(-1, 7) == 0b11111 and encode_code(0, 5) == 0
 
@@ -112,6 +113,10 @@ def test_acc_width_bound():
     ({"pes": 1025}, "PE count must be between 1 and 1024, not 1025"),
     ({"k": 3}, "Group size 3 does not divide input count 8"),
     ({"z_bits": 17}, "Z width must be between 8 and 16, not 17"),
+    ({"out_lanes": 3}, "Output lane count 3 does not divide PE count 4"),
+    ({"out_lanes": 4, "pes": 8, "basis": np.zeros((2, 2, 4, 4))},
+     "Output lane count 4 does not divide the rows per tile 2"),
+    ({"bcast": 5}, "Broadcast stages must be an integer in [0, 4], not 5"),
 ])
 def test_engine_parameter_errors(kwargs, msg):
     args = dict(in_features=8, out_features=4, k=4, basis=np.zeros((1, 2, 4, 4)),
@@ -131,12 +136,14 @@ def test_pe_array_parameter_errors():
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-def test_pe_array_unit(tmp_path, simulator):
-    """PEArray alone: running-sum snapshots (wrapping at 16 bits), short blocks that stall."""
+@pytest.mark.parametrize("P, C, S", [(5, 1, 0), (6, 3, 2)])
+def test_pe_array_unit(tmp_path, simulator, P, C, S):
+    """PEArray alone: running-sum snapshots (wrapping at 16 bits), short blocks that stall;
+    C sums per chain word and S broadcast stages."""
     from sparrow.tb.model_sim import sim_verilog
     from sparrow.tb.runner import run_cocotb
     rng = np.random.default_rng(11)
-    P, blocks = 5, 40
+    blocks = 40
     lengths = rng.integers(1, 12, size=blocks)
     lengths[:4] = 1                                    # back-to-back single-entry blocks
     n = int(lengths.sum())
@@ -147,8 +154,9 @@ def test_pe_array_unit(tmp_path, simulator):
     codes = rng.integers(0, 32, size=(n, P)) * (rng.random((n, P)) < 0.7)
     codes[:8] = 0b10111                                # +2^7 * -128 each: the sums wrap 16 bits
     gap = rng.integers(0, 2, size=n) * (rng.random(n) < 0.2)
-    lanes = np.where(rng.random(n) < 0.3, rng.integers(1, P + 1, size=n), P)
-    np.savez(tmp_path / "d.npz", z=z, codes=codes, last=last, gap=gap, lanes=lanes, acc_width=16)
-    arr = PEArray(P, 8, 3, 16)
+    lanes = np.where(rng.random(n) < 0.3, rng.integers(1, P // C + 1, size=n), P // C)
+    np.savez(tmp_path / "d.npz", z=z, codes=codes, last=last, gap=gap, lanes=lanes, acc_width=16,
+             out_lanes=C)
+    arr = PEArray(P, 8, 3, 16, out_lanes=C, bcast=S)
     run_cocotb(sim_verilog(arr, "pe_array"), "pe_array", "sparrow.tb.pe_array_tb", simulator,
                extra_env={"PE_ARRAY_TB_DATA": tmp_path / "d.npz"}, test_dir=tmp_path / "sim")
