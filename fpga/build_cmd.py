@@ -1,7 +1,8 @@
 """``sparrow build``: place and route a design for a board and write its JSON report.
 
-Designs: ``pe`` (one shift-add PE) and ``pe-array`` (``--pes`` PEs sharing one
-activation stream).  The report (``<out>/<design>.report.json``) holds the
+Designs: ``pe`` (one shift-add PE), ``pe-array`` (``--pes`` PEs sharing one
+activation stream), and ``--model DIR``: the engine of every layer of a model
+directory (or of ``--layer NAME``), as ``sparrow generate`` writes it.  The report (``<out>/<design>.report.json``) holds the
 board, device, LUT/LC, FF, DSP, block RAM, fmax per clock, nextpnr seed and
 tool versions, parsed from nextpnr's own ``--report`` output.
 """
@@ -15,12 +16,20 @@ def configure(parser):
                         help=f"target board: {', '.join(BOARDS)}")
     parser.add_argument("--design", default="pe-array", choices=DESIGNS,
                         help="what to build (default: pe-array)")
-    parser.add_argument("--pes", type=int, default=32, help="PE count for pe-array (default 32)")
+    parser.add_argument("--model", metavar="DIR", default=None,
+                        help="build the layer engines of this model directory instead of --design")
+    parser.add_argument("--layer", default=None,
+                        help="with --model: build only this layer's engine")
+    parser.add_argument("--pes", type=int, default=None,
+                        help="PE count for pe-array (default 32) or for each sd_linear engine "
+                             "of --model (default 8)")
     parser.add_argument("--act-width", type=int, default=8, help="activation width (default 8)")
     parser.add_argument("--exp-bits", type=int, default=3, help="exponent code width (default 3)")
     parser.add_argument("--acc-width", type=int, default=20, help="accumulator width (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
-    parser.add_argument("--out", default=None, help="build folder (default build/fpga/BOARD-DESIGN)")
+    parser.add_argument("--out", default=None,
+                        help="build folder (default build/fpga/BOARD-DESIGN; with --model "
+                             "build/fpga/BOARD-MODEL/LAYER)")
 
 
 def make_design(args):
@@ -32,20 +41,56 @@ def make_design(args):
             from ..hw.pe import ShiftAddPE
             return ShiftAddPE(**pe_args), "pe", {"params": pe_args}
         from .pe_array_bench import PEArrayBench
-        return (PEArrayBench(args.pes, **pe_args), f"pe_array_{args.pes}",
-                {"params": {"pes": args.pes, **pe_args}})
+        pes = 32 if args.pes is None else args.pes
+        return (PEArrayBench(pes, **pe_args), f"pe_array_{pes}", {"params": {"pes": pes, **pe_args}})
     except (TypeError, ValueError) as exc:
         raise SparrowError(f"--design {args.design}: {exc}") from None
 
 
+def model_designs(args):
+    """``[(component, name, extra)]``: the engines of ``--model`` (only ``--layer`` if given)."""
+    from .. import SparrowError
+    from ..modeldir import load_model
+    from ..hw.engines import check_engine_kinds, engine_for_layer
+    pes = 8 if args.pes is None else args.pes
+    if not 1 <= pes <= 1024:
+        raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
+    model = load_model(args.model)
+    layers = model.layers
+    if args.layer is not None:
+        layers = [l for l in layers if l.name == args.layer]
+        if not layers:
+            raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
+                               f"(layers: {', '.join(l.name for l in model.layers)})")
+    check_engine_kinds(model)
+    designs = []
+    for layer in layers:
+        extra = {"model": model.name, "layer": layer.name, "kind": layer.kind,
+                 "shape": [layer.attrs["in"], layer.attrs["out"]]}
+        if layer.kind == "sd_linear":
+            extra["pes"] = pes
+        designs.append((engine_for_layer(layer, pes), f"{model.name}_{layer.name}", extra))
+    return designs
+
+
 def run(args):
-    import json
     from pathlib import Path
+    from .. import SparrowError
     from .build import build_design
     from .report import summarise
-    design, name, extra = make_design(args)
-    out = Path(args.out or f"build/fpga/{args.board}-{name}")
-    report = build_design(design, args.board, out, name=name, seed=args.seed, extra=extra)
-    print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: {summarise(report)}")
-    print(f"report: {out / (name + '.report.json')}")
+    if args.model is None:
+        if args.layer is not None:
+            raise SparrowError("--layer needs --model DIR")
+        designs = [make_design(args)]
+    else:
+        designs = model_designs(args)
+    for design, name, extra in designs:
+        if args.model is None:
+            out = Path(args.out or f"build/fpga/{args.board}-{name}")
+        else:
+            out = Path(args.out or f"build/fpga/{args.board}-{extra['model']}") / extra["layer"]
+        report = build_design(design, args.board, out, name=name, seed=args.seed, extra=extra)
+        print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
+              f"{summarise(report)}")
+        print(f"report: {out / (name + '.report.json')}")
     return 0

@@ -88,13 +88,13 @@ def stage_sim(model, x, y_gold, simulator, n, pes):
 
 
 def stage_build(model, out, pes, seed, boards):
-    from .hw.sd_engine import SDEngine
+    from .hw.engines import engine_for_layer
     from .fpga.build import build_design
     sd = [l for l in model.layers if l.kind == "sd_linear"]
     layer = max(sd, key=lambda l: l.attrs["in"] * l.attrs["out"])
     builds = {}
     for board in boards:
-        engine = SDEngine.from_layer(layer, pes)
+        engine = engine_for_layer(layer, pes)
         name = f"sd_{layer.name}_{pes}pe"
         rep = build_design(engine, board, out / f"{board}-{name}", name=name, seed=seed,
                            extra={"layer": layer.name, "shape": [layer.attrs["in"], layer.attrs["out"]],

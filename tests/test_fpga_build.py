@@ -57,3 +57,28 @@ def test_bad_seed_rejected(tmp_path):
     unit._MustUse__silence = True
     with pytest.raises(SparrowError, match="seed must be a non-negative integer"):
         build_design(unit, "icebreaker", tmp_path, seed=-1)
+
+
+def test_build_model_layer_engines(tmp_path):
+    """``sparrow build --model DIR``: every layer engine of a hand-made model, one report each."""
+    import numpy as np
+    from sparrow.modeldir import save_model
+    from sparrow.sw.randmodel import random_layer, random_model
+    rng = np.random.default_rng(7)
+    model = random_model([random_layer("sd_linear", rng, name="fc1", in_=16, out=12, k=4, relu=True),
+                          random_layer("dense_linear", rng, name="fc2", in_=12, out=6)], [16],
+                         name="tiny")
+    save_model(model, tmp_path / "tiny")
+    out = tmp_path / "builds"
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--pes", "4",
+                "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    sd = json.loads((out / "fc1" / "tiny_fc1.report.json").read_text())
+    dense = json.loads((out / "fc2" / "tiny_fc2.report.json").read_text())
+    assert (sd["kind"], sd["pes"], sd["shape"]) == ("sd_linear", 4, [16, 12])
+    assert (dense["kind"], dense["shape"]) == ("dense_linear", [12, 6])
+    assert sd["utilization"]["dsp"]["used"] >= 1 and dense["utilization"]["dsp"]["used"] >= 1
+
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--layer", "fc9")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("has no such layer (layers: fc1, fc2)")

@@ -1,0 +1,34 @@
+"""The engine that runs each layer kind of a model directory (docs/format.md).
+
+One place maps a layer kind to its Amaranth engine, for ``sparrow generate``,
+``sparrow sim``, ``sparrow build`` and the demo.
+"""
+
+from .. import SparrowError
+
+__all__ = ["ENGINE_KINDS", "engine_for_layer", "check_engine_kinds"]
+
+ENGINE_KINDS = ("sd_linear", "dense_linear", "bc_linear")
+
+
+def engine_for_layer(layer, pes=8):
+    """The engine component for one validated layer; ``pes`` sizes sd_linear engines (1..1024)."""
+    if layer.kind == "sd_linear":
+        from .sd_engine import SDEngine
+        return SDEngine.from_layer(layer, pes)
+    if layer.kind == "dense_linear":
+        from .dense_engine import DenseEngine
+        return DenseEngine.from_layer(layer)
+    if layer.kind == "bc_linear":
+        from .bc_engine import BCEngine
+        return BCEngine(layer)
+    raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
+                       f"(supported: {', '.join(ENGINE_KINDS)})")
+
+
+def check_engine_kinds(model):
+    """Raise SparrowError naming the first layer of ``model`` that no engine runs."""
+    for layer in model.layers:
+        if layer.kind not in ENGINE_KINDS:
+            raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
+                               f"(supported: {', '.join(ENGINE_KINDS)})")
