@@ -48,17 +48,27 @@ class BasisUnit(_Validated):
     Members
     -------
     start : In(1)
-        Begin tile ``tile`` (ignored while ``busy``).
+        Begin tile ``tile`` (ignored while ``running``).  A tile may start while
+        the previous one's last elements are still in the pipeline (it
+        started ``in`` cycles earlier), so back-to-back tiles cost ``in`` cycles each.
     tile : In(range(T))
+    tag : In(1)
+        Copied at ``start``; comes back on ``z_tag`` with the tile's writes (the engine
+        gives the z bank).
+    running : Out(1)
+        The x reads of a tile are in progress.
+    read_done : Out(1)
+        One cycle, with the tile's last x read address (the x word may change after it).
     busy : Out(1)
+        ``running`` or elements still in the pipeline.
     done : Out(1)
         One cycle, together with the write of the tile's last z element.
     x_addr : Out(range(in/k))
         Read address of the x buffer (k int8 lanes per word, lane j = x[g*k+j]).
     x_data : In(8*k)
         The word at the previous cycle's ``x_addr`` (synchronous read).
-    z_addr : Out(range(in)), z_data : Out(signed(z_bits)), z_we : Out(1)
-        Write port of the z buffer.
+    z_addr : Out(range(in)), z_data : Out(signed(z_bits)), z_we : Out(1), z_tag : Out(1)
+        Write port of the z buffer (``z_tag``: the tile's ``tag``).
     """
 
     def __init__(self, k, in_features, basis, basis_shift, z_bits=8):
@@ -81,11 +91,11 @@ class BasisUnit(_Validated):
         self._k, self._in, self._basis, self._shift, self._z_bits = k, in_features, b, basis_shift, z_bits
         self._tiles = b.shape[0]
         return {
-            "start": In(1), "tile": In(range(max(self._tiles, 2))),
-            "busy": Out(1), "done": Out(1),
+            "start": In(1), "tile": In(range(max(self._tiles, 2))), "tag": In(1),
+            "running": Out(1), "read_done": Out(1), "busy": Out(1), "done": Out(1),
             "x_addr": Out(range(max(in_features // k, 2))), "x_data": In(8 * k),
             "z_addr": Out(range(max(in_features, 2))), "z_data": Out(signed(z_bits)),
-            "z_we": Out(1),
+            "z_we": Out(1), "z_tag": Out(1),
         }
 
     @property
@@ -99,13 +109,15 @@ class BasisUnit(_Validated):
                                         init=basis_image(self._basis))
         rd = rom.read_port()
 
-        running = Signal()
+        running = self.running
+        tag = Signal()
         i = Signal(range(max(n, 2)))          # element within the tile
         r = Signal(range(max(k, 2)))          # row within the group
         g = Signal(range(max(n // k, 2)))     # group
         base = Signal(range(max(self._tiles * n, 2)))
-        with m.If(~self.busy & self.start):
-            m.d.sync += [running.eq(1), i.eq(0), r.eq(0), g.eq(0), base.eq(self.tile * n)]
+        with m.If(~running & self.start):
+            m.d.sync += [running.eq(1), i.eq(0), r.eq(0), g.eq(0), base.eq(self.tile * n),
+                         tag.eq(self.tag)]
         with m.Elif(running):
             m.d.sync += [i.eq(i + 1), base.eq(base + 1)]
             with m.If(r == k - 1):
@@ -114,12 +126,13 @@ class BasisUnit(_Validated):
                 m.d.sync += r.eq(r + 1)
             with m.If(i == n - 1):
                 m.d.sync += running.eq(0)
-        m.d.comb += [rd.addr.eq(base), self.x_addr.eq(g)]
+        m.d.comb += [rd.addr.eq(base), self.x_addr.eq(g), self.read_done.eq(running & (i == n - 1))]
 
         # Stage 1: read data; stage 2: k products; stage 3: their sum; stage 4: round, clamp.
         v = Signal(BASIS_LATENCY)
         idx = [Signal(range(max(n, 2)), name=f"idx{s}") for s in range(BASIS_LATENCY)]
-        m.d.sync += [v.eq(Cat(running, v[:-1])), idx[0].eq(i)]
+        tags = Signal(BASIS_LATENCY)
+        m.d.sync += [v.eq(Cat(running, v[:-1])), idx[0].eq(i), tags.eq(Cat(tag, tags[:-1]))]
         m.d.sync += [idx[s].eq(idx[s - 1]) for s in range(1, BASIS_LATENCY)]
 
         prods = []
@@ -141,6 +154,7 @@ class BasisUnit(_Validated):
         with m.Else():
             m.d.comb += z.eq(rounded)
         m.d.sync += [self.z_data.eq(z), self.z_we.eq(v[2]), self.z_addr.eq(idx[2]),
+                     self.z_tag.eq(tags[2]),
                      self.done.eq(v[2] & (idx[2] == n - 1))]
         m.d.comb += self.busy.eq(running | v.any())
         return m

@@ -300,27 +300,30 @@ class SDEngine(_Validated):
             with m.Else():
                 m.d.sync += lane.eq(lane + 1)
 
-        # Basis: tile bt of x bank xb into z bank zb.
+        # Basis: tile bt of x bank xb into z bank zb.  A tile starts as soon as the
+        # previous one has read its x (its last elements may still be in the basis
+        # pipeline, tagged with their z bank), so tiles cost ``in`` cycles each.
         xb, zb = Signal(), Signal()
         bt = Signal(range(max(T, 2)))
+        rt_last = Signal()                 # the running tile is the vector's last
+        zwriting = Signal(2)               # a started tile will write this z bank
         m.d.comb += [xr.addr.eq(Cat(bu.x_addr[:gbits], xb)), bu.x_data.eq(xr.data),
-                     zw.addr.eq(Cat(bu.z_addr[:zbits], zb)), zw.data.eq(bu.z_data),
-                     zw.en.eq(bu.z_we), bu.tile.eq(bt)]
-        with m.FSM(name="basis_fsm"):
-            with m.State("IDLE"):
-                with m.If(Mux(xb, xfull[1], xfull[0]) & ~Mux(zb, zfull[1], zfull[0])):
-                    m.d.comb += bu.start.eq(1)
-                    m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(bu.done):
-                    m.d.comb += z_set.eq(bank_bit(zb))
-                    m.d.sync += zb.eq(~zb)
-                    with m.If(bt == T - 1):
-                        m.d.comb += x_clr.eq(bank_bit(xb))
-                        m.d.sync += [bt.eq(0), xb.eq(~xb)]
-                    with m.Else():
-                        m.d.sync += bt.eq(bt + 1)
-                    m.next = "IDLE"
+                     zw.addr.eq(Cat(bu.z_addr[:zbits], bu.z_tag)), zw.data.eq(bu.z_data),
+                     zw.en.eq(bu.z_we), bu.tile.eq(bt), bu.tag.eq(zb)]
+        start = Signal()
+        m.d.comb += start.eq(~bu.running & Mux(xb, xfull[1], xfull[0])
+                             & ~Mux(zb, zfull[1] | zwriting[1], zfull[0] | zwriting[0]))
+        m.d.comb += bu.start.eq(start)
+        zw_set, zw_clr = Signal(2), Signal(2)
+        with m.If(start):
+            m.d.comb += zw_set.eq(bank_bit(zb))
+            m.d.sync += [zb.eq(~zb), rt_last.eq(bt == T - 1), bt.eq(Mux(bt == T - 1, 0, bt + 1))]
+        with m.If(bu.read_done & rt_last):
+            m.d.comb += x_clr.eq(bank_bit(xb))
+            m.d.sync += xb.eq(~xb)
+        with m.If(bu.done):
+            m.d.comb += [z_set.eq(bank_bit(bu.z_tag)), zw_clr.eq(bank_bit(bu.z_tag))]
+        m.d.sync += zwriting.eq((zwriting | zw_set) & ~zw_clr)
 
         # Issue: the entries of tile it from z bank ib.  One stage: the code ROM's
         # output register holds entry i (codes, last) while the z buffer's holds
