@@ -7,10 +7,11 @@ VENV=${SPARROW_VENV:-.venv}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-# System packages: Icarus Verilog (simulator) and libusb (openFPGALoader).
+# System packages: Icarus Verilog (simulator), libusb and libftdi (openFPGALoader).
 missing=()
 command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+ldconfig -p 2>/dev/null | grep -q 'libftdi1.so.2' || missing+=(libftdi1-2)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing ${missing[*]} (apt-get)"

