@@ -41,7 +41,7 @@ def test_doctor_lists_every_tool_with_version_and_path():
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     for tool in ("amaranth", "yosys", "nextpnr-ice40", "nextpnr-ecp5", "icepack", "ecppack",
-                 "verilator", "iverilog", "cocotb", "torch"):
+                 "verilator", "iverilog", "openfpgaloader", "cocotb", "torch"):
         row = [l for l in lines if l.split()[0] == tool]
         assert len(row) == 1, f"{tool} missing from doctor output:\n{r.stdout}"
         assert "/" in row[0].split()[-1], row[0]
