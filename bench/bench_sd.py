@@ -16,7 +16,7 @@ per cycle).
 
     python -m sparrow.bench.bench_sd [--boards icebreaker,ulx3s-85f] [--pes-ice40 56]
                                      [--pes-ecp5 768] [--lanes-ice40 2] [--lanes-ecp5 16]
-                                     [--bcast-ecp5 1] [--placer heap] [--no-build] [--out build/bench/sd]
+                                     [--bcast-ecp5 2] [--placer heap] [--no-build] [--out build/bench/sd]
 """
 
 import argparse
@@ -196,7 +196,7 @@ def main(argv=None):
     ap.add_argument("--lanes-ice40", type=int, default=2, help="SD output lanes (int8 per beat)")
     ap.add_argument("--lanes-ecp5", type=int, default=16, help="SD output lanes (int8 per beat)")
     ap.add_argument("--bcast-ice40", type=int, default=0, help="SD broadcast register stages")
-    ap.add_argument("--bcast-ecp5", type=int, default=1, help="SD broadcast register stages")
+    ap.add_argument("--bcast-ecp5", type=int, default=2, help="SD broadcast register stages")
     ap.add_argument("--placer", choices=["heap", "sa"], default=None,
                     help="nextpnr placer (default: nextpnr's; heap is much faster for big ECP5 designs)")
     ap.add_argument("--vectors", type=int, default=16)

@@ -20,7 +20,7 @@ Coefficient code (one per PE, ``exp_bits + 2`` bits, PE p at bits
     value = (-1)^sign * 2^exp
 """
 
-from amaranth.hdl import Module, Signal, signed, Mux, Cat, Const
+from amaranth.hdl import Module, Signal, Shape, signed, Mux, Cat, Const
 from amaranth.lib import wiring, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -73,16 +73,24 @@ class DrainChain(_Validated):
         every word (the output stage does).
     count : Out(range(lanes + 1))   words not yet shifted out
     overrun : Out(1)
+    load_words : In(load_groups)    (only with ``load_groups`` > 1)
+        Copies of ``load`` (the caller's fan-out tree): group g of the words
+        (``lanes / load_groups`` consecutive words) loads on bit g; ``load``
+        itself then only drives the count.  The copies must equal ``load``
+        whenever a count is loaded (garbage elsewhere is hidden by ``o.valid``).
     """
 
-    def __init__(self, lanes, width):
-        super().__init__(lanes, width)
+    def __init__(self, lanes, width, load_groups=1):
+        super().__init__(lanes, width, load_groups)
 
-    def _validate(self, lanes, width):
+    def _validate(self, lanes, width, load_groups):
         _check_int(lanes, "Lane count", 1, 4096)
-        _check_int(width, "Width", 1, 128)
-        self._lanes, self._width = lanes, width
+        _check_int(width, "Width", 1, 1 << 16)
+        _check_int(load_groups, "Load group count", 1, lanes)
+        self._lanes, self._width, self._groups = lanes, width, load_groups
+        extra = {"load_words": In(load_groups)} if load_groups > 1 else {}
         return {
+            **extra,
             "data": In(lanes * width), "load": In(1), "load_count": In(range(lanes + 1)),
             "o": Out(stream.Signature(signed(width))),
             "count": Out(range(lanes + 1)), "overrun": Out(1),
@@ -92,17 +100,19 @@ class DrainChain(_Validated):
         m = Module()
         n, w = self._lanes, self._width
         regs = [Signal(signed(w), name=f"word{i}") for i in range(n)]
+        # The words shift on every cycle without a load (past the last valid word
+        # they carry garbage that o.valid hides): one control signal per word, its load.
+        G = self._groups
+        for i, r in enumerate(regs):
+            ld = self.load if G == 1 else self.load_words[i * G // n]
+            m.d.sync += r.eq(Mux(ld, self.data[i * w:(i + 1) * w],
+                                 regs[i + 1] if i + 1 < n else r))
         with m.If(self.load):
-            m.d.sync += [r.eq(self.data[i * w:(i + 1) * w]) for i, r in enumerate(regs)]
             m.d.sync += self.count.eq(self.load_count)
             with m.If(self.count != 0):
                 m.d.sync += self.overrun.eq(1)
-        with m.Else():
-            # The words shift on every cycle without a load (past the last valid word
-            # they carry garbage that o.valid hides): one control signal, ``load``.
-            m.d.sync += [regs[i].eq(regs[i + 1]) for i in range(n - 1)]
-            with m.If(self.count != 0):
-                m.d.sync += self.count.eq(self.count - 1)
+        with m.Elif(self.count != 0):
+            m.d.sync += self.count.eq(self.count - 1)
         m.d.comb += [self.o.payload.eq(regs[0]), self.o.valid.eq(self.count != 0)]
         return m
 
@@ -201,7 +211,10 @@ class PEArray(_Validated):
     def elaborate(self, platform):
         m = Module()
         P, eb, cw, C, S = self._pes, self._exp_bits, code_width(self._exp_bits), self._out_lanes, self._bcast
-        m.submodules.chain = chain = DrainChain(P // C, C * self._acc_width)
+        # With broadcast stages, the chain's words load on copies of the load signal
+        # (one per group of words, up to 2^(1+S) groups).
+        groups = min(P // C, 1 << (PE_LATENCY - 1 + S)) if S else 1
+        m.submodules.chain = chain = DrainChain(P // C, C * self._acc_width, groups)
 
         # A block's last entry: taken at e0, through the S broadcast stages, in the
         # accumulator at e(S+1), snapshot at e(S+2).
@@ -211,24 +224,38 @@ class PEArray(_Validated):
         lanes_pipe = [Signal(range(P // C + 1), name=f"lanes{i}") for i in range(depth)]
         m.d.sync += lanes_pipe[0].eq(self.lanes)
         m.d.sync += [lanes_pipe[i].eq(lanes_pipe[i - 1]) for i in range(1, depth)]
-        bz, bcodes, bvalid = self.z, self.codes, self.valid
+        bcodes = self.codes
         for s in range(S):
-            nz = Signal(signed(self._act_width), name=f"bz{s}")
             ncodes = Signal(P * cw, name=f"bcodes{s}")
-            nvalid = Signal(name=f"bvalid{s}")
-            m.d.sync += [nz.eq(bz), ncodes.eq(bcodes), nvalid.eq(bvalid)]
-            bz, bcodes, bvalid = nz, ncodes, nvalid
+            m.d.sync += ncodes.eq(bcodes)
+            bcodes = ncodes
+        if S:
+            # z goes through a binary tree of S register stages (2, 4, ... copies, at
+            # most one per 8 PEs), gated by valid at the root: an idle cycle
+            # broadcasts z = 0, so the PEs need no valid (a zero term whatever the
+            # code).  Sibling copies differ in their (reset-less, don't-care) initial
+            # value, 0 or all ones, so that Yosys does not merge them back into one;
+            # at time 0 the codes, delayed alike, are zero codes.
+            zs = _fanout_tree(m, Mux(self.valid, self.z, 0), S, max(1, P // 8), "bz",
+                              signed(self._act_width))
+        else:
+            zs = [self.z]
 
         accs = []
         for p in range(P):
             pe = RunningPE(self._act_width, eb, self._acc_width)
             m.submodules[f"pe{p}"] = pe
             code = bcodes[p * cw:(p + 1) * cw]
-            m.d.comb += [pe.act.eq(bz), pe.exp.eq(code[:eb]), pe.sign.eq(code[eb]),
-                         pe.nz.eq(code[eb + 1]), pe.valid.eq(bvalid)]
+            m.d.comb += [pe.act.eq(zs[p * len(zs) // P]), pe.exp.eq(code[:eb]),
+                         pe.sign.eq(code[eb]), pe.nz.eq(code[eb + 1]),
+                         pe.valid.eq(1 if S else self.valid)]
             accs.append(pe.acc)
         m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[-1]),
                      chain.load_count.eq(lanes_pipe[-1])]
+        if groups > 1:
+            # Copies of the chain load from a tree over the last depth-1 stages of the pipe.
+            loads = _fanout_tree(m, last_pipe[0], depth - 1, groups, "bload", 1)
+            m.d.comb += chain.load_words.eq(Cat(*loads))
         m.d.comb += [self.o.payload.eq(chain.o.payload), self.o.valid.eq(chain.o.valid)]
         m.d.comb += self.overrun.eq(chain.overrun)
 
@@ -246,6 +273,29 @@ class PEArray(_Validated):
         m.d.sync += can.eq((count_next <= edges) & (inflight_next == 0))
         m.d.comb += self.can_last.eq(can)
         return m
+
+
+def _fanout_tree(m, src, stages, most, name, shape):
+    """Copies of ``src`` delayed by ``stages`` edges through a binary register tree.
+
+    Stage s holds up to ``2^(s+1)`` copies (at most ``most``), copy j fed by copy
+    j // 2 of the stage before.  Yosys merges flip-flops with the same input and
+    initial value, so sibling copies get different (reset-less) initial values, 0
+    and all ones: callers use the copies only where the value at time 0 does not
+    matter.  Returns the last stage's copies (a list of Values).
+    """
+    shape = Shape.cast(shape)
+    ones = -1 if shape.signed else (1 << shape.width) - 1
+    level = [src]
+    for s in range(stages):
+        n = min(most, 2 * len(level)) if len(level) < most else len(level)
+        nxt = []
+        for j in range(n):
+            c = Signal(shape, name=f"{name}{s}_{j}", reset_less=True, init=ones if j % 2 else 0)
+            m.d.sync += c.eq(level[j * len(level) // n])
+            nxt.append(c)
+        level = nxt
+    return level
 
 
 def rshift_sat(m, value, shift, relu, name="y"):
