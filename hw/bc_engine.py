@@ -13,7 +13,8 @@ Per input vector (k = 2**L, H = k/2 + 1 bins, nb = in/k, nbo = out/k):
    the spectrum RAM ``XS`` (nb*H complex 16-bit words).
 2. ``MAC``/``IFFT``/``OUT``, per pair of output blocks (2q, 2q+1): for each bin
    m and input block j the complex MAC multiplies X_j[m] by the weight spectra
-   W_{2q,j}[m] and W_{2q+1,j}[m] (ROM ``WS``, lanes interleaved), writes
+   W_{2q,j}[m] and W_{2q+1,j}[m] (one 64-bit word of ROM ``WS``) in one cycle,
+   two lanes in parallel (lane 1 on the FFT unit's multiplier), writes
    Z[m] = Y_2q[m] + i Y_2q+1[m] and its Hermitian partner Z[k-m] into the FFT
    buffer, runs the inverse FFT and streams y = sat8(((v << e) + b') >> Fe)
    (ReLU optional) from the real part (block 2q) then the imaginary part
@@ -28,7 +29,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Module, Signal, Mux, signed, unsigned
+from amaranth.hdl import Module, Signal, Mux, Array, Const, signed, unsigned
 from amaranth.lib import wiring, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -38,7 +39,7 @@ from ..sw import golden_bc as G
 from .fft import FFTUnit, fft_cycles
 from .cmac import ComplexMAC, CMAC_LATENCY, cmac_min_acc_width
 
-__all__ = ["BCEngine", "bc_cycles", "write_images", "memory_images", "spectra_images"]
+__all__ = ["BCEngine", "bc_cycles", "bin_order", "write_images", "memory_images", "spectra_images"]
 
 #: Cycles after the last MAC issue until the last Z word is in the FFT buffer
 #: (read, CMAC pipeline, Hermitian partner write).
@@ -48,26 +49,58 @@ MAC_DRAIN = 1 + CMAC_LATENCY + 3
 OUT_FIFO_DEPTH = 6
 
 
+def bin_order(k):
+    """MAC bin order and, per bin m, the last buffer position its Z words overwrite.
+
+    Bin m writes Z[m] and Z[(k - m) mod k] at the bit-reversed positions (the
+    inverse transform's input order); the output reads positions 0..k-1 in
+    order, so the bins run by increasing w_m = max(bitrev(m), bitrev(-m mod k)):
+    returns ``(order, w)`` with ``order`` a list of the H bins and ``w[m]``.
+    """
+    L = G.log2k(k)
+    br = lambda v: int(G.bitrev(v % k, L))
+    w = [max(br(m), br(-m)) for m in range(k // 2 + 1)]
+    return sorted(range(k // 2 + 1), key=lambda m: (w[m], m)), w
+
+
 def bc_cycles(k, n_in, n_out):
     """Cycles per vector of :class:`BCEngine` (input always valid, output always ready).
 
     With fc = :func:`~sparrow.hw.fft.fft_cycles` (k), H = k/2 + 1, nb = in/k,
     nbo = out/k, P = ceil(nb/2) input pairs and Q = ceil(nbo/2) output pairs::
 
-        in + P*(fc + 2H + 7) + Q*(2*nb*H + fc + 3 + MAC_DRAIN) + out + 1
+        in + P*(fc + 2H + 7) + sum_q (M_q + fc + 3 + MAC_DRAIN) + out_Q + 1
 
-    (MAC_DRAIN = 9).
+    (MAC_DRAIN = 9; out_Q = 2k, or k for an odd last block: the output of the
+    last pair; the outputs of the other pairs overlap the next pair's MAC).
+    M_q is the cycle of the last MAC issue of pair q: the bins (in the order of
+    :func:`bin_order`) take nb cycles each, at least two (each writes two Z
+    words), both lanes at once; in pairs q >= 1 the last issue of bin m also
+    waits until the previous pair's output has read the buffer positions it
+    overwrites (cycle k + 1 + w_m)::
+
+        c_{-1} = nb - max(nb, 2),  c_t = max(c_{t-1} + max(nb, 2), k + 1 + w_{order[t]}),  M_q = c_{H-1}
 
     (per input pair: load, start, transform, 2H split reads + drain; per
-    output pair: 2*nb*H MAC issues, drain, start, inverse transform, one
-    cycle per output; the last output leaves the output pipeline 3 cycles later).  Measured in RTL
-    simulation by tests/test_bc_engine.py and bench/bench_bc.py.
+    output pair: MAC issues, drain, start, inverse transform; the last output
+    leaves the output pipeline 3 cycles later).  Measured in RTL simulation by
+    tests/test_bc_engine.py and bench/bench_bc.py.
     """
     h = k // 2 + 1
     nb, nbo = n_in // k, n_out // k
     pin, pout = -(-nb // 2), -(-nbo // 2)
     fc = fft_cycles(k)
-    return n_in + pin * (fc + 2 * h + 7) + pout * (2 * nb * h + fc + 3 + MAC_DRAIN) + n_out + 1
+    step = max(nb, 2)
+    order, w = bin_order(k)
+    total = n_in + pin * (fc + 2 * h + 7)
+    for q in range(pout):
+        c = nb - step
+        for m in order:
+            c += step
+            if q:
+                c = max(c, k + 1 + w[m])
+        total += c + fc + 3 + MAC_DRAIN
+    return total + (k if nbo % 2 else 2 * k) + 1
 
 
 def _reject(obj, exc):
@@ -78,8 +111,9 @@ def _reject(obj, exc):
 def spectra_images(layer):
     """Memory images of one bc_linear layer: dict name -> (width, list of unsigned words).
 
-    ``ws``: weight spectra, word ((i*nb + j)*H + m) = {im[16], re[16]} of
-    W_ij[m] (block rows padded to an even count with zeros); ``bias``: the
+    ``ws``: weight spectra of a block-row pair, word ((q*nb + j)*H + m) =
+    {im, re of W_2q+1,j[m], im, re of W_2q,j[m]} (16 bits each, W_2q,j[m].re
+    at bit 0; block rows padded to an even count with zeros); ``bias``: the
     adjusted biases b' (signed, ``width`` bits, two's complement).
     """
     c = G.layer_constants(layer)
@@ -88,13 +122,15 @@ def spectra_images(layer):
     if nbo % 2:
         wr = np.concatenate([wr, np.zeros((1, nb, h), np.int64)])
         wi = np.concatenate([wi, np.zeros((1, nb, h), np.int64)])
-    re = (wr.reshape(-1) & 0xFFFF).astype(np.int64)
-    im = (wi.reshape(-1) & 0xFFFF).astype(np.int64)
-    ws = (re | (im << 16)).tolist()
+    re = [int(v) & 0xFFFF for v in wr.reshape(-1, 2, nb * h).transpose(0, 2, 1).reshape(-1)]
+    im = [int(v) & 0xFFFF for v in wi.reshape(-1, 2, nb * h).transpose(0, 2, 1).reshape(-1)]
+    # lanes of a pair interleaved: (re, im) of row 2q, then of row 2q+1
+    ws = [re[2 * i] | (im[2 * i] << 16) | (re[2 * i + 1] << 32) | (im[2 * i + 1] << 48)
+          for i in range(len(re) // 2)]
     b = c["bias_adj"]
     bw = _bias_width(b)
     bias = (b & ((1 << bw) - 1)).tolist()
-    return {"ws": (32, ws), "bias": (bw, bias)}
+    return {"ws": (64, ws), "bias": (bw, bias)}
 
 
 def _bias_width(b):
@@ -109,9 +145,10 @@ def memory_images(layer):
     c = G.layer_constants(layer)
     h = c["k"] // 2 + 1
     return {
-        "ws": (32, images["ws"][1],
-               f"word ((i*{c['nb']} + j)*{h} + m) = weight spectrum W_ij[m]: re at bits [0, 16), "
-               f"im at [16, 32), signed; block rows padded to an even count with zeros"),
+        "ws": (64, images["ws"][1],
+               f"word ((q*{c['nb']} + j)*{h} + m) = weight spectra W_2q,j[m] and W_2q+1,j[m]: "
+               f"re, im of row 2q at bits [0, 16), [16, 32), of row 2q+1 at [32, 48), [48, 64), "
+               f"signed; block rows padded to an even count with zeros"),
         "bias": (images["bias"][0], images["bias"][1],
                  f"adjusted bias b'[o] = floor((bias[o] + 2^(out_shift-1)) / 2^(out_shift - {c['fe']})), "
                  f"signed {images['bias'][0]}-bit two's complement"),
@@ -216,7 +253,7 @@ class BCEngine(wiring.Component):
 
     @property
     def lanes(self):
-        """Output blocks computed together (a pair, interleaved on one complex MAC)."""
+        """Output blocks computed together (a pair: two parallel complex MAC lanes)."""
         return 2
 
     @property
@@ -243,12 +280,14 @@ class BCEngine(wiring.Component):
 
         m.submodules.fft = fft = FFTUnit(k)
         m.submodules.cmac = cmac = ComplexMAC(self.acc_width, c["s1"], G.YQ_BITS, 2)
+        # MAC lane 1 multiplies on the FFT unit's complex multiplier (idle during the MAC).
+        m.d.comb += [fft.mul_op.eq(cmac.ext_op), cmac.ext_res.eq(fft.mul_res)]
 
         # Spectrum RAM of the input blocks, weight spectra ROM, adjusted bias ROM.
         xs_re = Memory(shape=signed(D), depth=nb * h, init=[])
         xs_im = Memory(shape=signed(D), depth=nb * h, init=[])
         ws_width, ws_words = self._images["ws"]
-        ws = Memory(shape=unsigned(32), depth=len(ws_words), init=ws_words)
+        ws = Memory(shape=unsigned(ws_width), depth=len(ws_words), init=ws_words)
         bw, b_words = self._images["bias"]
         bias = Memory(shape=unsigned(bw), depth=len(b_words), init=b_words)
         m.submodules.xs_re, m.submodules.xs_im = xs_re, xs_im
@@ -263,60 +302,60 @@ class BCEngine(wiring.Component):
         q = Signal(range(max(2, pout + 1)))        # output pair
         half = Signal()                             # second block of an input pair / lane b
         n = Signal(range(k + 1))                    # element within a block
-        mm = Signal(range(h + 1))                   # bin (MAC issue)
+        mm = Signal(range(h + 1))                   # bin (MAC issue), in bin_order(k)
+        order, wpos = bin_order(k)
+        nxt = Array([Const(order[(order.index(b) + 1) % h], range(h)) for b in range(h)])
+        wlast = Array([Const(wpos[b], range(k)) for b in range(h)])
         j = Signal(range(nb + 1))                   # input block (MAC issue)
-        lane = Signal()
+        gap = Signal()                              # nb == 1: every other MAC cycle is idle
         xs_addr = Signal(range(nb * h + 1))         # j*H + m
-        ws_addr = Signal(range(len(ws_words) + 1))  # (2q*nb + j)*H + m (lane a)
-        ws_base = Signal(range(len(ws_words) + 1))  # 2q*nb*H
+        ws_addr = Signal(range(len(ws_words) + 1))  # (q*nb + j)*H + m
+        ws_base = Signal(range(len(ws_words) + 1))  # q*nb*H
         cnt = Signal(range(2 * h + 8))
         ob = Signal(range(2 * k * max(1, pout) + 1))  # output index within the vector
+        # output process (reads the IFFT result of pair oq while the MAC of pair oq+1 runs)
+        out_act = Signal()
+        on = Signal(range(k + 1))                   # element within the output block
+        ohalf = Signal()                            # block 2oq (re) or 2oq+1 (im)
+        oq = Signal(range(max(2, pout + 1)))
 
         # ---------------------------------------------------------------- FFT load port
         lp = fft.load.payload
         x_shifted = self.i.payload.as_signed() << g
         last_pair_single = (nb % 2 == 1)
 
-        # MAC write-back into the FFT buffer: Z[m], then Z[k-m] one cycle later.
-        ya_r, ya_i = Signal(signed(G.YQ_BITS)), Signal(signed(G.YQ_BITS))
+        # MAC write-back into the FFT buffer: both lanes close together (A = Y_2q[m],
+        # B = Y_2q+1[m]); Z[m] = (Ar - Bi, Ai + Br) is written the cycle after the result,
+        # Z[k-m] = (Ar + Bi, Br - Ai) (0 < m < k/2) the cycle after that (a two-entry queue,
+        # registered: keeps the MAC result path short).
+        res_m = Signal(range(h + 1))
         z2_valid = Signal()
         z2_idx = Signal(L)
         z2_r, z2_i = Signal(signed(G.ZBUF_BITS)), Signal(signed(G.ZBUF_BITS))
-        res_m = Signal(range(h + 1))
-        zw_valid = Signal()
-        zw_idx = Signal(L)
-        zw_r, zw_i = Signal(signed(G.ZBUF_BITS)), Signal(signed(G.ZBUF_BITS))
-
-        res = cmac.res
-        with m.If(cmac.res_valid & (res.lane == 0)):
-            m.d.sync += [ya_r.eq(res.re), ya_i.eq(res.im)]
-        # Z words wait in a two-entry queue (registered: keeps the MAC result path short):
-        # Z[m] = (Ar - Bi, Ai + Br) is written the cycle after the lane-b result,
-        # Z[k-m] = (Ar + Bi, Br - Ai) (0 < m < k/2) the cycle after that.
         zq_v, zq_idx = Signal(), Signal(L)
         zq_r, zq_i = Signal(signed(G.ZBUF_BITS)), Signal(signed(G.ZBUF_BITS))
+        ya, yb = cmac.res[0], cmac.res[1]
         m.d.sync += [zq_v.eq(z2_valid), zq_idx.eq(z2_idx), zq_r.eq(z2_r), zq_i.eq(z2_i),
                      z2_valid.eq(0)]
-        with m.If(cmac.res_valid & (res.lane == 1)):
-            m.d.sync += [zq_v.eq(1), zq_idx.eq(res_m), zq_r.eq(ya_r - res.im), zq_i.eq(ya_i + res.re),
+        with m.If(cmac.res_valid):
+            m.d.sync += [zq_v.eq(1), zq_idx.eq(res_m), zq_r.eq(ya.re - yb.im), zq_i.eq(ya.im + yb.re),
                          z2_valid.eq((res_m != 0) & (res_m != k // 2)), z2_idx.eq(-res_m),
-                         z2_r.eq(ya_r + res.im), z2_i.eq(res.re - ya_i), res_m.eq(res_m + 1)]
-        m.d.comb += [zw_valid.eq(zq_v), zw_idx.eq(zq_idx), zw_r.eq(zq_r), zw_i.eq(zq_i)]
+                         z2_r.eq(ya.re + yb.im), z2_i.eq(yb.re - ya.im),
+                         res_m.eq(nxt[res_m])]
 
         # ---------------------------------------------------------------- MAC operands
-        mac_v, mac_first, mac_last, mac_lane = Signal(), Signal(), Signal(), Signal()
+        mac_v, mac_first, mac_last = Signal(), Signal(), Signal()
         cp = cmac.inp.payload
         m.d.comb += [
             cmac.inp.valid.eq(mac_v),
             cp.x_re.eq(xs_rd_re.data), cp.x_im.eq(xs_rd_im.data),
-            cp.w_re.eq(ws_rd.data[:16].as_signed()), cp.w_im.eq(ws_rd.data[16:].as_signed()),
-            cp.lane.eq(mac_lane), cp.first.eq(mac_first), cp.last.eq(mac_last),
+            cp.w[0].re.eq(ws_rd.data[0:16].as_signed()), cp.w[0].im.eq(ws_rd.data[16:32].as_signed()),
+            cp.w[1].re.eq(ws_rd.data[32:48].as_signed()), cp.w[1].im.eq(ws_rd.data[48:64].as_signed()),
+            cp.first.eq(mac_first), cp.last.eq(mac_last),
         ]
         issue = Signal()
-        m.d.sync += [mac_v.eq(issue), mac_first.eq(j == 0), mac_last.eq(j == nb - 1),
-                     mac_lane.eq(lane)]
-        m.d.comb += [xs_rd_re.addr.eq(xs_addr), xs_rd_im.addr.eq(xs_addr),
-                     ws_rd.addr.eq(ws_addr + Mux(lane, nb * h, 0))]
+        m.d.sync += [mac_v.eq(issue), mac_first.eq(j == 0), mac_last.eq(j == nb - 1)]
+        m.d.comb += [xs_rd_re.addr.eq(xs_addr), xs_rd_im.addr.eq(xs_addr), ws_rd.addr.eq(ws_addr)]
 
         # ---------------------------------------------------------------- split write-back
         sp_v, sp_sel = Signal(), Signal()
@@ -366,7 +405,7 @@ class BCEngine(wiring.Component):
         s1_b = Signal(signed(bw))
         room = Signal()
         m.d.comb += room.eq(ofifo.level + rd1_v + s1_valid < OUT_FIFO_DEPTH)
-        m.d.sync += [rd1_v.eq(issue_out), rd1_half.eq(half), s1_valid.eq(rd1_v)]
+        m.d.sync += [rd1_v.eq(issue_out), rd1_half.eq(ohalf), s1_valid.eq(rd1_v)]
         with m.If(rd1_v):
             m.d.sync += [s1_v.eq(Mux(rd1_half, fft.rd_data.im, fft.rd_data.re) << fft.exp),
                          s1_b.eq(b_rd.data.as_signed())]
@@ -385,9 +424,35 @@ class BCEngine(wiring.Component):
 
         # ---------------------------------------------------------------- sequencer
         m.d.comb += [fft.rd_req.payload.eq(0), b_rd.addr.eq(ob)]
+
+        # Output process: element `on` of block 2oq (real parts), then of block 2oq+1
+        # (imaginary parts), one read per cycle while the output FIFO has room.
+        last_lane = (2 * oq + 1 >= nbo) if nbo % 2 else 0
+        with m.If(out_act):
+            m.d.comb += [fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(on)]
+            with m.If(room):
+                m.d.comb += issue_out.eq(1)
+                m.d.sync += [on.eq(on + 1), ob.eq(ob + 1)]
+                with m.If(on == k - 1):
+                    m.d.sync += [on.eq(0), ohalf.eq(~ohalf)]
+                    with m.If(ohalf | last_lane):
+                        m.d.sync += [out_act.eq(0), ohalf.eq(0), oq.eq(oq + 1)]
+                        with m.If(oq == pout - 1):
+                            m.d.sync += [ob.eq(0), oq.eq(0)]
+        # The MAC of the next pair overlaps the output: the sum of bin m (its last
+        # issue) waits until the buffer positions of Z[m] and Z[(k - m) mod k]
+        # (bit-reversed) have been read in the final pass, as its results overwrite
+        # them.  Bins run in the order in which their positions are freed (bin_order).
+        final_pass = ohalf | last_lane
+        bin_free = Signal()
+        m.d.comb += bin_free.eq(~out_act | (final_pass & (on > wlast[mm])))
+
+        def init():
+            return [p.eq(0), half.eq(0), n.eq(0), pair_base.eq(0)]
+
         with m.FSM(init="INIT"):
             with m.State("INIT"):
-                m.d.sync += [p.eq(0), half.eq(0), n.eq(0), pair_base.eq(0)]
+                m.d.sync += init()
                 m.next = "LOAD"
 
             with m.State("LOAD"):
@@ -436,20 +501,22 @@ class BCEngine(wiring.Component):
                         m.next = "LOAD"
 
             with m.State("MAC_INIT"):
-                m.d.sync += [mm.eq(0), j.eq(0), lane.eq(0), xs_addr.eq(0), ws_addr.eq(ws_base),
+                m.d.sync += [mm.eq(0), j.eq(0), gap.eq(0), xs_addr.eq(0), ws_addr.eq(ws_base),
                              res_m.eq(0), cnt.eq(0)]
                 m.next = "MAC"
 
             with m.State("MAC"):
-                m.d.comb += issue.eq(1)
-                m.d.sync += lane.eq(~lane)
-                with m.If(lane):
+                closing = j == nb - 1
+                m.d.comb += issue.eq(~gap & (~closing | bin_free))
+                if nb == 1:
+                    m.d.sync += gap.eq(issue)
+                with m.If(issue):
                     m.d.sync += [j.eq(j + 1), xs_addr.eq(xs_addr + h), ws_addr.eq(ws_addr + h)]
-                    with m.If(j == nb - 1):
+                    with m.If(closing):
                         # next bin: back to block 0
-                        m.d.sync += [j.eq(0), mm.eq(mm + 1), xs_addr.eq(mm + 1),
-                                     ws_addr.eq(ws_base + mm + 1)]
-                        with m.If(mm == h - 1):
+                        nm = nxt[mm]
+                        m.d.sync += [j.eq(0), mm.eq(nm), xs_addr.eq(nm), ws_addr.eq(ws_base + nm)]
+                        with m.If(mm == order[-1]):
                             m.next = "MAC_DRAIN"
 
             with m.State("MAC_DRAIN"):
@@ -458,34 +525,30 @@ class BCEngine(wiring.Component):
                     m.next = "IFFT"
 
             with m.State("IFFT"):
-                m.d.comb += [fft.start.valid.eq(1), fft.start.payload.inverse.eq(1)]
-                with m.If(fft.start.ready):
+                # (the output of the previous pair is read by now: its last bin waited for it)
+                m.d.comb += [fft.start.valid.eq(~out_act), fft.start.payload.inverse.eq(1)]
+                with m.If(fft.start.ready & ~out_act):
                     m.next = "IFFT_WAIT"
 
             with m.State("IFFT_WAIT"):
                 with m.If(~fft.busy):
-                    m.d.sync += [n.eq(0), half.eq(0)]
-                    m.next = "OUT"
+                    m.d.sync += [out_act.eq(1), on.eq(0), ohalf.eq(0), q.eq(q + 1),
+                                 ws_base.eq(ws_base + nb * h)]
+                    with m.If(q == pout - 1):
+                        m.next = "OUT_WAIT"
+                    with m.Else():
+                        m.next = "MAC_INIT"
 
-            with m.State("OUT"):
-                last_lane = (2 * q + 1 >= nbo) if nbo % 2 else 0
-                m.d.comb += [fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(n)]
-                with m.If(room):
-                    m.d.comb += issue_out.eq(1)
-                    m.d.sync += [n.eq(n + 1), ob.eq(ob + 1)]
-                    with m.If(n == k - 1):
-                        m.d.sync += [n.eq(0), half.eq(~half)]
-                        with m.If(half | last_lane):
-                            m.d.sync += [half.eq(0), q.eq(q + 1), ws_base.eq(ws_base + 2 * nb * h)]
-                            with m.If(q == pout - 1):
-                                m.d.sync += ob.eq(0)
-                                m.next = "INIT"
-                            with m.Else():
-                                m.next = "MAC_INIT"
+            with m.State("OUT_WAIT"):
+                # the last pair's output must be read before the next vector loads
+                with m.If(~out_act):
+                    m.d.sync += init()
+                    m.next = "LOAD"
+
 
         # The FFT load port: input elements in LOAD, Z words from the MAC otherwise.
-        with m.If(zw_valid):
-            m.d.comb += [fft.load.valid.eq(1), lp.index.eq(zw_idx), lp.re.eq(zw_r), lp.im.eq(zw_i),
+        with m.If(zq_v):
+            m.d.comb += [fft.load.valid.eq(1), lp.index.eq(zq_idx), lp.re.eq(zq_r), lp.im.eq(zq_i),
                          lp.we_re.eq(1), lp.we_im.eq(1)]
         err = Signal()
         with m.If(fwd_done & (fft.exp != 0)):

@@ -1,8 +1,11 @@
 """Frequency-domain complex multiply-accumulate for the block-circulant engine.
 
-:class:`ComplexMAC` accumulates ``Y = sum_j W_j * X_j`` over 16-bit complex
-operands (four registered 16x16 products: DSP tiles) into one of ``lanes``
-accumulators and, when a sum closes, emits ``clamp(rshift(Y, shift))``: the
+:class:`ComplexMAC` accumulates ``Y_l = sum_j W_lj * X_j`` over 16-bit complex
+operands for ``lanes`` (1 or 2) output lanes in parallel: every beat carries one
+X and one W per lane.  Lane 0 multiplies on its own four registered 16x16
+products (DSP tiles); lane 1 uses an external complex multiplier (``ext_op`` ->
+``ext_res``, three edges: in the engine, the FFT unit's multiplier, idle during
+the MAC).  When a sum closes it emits ``clamp(rshift(Y, shift))`` per lane: the
 rounding shift ``s1`` and the clamp of :func:`sparrow.sw.golden_bc.cmac`.
 """
 
@@ -11,8 +14,11 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
 from ..sw.golden_bc import DATA_BITS
+from .fft import MUL_LATENCY, mul_op_layout, mul_res_layout
 
 __all__ = ["ComplexMAC", "CMAC_LATENCY", "cmac_min_acc_width", "operand_layout", "result_layout"]
+
+_C16 = data.StructLayout({"re": signed(DATA_BITS), "im": signed(DATA_BITS)})
 
 #: Clock edges from an accepted operand beat (with ``last``) to ``res_valid``.
 CMAC_LATENCY = 5
@@ -29,13 +35,14 @@ def cmac_min_acc_width(terms, shift):
 
 
 def operand_layout(lanes):
+    """One beat: x (complex), w[lanes] (complex, one per lane), first, last."""
     return data.StructLayout({"x_re": signed(DATA_BITS), "x_im": signed(DATA_BITS),
-                              "w_re": signed(DATA_BITS), "w_im": signed(DATA_BITS),
-                              "lane": range(max(2, lanes)), "first": 1, "last": 1})
+                              "w": data.ArrayLayout(_C16, lanes), "first": 1, "last": 1})
 
 
 def result_layout(out_bits, lanes):
-    return data.StructLayout({"re": signed(out_bits), "im": signed(out_bits), "lane": range(max(2, lanes))})
+    """One closed sum per lane: y[lanes] (re, im: ``out_bits`` each)."""
+    return data.ArrayLayout(data.StructLayout({"re": signed(out_bits), "im": signed(out_bits)}), lanes)
 
 
 def _check(value, name, lo, hi):
@@ -46,15 +53,22 @@ def _check(value, name, lo, hi):
 
 
 class ComplexMAC(wiring.Component):
-    """Complex MAC with ``lanes`` interleavable accumulators, rounding shift and clamp.
+    """Complex MAC over ``lanes`` parallel accumulators, rounding shift and clamp.
 
-    Each beat on ``inp`` multiplies ``x * w`` exactly (pr = xr*wr - xi*wi,
-    pi = xr*wi + xi*wr) and adds it to accumulator ``lane``; ``first`` restarts
-    that accumulator at 2**(shift-1) (the rounding constant), ``last`` closes the
-    sum: ``CMAC_LATENCY`` edges later ``res_valid`` is high for one cycle and
-    ``res`` holds ``clamp(floor(acc / 2**shift))`` per component, clamped to
-    ``[-2**(out_bits-1), 2**(out_bits-1) - 1]``, with the lane.  A beat may
-    carry both ``first`` and ``last``.  ``inp`` is always ready.
+    Each beat on ``inp`` multiplies ``x * w[l]`` exactly (pr = xr*wr - xi*wi,
+    pi = xr*wi + xi*wr) for every lane l and adds it to accumulator l;
+    ``first`` restarts the accumulators at 2**(shift-1) (the rounding
+    constant), ``last`` closes the sums: ``CMAC_LATENCY`` edges later
+    ``res_valid`` is high for one cycle and ``res[l]`` holds
+    ``clamp(floor(acc_l / 2**shift))`` per component, clamped to
+    ``[-2**(out_bits-1), 2**(out_bits-1) - 1]``.  A beat may carry both
+    ``first`` and ``last``.  ``inp`` is always ready.
+
+    Lane 0 has its own multiplier; with ``lanes=2`` the product of lane 1 is
+    computed outside: ``ext_op`` (x, w[1]) is the incoming beat, unregistered,
+    and ``ext_res`` must carry its exact product
+    :data:`~sparrow.hw.fft.MUL_LATENCY` edges later (as
+    :attr:`sparrow.hw.fft.FFTUnit.mul_res` does for ``mul_op``).
 
     Parameters
     ----------
@@ -65,13 +79,17 @@ class ComplexMAC(wiring.Component):
     out_bits : int
         Width of the clamped result, 2..32 bits (default 20).
     lanes : int
-        Number of accumulators, 1..4 (default 2).
+        Parallel lanes, 1 or 2 (default 2).
 
     Members
     -------
     inp : In(stream.Signature(operand_layout(lanes)))
     res_valid : Out(1)
     res : Out(result_layout(out_bits, lanes))
+    ext_op : Out(mul_op_layout())
+        Only with ``lanes=2``.
+    ext_res : In(mul_res_layout())
+        Only with ``lanes=2``.
 
     Raises
     ------
@@ -84,17 +102,20 @@ class ComplexMAC(wiring.Component):
         _check(acc_width, "Accumulator width", 34, 64)
         _check(shift, "Shift", 1, 40)
         _check(out_bits, "Output width", 2, 32)
-        _check(lanes, "Lane count", 1, 4)
+        _check(lanes, "Lane count", 1, 2)
         if cmac_min_acc_width(1, shift) > acc_width:
             raise ValueError(f"Accumulator width {acc_width} cannot hold one product plus the "
                              f"rounding constant of a {shift}-bit shift")
         self._acc_width, self._shift, self._out_bits, self._lanes = acc_width, shift, out_bits, lanes
         self._MustUse__silence = False
-        super().__init__({
+        members = {
             "inp": In(stream.Signature(operand_layout(lanes))),
             "res_valid": Out(1),
             "res": Out(result_layout(out_bits, lanes)),
-        })
+        }
+        if lanes == 2:
+            members.update({"ext_op": Out(mul_op_layout()), "ext_res": In(mul_res_layout())})
+        super().__init__(members)
 
     @property
     def acc_width(self):
@@ -117,47 +138,50 @@ class ComplexMAC(wiring.Component):
         D, A, ob = DATA_BITS, self._acc_width, self._out_bits
         p = self.inp.payload
         m.d.comb += self.inp.ready.eq(1)
+        assert MUL_LATENCY == 3                # operand register, products, sum (as below)
 
-        # c0: operand registers
+        # c0: operand registers (lane 0); lane 1's operands go out unregistered
         xr, xi, wr, wi = (Signal(signed(D), name=n) for n in ("xr", "xi", "wr", "wi"))
         v0, f0, l0 = Signal(), Signal(), Signal()
-        lane0 = Signal(range(max(2, self._lanes)))
-        m.d.sync += [xr.eq(p.x_re), xi.eq(p.x_im), wr.eq(p.w_re), wi.eq(p.w_im),
-                     v0.eq(self.inp.valid), f0.eq(p.first), l0.eq(p.last), lane0.eq(p.lane)]
+        m.d.sync += [xr.eq(p.x_re), xi.eq(p.x_im), wr.eq(p.w[0].re), wi.eq(p.w[0].im),
+                     v0.eq(self.inp.valid), f0.eq(p.first), l0.eq(p.last)]
+        if self._lanes == 2:
+            m.d.comb += [self.ext_op.x_re.eq(p.x_re), self.ext_op.x_im.eq(p.x_im),
+                         self.ext_op.w_re.eq(p.w[1].re), self.ext_op.w_im.eq(p.w[1].im)]
         # c1: the four products (DSP tiles)
         p1, p2, p3, p4 = (Signal(signed(2 * D), name=f"mp{i}") for i in range(4))
         v1, f1, l1 = Signal(), Signal(), Signal()
-        lane1 = Signal.like(lane0)
         m.d.sync += [p1.eq(xr * wr), p2.eq(xi * wi), p3.eq(xr * wi), p4.eq(xi * wr),
-                     v1.eq(v0), f1.eq(f0), l1.eq(l0), lane1.eq(lane0)]
+                     v1.eq(v0), f1.eq(f0), l1.eq(l0)]
         # c2: complex product
         qr, qi = Signal(signed(2 * D + 1)), Signal(signed(2 * D + 1))
         v2, f2, l2 = Signal(), Signal(), Signal()
-        lane2 = Signal.like(lane0)
-        m.d.sync += [qr.eq(p1 - p2), qi.eq(p3 + p4), v2.eq(v1), f2.eq(f1), l2.eq(l1), lane2.eq(lane1)]
-        # c3: accumulate; a closing sum is registered as is ...
+        m.d.sync += [qr.eq(p1 - p2), qi.eq(p3 + p4), v2.eq(v1), f2.eq(f1), l2.eq(l1)]
+        prods = [(qr, qi)]
+        if self._lanes == 2:
+            prods.append((self.ext_res.re, self.ext_res.im))
+        # c3: accumulate; closing sums are registered as they are ...
         rnd = 1 << (self._shift - 1)
         lo, hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
         fin_v = Signal()
-        fin_lane = Signal.like(lane0)
-        fin_r, fin_i = Signal(signed(A)), Signal(signed(A))
-        m.d.sync += fin_v.eq(0)
-        for lane in range(self._lanes):
+        m.d.sync += fin_v.eq(v2 & l2)
+        for lane, (pr, pi) in enumerate(prods):
             acc_r = Signal(signed(A), name=f"acc{lane}_re")
             acc_i = Signal(signed(A), name=f"acc{lane}_im")
+            fin_r = Signal(signed(A), name=f"fin{lane}_re")
+            fin_i = Signal(signed(A), name=f"fin{lane}_im")
             new_r = Signal(signed(A), name=f"new{lane}_re")
             new_i = Signal(signed(A), name=f"new{lane}_im")
-            m.d.comb += [new_r.eq(Mux(f2, rnd, acc_r) + qr), new_i.eq(Mux(f2, rnd, acc_i) + qi)]
-            with m.If(v2 & (lane2 == lane)):
+            m.d.comb += [new_r.eq(Mux(f2, rnd, acc_r) + pr), new_i.eq(Mux(f2, rnd, acc_i) + pi)]
+            with m.If(v2):
                 m.d.sync += [acc_r.eq(new_r), acc_i.eq(new_i)]
                 with m.If(l2):
-                    m.d.sync += [fin_v.eq(1), fin_lane.eq(lane), fin_r.eq(new_r), fin_i.eq(new_i)]
-        # c4: ... then shifted and clamped
-        sr, si = fin_r >> self._shift, fin_i >> self._shift
-        m.d.sync += [
-            self.res_valid.eq(fin_v),
-            self.res.lane.eq(fin_lane),
-            self.res.re.eq(Mux(sr < lo, lo, Mux(sr > hi, hi, sr))),
-            self.res.im.eq(Mux(si < lo, lo, Mux(si > hi, hi, si))),
-        ]
+                    m.d.sync += [fin_r.eq(new_r), fin_i.eq(new_i)]
+            # c4: ... then shifted and clamped
+            sr, si = fin_r >> self._shift, fin_i >> self._shift
+            m.d.sync += [
+                self.res[lane].re.eq(Mux(sr < lo, lo, Mux(sr > hi, hi, sr))),
+                self.res[lane].im.eq(Mux(si < lo, lo, Mux(si > hi, hi, si))),
+            ]
+        m.d.sync += self.res_valid.eq(fin_v)
         return m

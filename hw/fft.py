@@ -11,7 +11,9 @@ index (bank = popcount(i) mod 2, address = i >> 1): the two inputs of every
 radix-2 butterfly differ in one bit, so they always sit in different banks and
 one butterfly is read and written per cycle with one read and one write port
 per bank (block RAM on iCE40 and ECP5).  The butterfly multiplier is one
-complex multiplier (four registered 16x16 products: DSP tiles).
+complex multiplier (four registered 16x16 products: DSP tiles); while the
+unit is idle that multiplier is lent out through ``mul_op``/``mul_res`` (the
+engine's complex MAC uses it as its second lane).
 """
 
 from amaranth.hdl import Module, Signal, Cat, Const, Mux, signed, unsigned
@@ -21,10 +23,14 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.golden_bc import DATA_BITS, TW_FRAC, ZBUF_BITS, E_MAX, twiddles, log2k
 
-__all__ = ["FFTUnit", "FFT_PIPELINE", "fft_cycles", "load_layout", "result_layout"]
+__all__ = ["FFTUnit", "FFT_PIPELINE", "MUL_LATENCY", "fft_cycles", "load_layout", "result_layout",
+           "mul_op_layout", "mul_res_layout"]
 
 #: Cycles from issuing a butterfly to its write-back (the drain between stages).
 FFT_PIPELINE = 6
+
+#: Clock edges from ``mul_op`` to the matching ``mul_res`` (operand register, products, sum).
+MUL_LATENCY = 3
 
 
 def fft_cycles(k):
@@ -36,6 +42,17 @@ def load_layout(k):
     """Payload of :attr:`FFTUnit.load`: index, re, im (22-bit words), we_re, we_im."""
     return data.StructLayout({"index": unsigned(log2k(k)), "re": signed(ZBUF_BITS),
                               "im": signed(ZBUF_BITS), "we_re": 1, "we_im": 1})
+
+
+def mul_op_layout():
+    """Payload of :attr:`FFTUnit.mul_op`: complex operands x and w (16-bit components)."""
+    return data.StructLayout({"x_re": signed(DATA_BITS), "x_im": signed(DATA_BITS),
+                              "w_re": signed(DATA_BITS), "w_im": signed(DATA_BITS)})
+
+
+def mul_res_layout():
+    """Payload of :attr:`FFTUnit.mul_res`: the exact complex product x * w (33-bit components)."""
+    return data.StructLayout({"re": signed(2 * DATA_BITS + 1), "im": signed(2 * DATA_BITS + 1)})
 
 
 def result_layout():
@@ -74,6 +91,11 @@ class FFTUnit(wiring.Component):
         The value read, valid with ``rd_valid``.
     busy : Out(1)
     exp : Out(range(E_MAX + 1))
+    mul_op : In(mul_op_layout())
+        Operands for the lent multiplier, sampled every cycle in which the unit is idle.
+    mul_res : Out(mul_res_layout())
+        x * w exactly (re = xr wr - xi wi, im = xr wi + xi wr) of the ``mul_op``
+        sampled :data:`MUL_LATENCY` edges earlier, when the unit was idle then.
 
     Raises
     ------
@@ -100,6 +122,8 @@ class FFTUnit(wiring.Component):
             "rd_data": Out(result_layout()),
             "busy": Out(1),
             "exp": Out(range(E_MAX + 1)),
+            "mul_op": In(mul_op_layout()),
+            "mul_res": Out(mul_res_layout()),
         })
 
     @property
@@ -112,14 +136,15 @@ class FFTUnit(wiring.Component):
         half = k // 2
         D, ZW = DATA_BITS, ZBUF_BITS
 
-        # Buffer: bank b, part p ("re"/"im"): k/2 words of ZW bits.
-        rd, wr = {}, {}
+        # Buffer: bank b, k/2 words of {im, re} (ZW bits each, written separately): one
+        # memory per bank (3 EBR of the iCE40 for both parts, not 2 + 2).
+        rd, wr, rdp, wrp = {}, {}, {}, {}
         for b in (0, 1):
-            for p in ("re", "im"):
-                mem = Memory(shape=signed(ZW), depth=half, init=[])
-                m.submodules[f"buf{b}_{p}"] = mem
-                rd[b, p] = mem.read_port()
-                wr[b, p] = mem.write_port()
+            mem = Memory(shape=unsigned(2 * ZW), depth=half, init=[])
+            m.submodules[f"buf{b}"] = mem
+            rdp[b], wrp[b] = mem.read_port(), mem.write_port(granularity=ZW)
+            for j, p in enumerate(("re", "im")):
+                rd[b, p] = rdp[b].data[j * ZW:(j + 1) * ZW].as_signed()
         cos, sin = twiddles(k)
         rom_c = Memory(shape=signed(D), depth=half, init=[int(v) for v in cos])
         rom_s = Memory(shape=signed(D), depth=half, init=[int(v) for v in sin])
@@ -209,16 +234,15 @@ class FFTUnit(wiring.Component):
                 m.d.comb += addr.eq(Mux(par_lo == b, lo, hi) >> 1)
             with m.Else():
                 m.d.comb += addr.eq(rd_pos >> 1)
-            for p in ("re", "im"):
-                m.d.comb += rd[b, p].addr.eq(addr)
+            m.d.comb += rdp[b].addr.eq(addr)
         m.d.comb += [tw_c.addr.eq(tw), tw_s.addr.eq(tw)]
 
         # External read response (one cycle later)
         m.d.sync += [self.rd_valid.eq(self.rd_req.valid & self.rd_req.ready),
                      rd_par.eq(rd_pos.xor())]
         m.d.comb += [
-            self.rd_data.re.eq(Mux(rd_par, rd[1, "re"].data, rd[0, "re"].data)[:D].as_signed()),
-            self.rd_data.im.eq(Mux(rd_par, rd[1, "im"].data, rd[0, "im"].data)[:D].as_signed()),
+            self.rd_data.re.eq(Mux(rd_par, rd[1, "re"], rd[0, "re"])[:D].as_signed()),
+            self.rd_data.im.eq(Mux(rd_par, rd[1, "im"], rd[0, "im"])[:D].as_signed()),
         ]
 
         # ---- pipeline tags: valid, lo, hi, parity(lo), first stage
@@ -241,7 +265,7 @@ class FFTUnit(wiring.Component):
                            ("b_r", ("re", 0, 1)), ("b_i", ("im", 0, 1))):
             part, b_if1, b_if0 = bank_a
             r = Signal(signed(ZW + 1), name=f"{nm}_raw")
-            m.d.sync += r.eq(Mux(par, rd[b_if1, part].data, rd[b_if0, part].data) + half_e)
+            m.d.sync += r.eq(Mux(par, rd[b_if1, part], rd[b_if0, part]) + half_e)
             raw[nm] = r
         sh = Signal(range(E_MAX + 1))
         w_r0, w_i0 = Signal(signed(D)), Signal(signed(D))
@@ -250,9 +274,14 @@ class FFTUnit(wiring.Component):
         # c1b: the floor shift of the block exponent (nonzero only in stage 0)
         a_r, a_i, b_r, b_i = (Signal(signed(D), name=n) for n in ("a_r1", "a_i1", "b_r1", "b_i1"))
         w_r, w_i = Signal(signed(D)), Signal(signed(D))
-        m.d.sync += [a_r.eq((raw["a_r"] >> sh)[:D].as_signed()), a_i.eq((raw["a_i"] >> sh)[:D].as_signed()),
-                     b_r.eq((raw["b_r"] >> sh)[:D].as_signed()), b_i.eq((raw["b_i"] >> sh)[:D].as_signed()),
-                     w_r.eq(w_r0), w_i.eq(w_i0)]
+        m.d.sync += [a_r.eq((raw["a_r"] >> sh)[:D].as_signed()), a_i.eq((raw["a_i"] >> sh)[:D].as_signed())]
+        # While idle the multiplier operands come from mul_op (the lent multiplier).
+        mo = self.mul_op
+        with m.If(running):
+            m.d.sync += [b_r.eq((raw["b_r"] >> sh)[:D].as_signed()), b_i.eq((raw["b_i"] >> sh)[:D].as_signed()),
+                         w_r.eq(w_r0), w_i.eq(w_i0)]
+        with m.Else():
+            m.d.sync += [b_r.eq(mo.x_re), b_i.eq(mo.x_im), w_r.eq(mo.w_re), w_i.eq(mo.w_im)]
         # c2: the four real products (DSP tiles, registered)
         p1, p2, p3, p4 = (Signal(signed(2 * D), name=f"prod{i}") for i in range(4))
         a2_r, a2_i = Signal(signed(D)), Signal(signed(D))
@@ -262,6 +291,7 @@ class FFTUnit(wiring.Component):
         q_r, q_i = Signal(signed(2 * D + 1)), Signal(signed(2 * D + 1))
         a3_r, a3_i = Signal(signed(D)), Signal(signed(D))
         m.d.sync += [q_r.eq(p1 - p2), q_i.eq(p3 + p4), a3_r.eq(a2_r), a3_i.eq(a2_i)]
+        m.d.comb += [self.mul_res.re.eq(q_r), self.mul_res.im.eq(q_i)]
         # c4: butterfly sums with the rounding constant of the stage's shift (14 or 15)
         rnd = Mux(inverse, 1 << TW_FRAC, 1 << (TW_FRAC - 1))
         sums = []
@@ -279,19 +309,20 @@ class FFTUnit(wiring.Component):
         wpar = par_t[-1]
         for b in (0, 1):
             for j, p in enumerate(("re", "im")):
-                port = wr[b, p]
+                port = wrp[b]
+                pdata = port.data[j * ZW:(j + 1) * ZW]
                 with m.If(running):
                     # bank b receives the lo output when parity(lo) == b
                     m.d.comb += [
-                        port.en.eq(v_t[-1]),
+                        port.en[j].eq(v_t[-1]),
                         port.addr.eq(Mux(wpar == b, lo_t[-1], hi_t[-1]) >> 1),
-                        port.data.eq(Mux(wpar == b, out_lo[j], out_hi[j])),
+                        pdata.eq(Mux(wpar == b, out_lo[j], out_hi[j])),
                     ]
                 with m.Else():
                     we = lp.we_re if p == "re" else lp.we_im
                     m.d.comb += [
-                        port.en.eq(do_load & we & (pos.xor() == b)),
+                        port.en[j].eq(do_load & we & (pos.xor() == b)),
                         port.addr.eq(pos >> 1),
-                        port.data.eq(lp.re if p == "re" else lp.im),
+                        pdata.eq(lp.re if p == "re" else lp.im),
                     ]
         return m

@@ -1,48 +1,77 @@
 """cocotb bench for :class:`sparrow.hw.cmac.ComplexMAC`: driver, monitor, reference, scoreboard.
 
-The pytest side (``tests/test_bc_cmac.py``) writes one row per clock cycle to
-the ``.npz`` named by ``$CMAC_TB_DATA``: ``x_re, x_im, w_re, w_im, lane,
-first, last, valid`` (int64) and scalars ``shift``, ``out_bits``, ``lanes``.  The
-reference :func:`cmac_reference` (Python ints) gives the closed sums in
-order; the scoreboard compares lane, re and im of each.
+The design under test is :class:`CMACWithFFT`: a two-lane ComplexMAC whose
+lane 1 multiplies on an idle :class:`~sparrow.hw.fft.FFTUnit` (its lent
+multiplier, ``mul_op``/``mul_res``), wired as in the engine.  The pytest side
+(``tests/test_bc_cmac.py``) writes one row per clock cycle to the ``.npz``
+named by ``$CMAC_TB_DATA``: ``x_re, x_im, w0_re, w0_im, w1_re, w1_im, first,
+last, valid`` (int64) and scalars ``shift``, ``out_bits``.  The reference
+:func:`cmac_reference` (Python ints) gives the closed sums in order; the
+scoreboard compares re and im of both lanes.
 """
 
 import os
 
 import numpy as np
 
-__all__ = ["FIELDS", "cmac_reference", "pack_operands"]
+__all__ = ["FIELDS", "CMACWithFFT", "cmac_reference", "pack_operands"]
 
-FIELDS = ("x_re", "x_im", "w_re", "w_im", "lane", "first", "last", "valid")
+FIELDS = ("x_re", "x_im", "w0_re", "w0_im", "w1_re", "w1_im", "first", "last", "valid")
 
 
 def cmac_reference(stim, shift, out_bits):
-    """[(lane, re, im)] for every row with valid and last, per the ComplexMAC contract."""
+    """[((re0, im0), (re1, im1))] for every row with valid and last, per the ComplexMAC contract."""
     acc = {}
     out = []
     lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
     for r in range(len(stim["valid"])):
         if not stim["valid"][r]:
             continue
-        lane = int(stim["lane"][r])
-        xr, xi, wr, wi = (int(stim[f][r]) for f in ("x_re", "x_im", "w_re", "w_im"))
-        base = (1 << (shift - 1), 1 << (shift - 1)) if stim["first"][r] else acc[lane]
-        acc[lane] = (base[0] + xr * wr - xi * wi, base[1] + xr * wi + xi * wr)
+        xr, xi = int(stim["x_re"][r]), int(stim["x_im"][r])
+        closed = []
+        for lane in (0, 1):
+            wr, wi = int(stim[f"w{lane}_re"][r]), int(stim[f"w{lane}_im"][r])
+            base = (1 << (shift - 1), 1 << (shift - 1)) if stim["first"][r] else acc[lane]
+            acc[lane] = (base[0] + xr * wr - xi * wi, base[1] + xr * wi + xi * wr)
+            closed.append((min(hi, max(lo, acc[lane][0] >> shift)), min(hi, max(lo, acc[lane][1] >> shift))))
         if stim["last"][r]:
-            out.append((lane, min(hi, max(lo, acc[lane][0] >> shift)),
-                        min(hi, max(lo, acc[lane][1] >> shift))))
+            out.append(tuple(closed))
     return out
 
 
-def pack_operands(row, lane_bits=1):
-    """Integer value of an operand payload (x_re, x_im, w_re, w_im: 16 bits each; lane; first; last)."""
+def pack_operands(row):
+    """Integer value of an operand payload (x_re, x_im, w[0].re, w[0].im, w[1].re, w[1].im; first; last)."""
     v = 0
     off = 0
-    for f, w in (("x_re", 16), ("x_im", 16), ("w_re", 16), ("w_im", 16), ("lane", lane_bits), ("first", 1),
-                 ("last", 1)):
+    for f, w in (("x_re", 16), ("x_im", 16), ("w0_re", 16), ("w0_im", 16), ("w1_re", 16), ("w1_im", 16),
+                 ("first", 1), ("last", 1)):
         v |= (int(row[f]) & ((1 << w) - 1)) << off
         off += w
     return v
+
+
+def CMACWithFFT(acc_width, shift, out_bits):
+    """A two-lane :class:`~sparrow.hw.cmac.ComplexMAC` with an idle ``FFTUnit(4)`` as lane 1's multiplier."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring, stream
+    from amaranth.lib.wiring import In, Out
+    from ..hw.cmac import ComplexMAC, operand_layout, result_layout
+    from ..hw.fft import FFTUnit
+
+    class _Top(wiring.Component):
+        def __init__(self):
+            super().__init__({"inp": In(stream.Signature(operand_layout(2))), "res_valid": Out(1),
+                              "res": Out(result_layout(out_bits, 2))})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.cmac = cmac = ComplexMAC(acc_width, shift, out_bits, 2)
+            m.submodules.fft = fft = FFTUnit(4)
+            wiring.connect(m, wiring.flipped(self.inp), cmac.inp)
+            m.d.comb += [fft.mul_op.eq(cmac.ext_op), cmac.ext_res.eq(fft.mul_res),
+                         self.res_valid.eq(cmac.res_valid), self.res.eq(cmac.res)]
+            return m
+    return _Top()
 
 
 try:
@@ -59,10 +88,9 @@ if cocotb is not None:
         data = np.load(os.environ["CMAC_TB_DATA"])
         stim = {f: data[f].astype(np.int64).tolist() for f in FIELDS}
         shift, out_bits = int(data["shift"]), int(data["out_bits"])
-        lane_bits = (max(2, int(data["lanes"])) - 1).bit_length()
         expected = cmac_reference(stim, shift, out_bits)
         n = len(stim["valid"])
-        rows = [pack_operands({f: stim[f][r] for f in FIELDS}, lane_bits) for r in range(n)]
+        rows = [pack_operands({f: stim[f][r] for f in FIELDS}) for r in range(n)]
 
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         dut.inp__valid.value = 0
@@ -82,7 +110,8 @@ if cocotb is not None:
                 await FallingEdge(dut.clk)
                 if int(dut.res_valid.value):
                     v = dut.res.value.to_unsigned()
-                    got.append((v >> (2 * out_bits), sx(v & mask), sx((v >> out_bits) & mask)))
+                    f = [sx((v >> (i * out_bits)) & mask) for i in range(4)]
+                    got.append(((f[0], f[1]), (f[2], f[3])))
 
         cocotb.start_soon(monitor())
         for r in range(n):
@@ -92,6 +121,6 @@ if cocotb is not None:
         dut.inp__valid.value = 0
         await ClockCycles(dut.clk, 8)
         for i, (g, e) in enumerate(zip(got, expected)):
-            assert g == e, f"sum {i}: got (lane, re, im) = {g}, expected {e}"
+            assert g == e, f"sum {i}: got ((re0, im0), (re1, im1)) = {g}, expected {e}"
         assert len(got) == len(expected), f"got {len(got)} sums, expected {len(expected)}"
         dut._log.info("CMAC: %d sums over %d cycles match the reference", len(got), n)

@@ -47,10 +47,13 @@ def test_images(tmp_path):
     c = golden_bc.layer_constants(lay)
     words = [int(s, 16) for s in (tmp_path / "fc.ws.hex").read_text().split()]
     assert BCEngine(lay).memory_images()["ws"][1] == words
-    assert len(words) == meta["images"]["ws"]["depth"] == 4 * 2 * 5      # 3 block rows padded to 4
+    # 3 block rows padded to 4 = 2 pairs; one 64-bit word per (pair, input block, bin)
+    assert len(words) == meta["images"]["ws"]["depth"] == 2 * 2 * 5
+    assert meta["images"]["ws"]["width"] == 64
     sx = lambda v: v - (1 << 16) if v >> 15 else v
-    re = np.array([sx(w & 0xFFFF) for w in words]).reshape(4, 2, 5)
-    im = np.array([sx(w >> 16) for w in words]).reshape(4, 2, 5)
+    field = lambda sh: np.array([sx((w >> sh) & 0xFFFF) for w in words]).reshape(2, 2, 5)
+    re = np.stack([field(0), field(32)], axis=1).reshape(4, 2, 5)      # row 2q, row 2q+1
+    im = np.stack([field(16), field(48)], axis=1).reshape(4, 2, 5)
     assert (re[:3] == c["wr"]).all() and (im[:3] == c["wi"]).all() and not re[3].any()
     bw = meta["images"]["bias"]["width"]
     b = [int(s, 16) for s in (tmp_path / "fc.bias.hex").read_text().split()]
