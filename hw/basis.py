@@ -115,18 +115,20 @@ class BasisUnit(_Validated):
         r = Signal(range(max(k, 2)))          # row within the group
         g = Signal(range(max(n // k, 2)))     # group
         base = Signal(range(max(self._tiles * n, 2)))
+        read_last = Signal()                 # the next read is the tile's last (a flop)
         with m.If(~running & self.start):
             m.d.sync += [running.eq(1), i.eq(0), r.eq(0), g.eq(0), base.eq(self.tile * n),
-                         tag.eq(self.tag)]
+                         tag.eq(self.tag), read_last.eq(n == 1)]
         with m.Elif(running):
             m.d.sync += [i.eq(i + 1), base.eq(base + 1)]
             with m.If(r == k - 1):
                 m.d.sync += [r.eq(0), g.eq(g + 1)]
             with m.Else():
                 m.d.sync += r.eq(r + 1)
-            with m.If(i == n - 1):
+            m.d.sync += read_last.eq(i == n - 2 if n > 1 else 0)
+            with m.If(read_last):
                 m.d.sync += running.eq(0)
-        m.d.comb += [rd.addr.eq(base), self.x_addr.eq(g), self.read_done.eq(running & (i == n - 1))]
+        m.d.comb += [rd.addr.eq(base), self.x_addr.eq(g), self.read_done.eq(running & read_last)]
 
         # Stage 1: read data; stage 2: k products; stage 3: their sum; stage 4: round, clamp.
         v = Signal(BASIS_LATENCY)

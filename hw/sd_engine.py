@@ -277,10 +277,14 @@ class SDEngine(_Validated):
         def bank_bit(bank):
             return Cat(~bank, bank)        # one-hot of a bank index
 
-        # Loader: pack k bytes per x word into x bank wb.
+        # Loader: pack k bytes per x word into x bank wb.  ``last_elem`` (a flop) says
+        # that the next element taken completes the vector, so the bank flags'
+        # logic is shallow.
         wb = Signal()
         lane = Signal(range(max(k, 2)))
         group = Signal(range(max(n // k, 2)))
+        cnt = Signal(range(max(n, 2)))
+        last_elem = Signal(init=int(n == 1))
         if k > 1:
             sh = Signal(8 * (k - 1))
             word = Cat(sh, self.i.payload)
@@ -294,11 +298,13 @@ class SDEngine(_Validated):
             with m.If(lane == k - 1):
                 m.d.comb += xw.en.eq(1)
                 m.d.sync += [lane.eq(0), group.eq(group + 1)]
-                with m.If(group == n // k - 1):
-                    m.d.comb += x_set.eq(bank_bit(wb))
-                    m.d.sync += [group.eq(0), wb.eq(~wb)]
             with m.Else():
                 m.d.sync += lane.eq(lane + 1)
+            if n > 1:
+                m.d.sync += [last_elem.eq(cnt == n - 2), cnt.eq(Mux(last_elem, 0, cnt + 1))]
+            with m.If(last_elem):
+                m.d.comb += x_set.eq(bank_bit(wb))
+                m.d.sync += [group.eq(0), wb.eq(~wb)]
 
         # Basis: tile bt of x bank xb into z bank zb.  A tile starts as soon as the
         # previous one has read its x (its last elements may still be in the basis
