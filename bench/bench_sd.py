@@ -64,7 +64,7 @@ def dense_layer(rng, n_in, n_out):
                   "bias": rng.integers(-2000, 2000, size=n_out).astype(np.int32)})
 
 
-def _cycles(make_engine, layer, x, forward):
+def _cycles(make_engine, layer, x, forward, simulator="verilator"):
     """(steady-state cycles per vector, cycles of the whole batch / N).
 
     Steady state = (cycles for 2N vectors - cycles for N) / N, vectors back to
@@ -74,7 +74,7 @@ def _cycles(make_engine, layer, x, forward):
     runs = []
     for xs in (x, np.concatenate([x, x[::-1]])):
         expected = forward(layer, xs)
-        y, cycles = run_engine(make_engine(), xs, "verilator", label=layer.name,
+        y, cycles = run_engine(make_engine(), xs, simulator, label=layer.name,
                                expected=expected, name=f"bench_{layer.name}")
         assert (y == expected).all()
         runs.append(cycles)
@@ -103,10 +103,11 @@ def run_board(board, pes, args, rng, dense_row=None):
     def make_sd():
         return SDEngine.from_layer(sd, pes, lanes, bcast)
     row["sd_cycles"], row["sd_batch_cycles"] = _cycles(make_sd, sd, x,
-                                                       golden.sd_linear_forward)
+                                                       golden.sd_linear_forward, args.simulator)
     if dense_row is None:
         row["dense_cycles"], row["dense_batch_cycles"] = _cycles(
-            lambda: DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x, golden.dense_linear_forward)
+            lambda: DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x, golden.dense_linear_forward,
+            args.simulator)
     else:
         for key in ("dense_cycles", "dense_batch_cycles", "dense_report", "dense_fmax", "dense_error"):
             if key in dense_row:
@@ -200,6 +201,8 @@ def main(argv=None):
     ap.add_argument("--placer", choices=["heap", "sa"], default=None,
                     help="nextpnr placer (default: nextpnr's; heap is much faster for big ECP5 designs)")
     ap.add_argument("--vectors", type=int, default=16)
+    ap.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                    help="simulator of the cycle counts (icarus: no C++ compile, for very large arrays)")
     ap.add_argument("--speed", type=int, default=200_000, help="cycles of the Verilator speed run (0: skip)")
     ap.add_argument("--no-build", dest="build", action="store_false")
     ap.add_argument("--reuse", action="store_true",

@@ -17,8 +17,8 @@ from .pe_array import _Validated
 
 __all__ = ["BasisUnit", "basis_image", "BASIS_LATENCY"]
 
-#: Edges from an element's read address to its z write (read, multiply, sum, round).
-BASIS_LATENCY = 4
+#: Edges from an element's read address to its z write (read, multiply, sum, round, clamp).
+BASIS_LATENCY = 5
 
 
 def basis_image(basis):
@@ -130,7 +130,7 @@ class BasisUnit(_Validated):
                 m.d.sync += running.eq(0)
         m.d.comb += [rd.addr.eq(base), self.x_addr.eq(g), self.read_done.eq(running & read_last)]
 
-        # Stage 1: read data; stage 2: k products; stage 3: their sum; stage 4: round, clamp.
+        # Stage 1: read data; stage 2: k products; stage 3: their sum; stage 4: round; stage 5: clamp.
         v = Signal(BASIS_LATENCY)
         idx = [Signal(range(max(n, 2)), name=f"idx{s}") for s in range(BASIS_LATENCY)]
         tags = Signal(BASIS_LATENCY)
@@ -149,14 +149,16 @@ class BasisUnit(_Validated):
         rounded = (total + (1 << (s - 1))) >> s if s else total
         zmax, zmin = (1 << (self._z_bits - 1)) - 1, -(1 << (self._z_bits - 1))
         z = Signal(signed(self._z_bits))
-        with m.If(rounded > zmax):
+        rnd = Signal(signed(len(total) + 1))
+        m.d.sync += rnd.eq(rounded)
+        with m.If(rnd > zmax):
             m.d.comb += z.eq(zmax)
-        with m.Elif(rounded < zmin):
+        with m.Elif(rnd < zmin):
             m.d.comb += z.eq(zmin)
         with m.Else():
-            m.d.comb += z.eq(rounded)
-        m.d.sync += [self.z_data.eq(z), self.z_we.eq(v[2]), self.z_addr.eq(idx[2]),
-                     self.z_tag.eq(tags[2]),
-                     self.done.eq(v[2] & (idx[2] == n - 1))]
+            m.d.comb += z.eq(rnd)
+        m.d.sync += [self.z_data.eq(z), self.z_we.eq(v[3]), self.z_addr.eq(idx[3]),
+                     self.z_tag.eq(tags[3]),
+                     self.done.eq(v[3] & (idx[3] == n - 1))]
         m.d.comb += self.busy.eq(running | v.any())
         return m
