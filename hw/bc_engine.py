@@ -77,9 +77,9 @@ def bc_cycles(k, n_in, n_out):
     :func:`bin_order`) take nb cycles each, at least two (each writes two Z
     words), both lanes at once; in pairs q >= 1 the last issue of bin m also
     waits until the previous pair's output has read the buffer positions it
-    overwrites (cycle k + 1 + w_m)::
+    overwrites (cycle k + 1 + w_m, seen one cycle later through a register)::
 
-        c_{-1} = nb - max(nb, 2),  c_t = max(c_{t-1} + max(nb, 2), k + 1 + w_{order[t]}),  M_q = c_{H-1}
+        c_{-1} = nb - max(nb, 2),  c_t = max(c_{t-1} + max(nb, 2), k + 2 + w_{order[t]}),  M_q = c_{H-1}
 
     (per input pair: load, start, transform, 2H split reads + drain; per
     output pair: MAC issues, drain, start, inverse transform; the last output
@@ -98,7 +98,7 @@ def bc_cycles(k, n_in, n_out):
         for m in order:
             c += step
             if q:
-                c = max(c, k + 1 + w[m])
+                c = max(c, k + 2 + w[m])
         total += c + fc + 3 + MAC_DRAIN
     return total + (k if nbo % 2 else 2 * k) + 1
 
@@ -443,9 +443,13 @@ class BCEngine(wiring.Component):
         # issue) waits until the buffer positions of Z[m] and Z[(k - m) mod k]
         # (bit-reversed) have been read in the final pass, as its results overwrite
         # them.  Bins run in the order in which their positions are freed (bin_order).
+        # The flag is registered (fmax): one cycle late, which is safe, as positions once
+        # read stay free until the MAC is done; it is always computed for the current
+        # bin by the time of its closing issue (nb - 1 cycles, or a gap cycle, after the
+        # bin starts; mm is back at the first bin from the end of the previous MAC).
         final_pass = ohalf | last_lane
         bin_free = Signal()
-        m.d.comb += bin_free.eq(~out_act | (final_pass & (on > wlast[mm])))
+        m.d.sync += bin_free.eq(~out_act | (final_pass & (on > wlast[mm])))
 
         def init():
             return [p.eq(0), half.eq(0), n.eq(0), pair_base.eq(0)]

@@ -21,7 +21,7 @@ __all__ = ["ComplexMAC", "CMAC_LATENCY", "cmac_min_acc_width", "operand_layout",
 _C16 = data.StructLayout({"re": signed(DATA_BITS), "im": signed(DATA_BITS)})
 
 #: Clock edges from an accepted operand beat (with ``last``) to ``res_valid``.
-CMAC_LATENCY = 5
+CMAC_LATENCY = 6
 
 
 def cmac_min_acc_width(terms, shift):
@@ -65,10 +65,11 @@ class ComplexMAC(wiring.Component):
     ``first`` and ``last``.  ``inp`` is always ready.
 
     Lane 0 has its own multiplier; with ``lanes=2`` the product of lane 1 is
-    computed outside: ``ext_op`` (x, w[1]) is the incoming beat, unregistered,
-    and ``ext_res`` must carry its exact product
+    computed outside: ``ext_op`` (x, w[1]) is the beat's operand register (one
+    edge after the beat), and ``ext_res`` must carry its exact product
     :data:`~sparrow.hw.fft.MUL_LATENCY` edges later (as
-    :attr:`sparrow.hw.fft.FFTUnit.mul_res` does for ``mul_op``).
+    :attr:`sparrow.hw.fft.FFTUnit.mul_res` does for ``mul_op``); lane 0's
+    product waits one register for it.
 
     Parameters
     ----------
@@ -138,16 +139,19 @@ class ComplexMAC(wiring.Component):
         D, A, ob = DATA_BITS, self._acc_width, self._out_bits
         p = self.inp.payload
         m.d.comb += self.inp.ready.eq(1)
-        assert MUL_LATENCY == 3                # operand register, products, sum (as below)
+        assert MUL_LATENCY == 3                # external: operand register, products, sum
 
-        # c0: operand registers (lane 0); lane 1's operands go out unregistered
+        # c0: operand registers; lane 1's go out to the external multiplier (registered,
+        # so the memory outputs that feed the beat see one flop, not the external mux)
         xr, xi, wr, wi = (Signal(signed(D), name=n) for n in ("xr", "xi", "wr", "wi"))
         v0, f0, l0 = Signal(), Signal(), Signal()
         m.d.sync += [xr.eq(p.x_re), xi.eq(p.x_im), wr.eq(p.w[0].re), wi.eq(p.w[0].im),
                      v0.eq(self.inp.valid), f0.eq(p.first), l0.eq(p.last)]
         if self._lanes == 2:
-            m.d.comb += [self.ext_op.x_re.eq(p.x_re), self.ext_op.x_im.eq(p.x_im),
-                         self.ext_op.w_re.eq(p.w[1].re), self.ext_op.w_im.eq(p.w[1].im)]
+            w1r, w1i = Signal(signed(D)), Signal(signed(D))
+            m.d.sync += [w1r.eq(p.w[1].re), w1i.eq(p.w[1].im)]
+            m.d.comb += [self.ext_op.x_re.eq(xr), self.ext_op.x_im.eq(xi),
+                         self.ext_op.w_re.eq(w1r), self.ext_op.w_im.eq(w1i)]
         # c1: the four products (DSP tiles)
         p1, p2, p3, p4 = (Signal(signed(2 * D), name=f"mp{i}") for i in range(4))
         v1, f1, l1 = Signal(), Signal(), Signal()
@@ -157,7 +161,12 @@ class ComplexMAC(wiring.Component):
         qr, qi = Signal(signed(2 * D + 1)), Signal(signed(2 * D + 1))
         v2, f2, l2 = Signal(), Signal(), Signal()
         m.d.sync += [qr.eq(p1 - p2), qi.eq(p3 + p4), v2.eq(v1), f2.eq(f1), l2.eq(l1)]
-        prods = [(qr, qi)]
+        # c2b: aligned with the external product (one edge later: its operand register)
+        qr2, qi2 = Signal.like(qr), Signal.like(qi)
+        v3, f3, l3 = Signal(), Signal(), Signal()
+        m.d.sync += [qr2.eq(qr), qi2.eq(qi), v3.eq(v2), f3.eq(f2), l3.eq(l2)]
+        v2, f2, l2 = v3, f3, l3
+        prods = [(qr2, qi2)]
         if self._lanes == 2:
             prods.append((self.ext_res.re, self.ext_res.im))
         # c3: accumulate; closing sums are registered as they are ...

@@ -64,11 +64,13 @@ def test_images(tmp_path):
 
 
 # (simulator, k, in, out, relu, extra attributes): odd block counts, full-scale inputs,
-# small out_shift (fft_frac clipped), explicit fft_frac.
+# small out_shift (fft_frac clipped), explicit fft_frac; several output pairs each, so
+# the MAC of one pair overlaps the output of the previous one.
 CASES = [
     ("verilator", 4, 12, 20, True, {}),
     ("verilator", 16, 64, 48, False, {"out_shift": 3}),
     ("verilator", 64, 128, 64, False, {"fft_frac": 8}),
+    ("verilator", 8, 8, 40, True, {}),                       # nb = 1: a gap cycle per bin
     ("icarus", 4, 8, 12, False, {}),
     ("icarus", 8, 24, 8, True, {"fft_frac": 0}),
     ("icarus", 32, 64, 96, False, {}),
