@@ -221,14 +221,15 @@ class SDEngine(_Validated):
         bw, bias = self._post.bias_image
         k = self._k
         return {
-            "codes": (P * cw + self._col_bits + 2, list(self._words),
+            "codes": (P * cw + self._col_bits + 2, list(self._words) + [0],
                       f"one entry per (row block, nonzero column); LSB first: {P} codes of {cw} bits "
                       f"(PE p at bits [{cw}p, {cw}p+{cw}): exp[0:3], sign[3], nz[4]), "
                       f"next entry's column[{P * cw}:{P * cw + self._col_bits}] (0 after a tile's last), "
                       f"last[{P * cw + self._col_bits}] (end of a row block), next entry's "
                       f"last[{P * cw + self._col_bits + 1}] (0 after a tile's last); tile t ends at address "
                       f"tile_ends[t] = {self._tile_ends}, its first entry's column is "
-                      f"first_cols[t] = {self._first_cols}"),
+                      f"first_cols[t] = {self._first_cols}; then one zero word (the issue stage "
+                      f"reads one word past the last entry)"),
             "basis": (8 * k, basis_image(self._basis_unit._basis),
                       f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits [8j, 8j+8), int8"),
             "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw // self._out_lanes}-bit "
@@ -260,7 +261,7 @@ class SDEngine(_Validated):
         zw, zr = zbuf.write_port(), zbuf.read_port()
         # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
         m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 2,
-                                           depth=len(self._words), init=self._words,
+                                           depth=len(self._words) + 1, init=self._words + [0],
                                            attrs={"ram_style": "block", "rom_style": "block"})
         cr = crom.read_port()
 

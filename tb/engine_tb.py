@@ -65,6 +65,8 @@ async def engine_vectors(dut):
             if lanes == 1:
                 got.append(o_payload.value.to_signed())
             else:                           # C int8 per beat, row r*C+c at bits [8c, 8c+8)
+                if not o_payload.value.is_resolvable:
+                    raise AssertionError(f"{label}: unresolved output {o_payload.value} at cycle {cycle}")
                 word = o_payload.value.to_unsigned()
                 got.extend(((word >> (8 * c)) & 0xFF) - (((word >> (8 * c)) & 0x80) << 1)
                            for c in range(lanes))

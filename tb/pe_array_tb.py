@@ -65,6 +65,9 @@ if cocotb is not None:
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         dut.valid.value = 0
         dut.last.value = 0
+        dut.z.value = 0              # defined from time 0, as the engine's registers are
+        dut.codes.value = 0
+        dut.lanes.value = 0
         dut.o__ready.value = 1
         dut.rst.value = 1
         await ClockCycles(dut.clk, 2)
