@@ -46,7 +46,9 @@ def test_generate_model_images_round_trip(tmp_path):
     layer = load_model(tmp_path / "m").layers[0]
     mem = doc["layers"][0]["memories"]
     words = read_hex(tmp_path / "g" / mem["codes"]["file"])
-    assert len(words) == mem["codes"]["depth"] == doc["layers"][0]["code_entries"]
+    # the entries, then one zero word (the issue stage reads one past the last entry)
+    assert len(words) == mem["codes"]["depth"] == doc["layers"][0]["code_entries"] + 1
+    assert words[-1] == 0
     P, cw, col_bits = 3, 5, 4
     sign = np.zeros((10, 12), np.int64)
     exp = np.zeros((10, 12), np.int64)
