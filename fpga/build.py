@@ -53,8 +53,10 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
 
     Parameters
     ----------
-    component : wiring.Component
-        The unit; it runs in the board clock's ``sync`` domain.
+    component : wiring.Component or Elaboratable
+        The unit; it runs in the board clock's ``sync`` domain.  A
+        ``wiring.Component`` is wrapped in the build harness; any other
+        Elaboratable is the top itself and requests its own pins.
     board : str
         A name from :data:`sparrow.fpga.boards.BOARDS`.
     out_dir : path
@@ -85,7 +87,8 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
     platform = spec.platform_class()()
     target = float(target_mhz or spec.target_mhz)
     platform.resources[platform.default_clk, 0].clock = Clock(target * 1e6)
-    top = Harness(component)
+    from amaranth.lib import wiring
+    top = Harness(component) if isinstance(component, wiring.Component) else component
     report_file = f"{name}.nextpnr.json"
     nextpnr_opts = f"--seed {seed} --report {report_file} --timing-allow-fail"
     if placer:
@@ -126,9 +129,9 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
         "seed": seed,
         "placer": placer or "default",
         **parsed,
-        "harness": {"input_bits": top.input_bits, "output_bits": top.output_bits,
-                    "note": "counts include the harness: ~1 FF per input bit + 32, "
-                            "~1 LUT4 per 3 output bits"},
+        "harness": ({"input_bits": top.input_bits, "output_bits": top.output_bits,
+                     "note": "counts include the harness: ~1 FF per input bit + 32, "
+                             "~1 LUT4 per 3 output bits"} if isinstance(top, Harness) else None),
         "build_seconds": round(seconds, 1),
         "tools": tool_versions(spec.family),
         **(extra or {}),

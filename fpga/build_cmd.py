@@ -1,8 +1,11 @@
 """``sparrow build``: place and route a design for a board and write its JSON report.
 
 Designs: ``pe`` (one shift-add PE), ``pe-array`` (``--pes`` PEs sharing one
-activation stream), and ``--model DIR``: the engine of every layer of a model
-directory (or of ``--layer NAME``), as ``sparrow generate`` writes it.  The report (``<out>/<design>.report.json``) holds the
+activation stream), ``--model DIR``: the whole-model accelerator (every
+layer's engine behind the UART host interface, at the board's clock; flash it
+with ``sparrow flash`` and drive it with ``sparrow run``), and ``--model DIR
+--layer NAME``: one layer's engine alone in the build harness, constrained to
+the board's target frequency (for resource and fmax studies).  The report (``<out>/<design>.report.json``) holds the
 board, device, LUT/LC, FF, DSP, block RAM, fmax per clock, nextpnr seed and
 tool versions, parsed from nextpnr's own ``--report`` output.
 """
@@ -17,9 +20,11 @@ def configure(parser):
     parser.add_argument("--design", default="pe-array", choices=DESIGNS,
                         help="what to build (default: pe-array)")
     parser.add_argument("--model", metavar="DIR", default=None,
-                        help="build the layer engines of this model directory instead of --design")
+                        help="build the accelerator of this model directory instead of --design")
     parser.add_argument("--layer", default=None,
-                        help="with --model: build only this layer's engine")
+                        help="with --model: build only this layer's engine (in the build harness)")
+    parser.add_argument("--baud", type=int, default=115200,
+                        help="with --model: UART baud rate of the host link (default 115200)")
     parser.add_argument("--pes", type=int, default=None,
                         help="PE count for pe-array (default 32) or for each sd_linear engine "
                              "of --model (default 8)")
@@ -28,8 +33,8 @@ def configure(parser):
     parser.add_argument("--acc-width", type=int, default=20, help="accumulator width (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     parser.add_argument("--out", default=None,
-                        help="build folder (default build/fpga/BOARD-DESIGN; with --model "
-                             "build/fpga/BOARD-MODEL/LAYER)")
+                        help="build folder (default build/fpga/BOARD-NAME, NAME: pe, pe_array_N, "
+                             "MODEL_accel or MODEL_LAYER)")
 
 
 def make_design(args):
@@ -47,30 +52,36 @@ def make_design(args):
         raise SparrowError(f"--design {args.design}: {exc}") from None
 
 
-def model_designs(args):
-    """``[(component, name, extra)]``: the engines of ``--model`` (only ``--layer`` if given)."""
+def model_design(args):
+    """``(component, name, extra, target_mhz)`` for ``--model``: the accelerator, or one layer's engine."""
     from .. import SparrowError
     from ..modeldir import load_model
-    from ..hw.engines import check_engine_kinds, engine_for_layer
+    from ..hw.engines import engine_for_layer
+    from .boards import get_board
     pes = 8 if args.pes is None else args.pes
     if not 1 <= pes <= 1024:
         raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(args.model)
-    layers = model.layers
-    if args.layer is not None:
-        layers = [l for l in layers if l.name == args.layer]
-        if not layers:
-            raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
-                               f"(layers: {', '.join(l.name for l in model.layers)})")
-    check_engine_kinds(model)
-    designs = []
-    for layer in layers:
-        extra = {"model": model.name, "layer": layer.name, "kind": layer.kind,
-                 "shape": [layer.attrs["in"], layer.attrs["out"]]}
-        if layer.kind == "sd_linear":
-            extra["pes"] = pes
-        designs.append((engine_for_layer(layer, pes), f"{model.name}_{layer.name}", extra))
-    return designs
+    extra = {"model": model.name, "pes": pes}
+    if args.layer is None:
+        from ..fpga import protocol
+        from .accel_top import AcceleratorTop, board_clock_hz
+        board = get_board(args.board)
+        top = AcceleratorTop(model, board, args.baud, pes)
+        clk = board_clock_hz(board)
+        extra.update(design_kind="accelerator", baud=args.baud, clock_mhz=clk / 1e6,
+                     dense_lanes=top.dense_lanes,
+                     layers=[f"{l.name} {l.kind} {l.attrs['in']}->{l.attrs['out']}"
+                             for l in model.layers],
+                     model_id=f"{protocol.model_id(model):08x}")
+        return top, f"{model.name}_accel", extra, clk / 1e6
+    layer = next((l for l in model.layers if l.name == args.layer), None)
+    if layer is None:
+        raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
+                           f"(layers: {', '.join(l.name for l in model.layers)})")
+    extra.update(design_kind="layer", layer=layer.name, kind=layer.kind,
+                 shape=[layer.attrs["in"], layer.attrs["out"]])
+    return engine_for_layer(layer, pes), f"{model.name}_{layer.name}", extra, None
 
 
 def run(args):
@@ -81,16 +92,14 @@ def run(args):
     if args.model is None:
         if args.layer is not None:
             raise SparrowError("--layer needs --model DIR")
-        designs = [make_design(args)]
+        design, name, extra = make_design(args)
+        target = None
     else:
-        designs = model_designs(args)
-    for design, name, extra in designs:
-        if args.model is None:
-            out = Path(args.out or f"build/fpga/{args.board}-{name}")
-        else:
-            out = Path(args.out or f"build/fpga/{args.board}-{extra['model']}") / extra["layer"]
-        report = build_design(design, args.board, out, name=name, seed=args.seed, extra=extra)
-        print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
-              f"{summarise(report)}")
-        print(f"report: {out / (name + '.report.json')}")
+        design, name, extra, target = model_design(args)
+    out = Path(args.out or f"build/fpga/{args.board}-{name}")
+    report = build_design(design, args.board, out, name=name, seed=args.seed, extra=extra,
+                          target_mhz=target)
+    print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
+          f"{summarise(report)}")
+    print(f"report: {out / (name + '.report.json')}")
     return 0

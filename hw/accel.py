@@ -76,6 +76,8 @@ class Accelerator(Component):
         computes it from a baud rate.
     pes : int
         PEs of each sd_linear engine (1..1024).
+    dense_lanes : int, optional
+        MAC lanes of each dense_linear engine (default: the engine's default).
 
     Members
     -------
@@ -89,7 +91,7 @@ class Accelerator(Component):
         Any status flag is set (see :data:`sparrow.fpga.protocol.FLAGS`).
     """
 
-    def __init__(self, model, clk_hz, divisor, pes=8):
+    def __init__(self, model, clk_hz, divisor, pes=8, dense_lanes=None):
         check_engine_kinds(model)
         in_size, out_size = model.layers[0].attrs["in"], model.layers[-1].attrs["out"]
         if in_size > 0xFFFF or out_size + 4 > 0xFFFF:
@@ -97,7 +99,7 @@ class Accelerator(Component):
                                f"input and 65531 output bytes per vector")
         if len(model.layers) > 255:
             raise SparrowError(f"model {model.name!r}: at most 255 layers, not {len(model.layers)}")
-        self._engines = [engine_for_layer(layer, pes) for layer in model.layers]
+        self._engines = [engine_for_layer(layer, pes, dense_lanes) for layer in model.layers]
         self._rx, self._tx = UARTRx(divisor), UARTTx(divisor)
         self._in_size, self._out_size = int(in_size), int(out_size)
         self._model_id = P.model_id(model)

@@ -6,19 +6,23 @@ One place maps a layer kind to its Amaranth engine, for ``sparrow generate``,
 
 from .. import SparrowError
 
-__all__ = ["ENGINE_KINDS", "engine_for_layer", "check_engine_kinds"]
+__all__ = ["ENGINE_KINDS", "engine_for_layer", "check_engine_kinds", "multipliers"]
 
 ENGINE_KINDS = ("sd_linear", "dense_linear", "bc_linear")
 
 
-def engine_for_layer(layer, pes=8):
-    """The engine component for one validated layer; ``pes`` sizes sd_linear engines (1..1024)."""
+def engine_for_layer(layer, pes=8, dense_lanes=None):
+    """The engine component for one validated layer.
+
+    ``pes`` sizes sd_linear engines (1..1024), ``dense_lanes`` dense_linear
+    ones (MAC lanes, default :data:`~sparrow.hw.dense_engine.DENSE_LANES`).
+    """
     if layer.kind == "sd_linear":
         from .sd_engine import SDEngine
         return SDEngine.from_layer(layer, pes)
     if layer.kind == "dense_linear":
-        from .dense_engine import DenseEngine
-        return DenseEngine.from_layer(layer)
+        from .dense_engine import DenseEngine, DENSE_LANES
+        return DenseEngine.from_layer(layer, dense_lanes or DENSE_LANES)
     if layer.kind == "bc_linear":
         from .bc_engine import BCEngine
         return BCEngine(layer)
@@ -32,3 +36,13 @@ def check_engine_kinds(model):
         if layer.kind not in ENGINE_KINDS:
             raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
                                f"(supported: {', '.join(ENGINE_KINDS)})")
+
+
+def multipliers(layer, dense_lanes):
+    """Hardware multipliers (DSP blocks) the layer's engine uses: k for sd_linear
+    (the basis unit), 8 for bc_linear (FFT and complex MAC), the lanes for dense_linear."""
+    if layer.kind == "sd_linear":
+        return int(layer.attrs["k"])
+    if layer.kind == "bc_linear":
+        return 8
+    return dense_lanes

@@ -59,8 +59,8 @@ def test_bad_seed_rejected(tmp_path):
         build_design(unit, "icebreaker", tmp_path, seed=-1)
 
 
-def test_build_model_layer_engines(tmp_path):
-    """``sparrow build --model DIR``: every layer engine of a hand-made model, one report each."""
+def test_build_model_accelerator_and_one_layer(tmp_path):
+    """``sparrow build --model DIR``: the whole accelerator; ``--layer``: one engine in the harness."""
     import numpy as np
     from sparrow.modeldir import save_model
     from sparrow.sw.randmodel import random_layer, random_model
@@ -69,16 +69,29 @@ def test_build_model_layer_engines(tmp_path):
                           random_layer("dense_linear", rng, name="fc2", in_=12, out=6)], [16],
                          name="tiny")
     save_model(model, tmp_path / "tiny")
-    out = tmp_path / "builds"
     r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--pes", "4",
-                "--out", str(out))
+                "--out", str(tmp_path / "accel"))
     assert r.returncode == 0, r.stderr
-    sd = json.loads((out / "fc1" / "tiny_fc1.report.json").read_text())
-    dense = json.loads((out / "fc2" / "tiny_fc2.report.json").read_text())
+    accel = json.loads((tmp_path / "accel" / "tiny_accel.report.json").read_text())
+    assert accel["design_kind"] == "accelerator" and accel["harness"] is None
+    assert accel["layers"] == ["fc1 sd_linear 16->12", "fc2 dense_linear 12->6"]
+    assert accel["clock_mhz"] == 12.0 and accel["target_mhz"] == 12.0 and accel["baud"] == 115200
+    (clock, fmax), = accel["fmax_mhz"].items()
+    assert fmax["achieved"] > 12.0, fmax
+    assert (tmp_path / "accel" / "tiny_accel.bin").is_file()
+
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--layer", "fc1",
+                "--pes", "4", "--out", str(tmp_path / "fc1"))
+    assert r.returncode == 0, r.stderr
+    sd = json.loads((tmp_path / "fc1" / "tiny_fc1.report.json").read_text())
     assert (sd["kind"], sd["pes"], sd["shape"]) == ("sd_linear", 4, [16, 12])
-    assert (dense["kind"], dense["shape"]) == ("dense_linear", [12, 6])
-    assert sd["utilization"]["dsp"]["used"] >= 1 and dense["utilization"]["dsp"]["used"] >= 1
+    assert sd["utilization"]["dsp"]["used"] >= 1 and sd["harness"]["input_bits"] > 0
+    assert sd["utilization"]["lc"]["used"] < accel["utilization"]["lc"]["used"]
 
     r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--layer", "fc9")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("has no such layer (layers: fc1, fc2)")
+    r = sparrow("build", "--board", "orangecrab-25f", "--model", str(tmp_path / "tiny"))
+    assert r.returncode == 1 and "orangecrab-25f has no UART resource" in r.stderr
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--baud", "5000000")
+    assert r.returncode == 1 and "--baud 5000000: Baud rate 5000000 is too high" in r.stderr
