@@ -71,7 +71,7 @@ def bc_cycles(k, n_in, n_out):
 
         in + P*(fc + 2H + 7) + sum_q (M_q + fc + 3 + MAC_DRAIN) + out_Q + 1
 
-    (MAC_DRAIN = 9; out_Q = 2k, or k for an odd last block: the output of the
+    (MAC_DRAIN = 10; out_Q = 2k, or k for an odd last block: the output of the
     last pair; the outputs of the other pairs overlap the next pair's MAC).
     M_q is the cycle of the last MAC issue of pair q: the bins (in the order of
     :func:`bin_order`) take nb cycles each, at least two (each writes two Z
@@ -394,7 +394,7 @@ class BCEngine(wiring.Component):
                      xs_wr_re.data.eq(xs_wd_r), xs_wr_im.data.eq(xs_wd_i)]
 
         # ---------------------------------------------------------------- output stage
-        # t: read address of element n of lane `half` (issued only while the output FIFO
+        # t: read address of element `on` of block `ohalf` (issued only while the output FIFO
         # has room for everything in flight, so o.ready never reaches the address path);
         # t+1: v * 2^e and b' registered; t+2: y written into the output FIFO.
         m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8, depth=OUT_FIFO_DEPTH)
@@ -403,8 +403,10 @@ class BCEngine(wiring.Component):
         s1_valid = Signal()
         s1_v = Signal(signed(D + G.E_MAX))
         s1_b = Signal(signed(bw))
+        # room (registered, fmax): the FIFO entries in flight next cycle are at most those
+        # in flight now plus this cycle's read, so the flag is safe one cycle late.
         room = Signal()
-        m.d.comb += room.eq(ofifo.level + rd1_v + s1_valid < OUT_FIFO_DEPTH)
+        m.d.sync += room.eq(ofifo.level + rd1_v + s1_valid + issue_out < OUT_FIFO_DEPTH)
         m.d.sync += [rd1_v.eq(issue_out), rd1_half.eq(ohalf), s1_valid.eq(rd1_v)]
         with m.If(rd1_v):
             m.d.sync += [s1_v.eq(Mux(rd1_half, fft.rd_data.im, fft.rd_data.re) << fft.exp),
