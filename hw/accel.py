@@ -92,6 +92,7 @@ class Accelerator(Component):
     """
 
     def __init__(self, model, clk_hz, divisor, pes=8, dense_lanes=None):
+        self._MustUse__silence = True       # a refused model is not an unused design
         check_engine_kinds(model)
         in_size, out_size = model.layers[0].attrs["in"], model.layers[-1].attrs["out"]
         if in_size > 0xFFFF or out_size + 4 > 0xFFFF:
@@ -108,6 +109,7 @@ class Accelerator(Component):
         self._divisor = divisor
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
                           "error": Out(1)})
+        self._MustUse__silence = False
 
     @property
     def in_size(self):

@@ -23,6 +23,7 @@ COMMANDS = {
     "sim":      ("sparrow.tb.sim_cmd",     "run a model directory on the generated RTL (Verilator/Icarus)"),
     "build":    ("sparrow.fpga.build_cmd", "place and route for a board and write a JSON report"),
     "flash":    ("sparrow.fpga.flash",     "load a built bitstream onto a board with openFPGALoader"),
+    "run":      ("sparrow.fpga.host",      "run inputs on a board's accelerator over its UART (or --sim)"),
 }
 
 

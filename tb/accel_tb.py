@@ -13,9 +13,19 @@ a frame with a wrong CRC (``E`` 1) and the next frame still answered; a run
 frame of the wrong length (``E`` 2); an unknown command (``E`` 3); a frame
 cut short (dropped after the timeout, the next frame answered); status
 (flags name the CRC failure, vectors counted, cycles of the last run).
+
+A second test, ``accelerator_bridge``, makes the simulated board reachable
+by the real host driver: it listens on a TCP port on 127.0.0.1 (written to
+the file ``$ACCEL_TB_BRIDGE``), and moves the bytes of one connection to
+``rx`` and the bytes seen on ``tx`` back; one connection after the other,
+until the file ``$ACCEL_TB_BRIDGE`` with the suffix ``.stop`` appears.
+``sparrow run --sim`` connects to it through pyserial's ``socket://`` URL.
 """
 
 import os
+import socket
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +43,7 @@ class UartHost:
         self.dut, self.div = dut, divisor
         self.decoder = P.FrameDecoder()
         self.frames = []
+        self.raw = bytearray()            # every byte seen on tx, for the bridge
         cocotb.start_soon(self._monitor())
 
     async def send_bytes(self, data):
@@ -54,6 +65,7 @@ class UartHost:
                 byte |= int(tx.value) << i
             await ClockCycles(self.dut.clk, self.div)
             assert int(tx.value) == 1, "stop bit of a reply byte is low"
+            self.raw.append(byte)
             self.frames += self.decoder.feed(bytes([byte]))
 
     async def reply(self, timeout_bytes=4096):
@@ -75,14 +87,7 @@ def _error_code(frame):
     return payload[0]
 
 
-@cocotb.test()
-async def accelerator_host_protocol(dut):
-    data = np.load(os.environ["ACCEL_TB_DATA"])
-    x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
-    div = int(data["divisor"])
-    n, n_in = x.shape
-    n_out = expected.shape[1]
-
+async def _start(dut, div):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rx.value = 1
     dut.rst.value = 1
@@ -90,7 +95,17 @@ async def accelerator_host_protocol(dut):
     await FallingEdge(dut.clk)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2 * div)
-    host = UartHost(dut, div)
+    return UartHost(dut, div)
+
+
+@cocotb.test()
+async def accelerator_host_protocol(dut):
+    data = np.load(os.environ["ACCEL_TB_DATA"])
+    x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
+    div = int(data["divisor"])
+    n, n_in = x.shape
+    n_out = expected.shape[1]
+    host = await _start(dut, div)
 
     ident = P.parse_identify(await host.request(P.CMD_IDENTIFY))
     assert ident == {"version": P.VERSION, "in_size": n_in, "out_size": n_out,
@@ -123,3 +138,50 @@ async def accelerator_host_protocol(dut):
     assert status["flags"] == [P.FLAGS[3]], status
     assert status["vectors"] == n and status["cycles"] == last, status
     assert int(dut.error.value) == 1
+
+
+@cocotb.test()
+async def accelerator_bridge(dut):
+    div = int(os.environ["ACCEL_TB_DIVISOR"])
+    accept_s = float(os.environ.get("ACCEL_TB_ACCEPT_S", "120"))
+    host = await _start(dut, div)
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port_file = Path(os.environ["ACCEL_TB_BRIDGE"])
+    stop_file = port_file.with_suffix(".stop")
+    port_file.with_suffix(".tmp").write_text(str(server.getsockname()[1]))
+    port_file.with_suffix(".tmp").replace(port_file)
+    conn, deadline, sent, served = None, time.monotonic() + accept_s, 0, 0
+    while True:
+        if conn is None:
+            if stop_file.exists():
+                break
+            try:
+                conn, _ = server.accept()
+                conn.setblocking(False)
+                sent = len(host.raw)
+            except BlockingIOError:
+                assert served or time.monotonic() < deadline, \
+                    f"no host connected within {accept_s:g} s"
+        else:
+            closed = False
+            try:
+                data = conn.recv(4096)
+                if data:
+                    await host.send_bytes(data)
+                else:
+                    closed = True                  # the host closed the link
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed = True
+            if closed:
+                conn.close()
+                conn, served = None, served + 1
+            elif len(host.raw) > sent:
+                conn.sendall(bytes(host.raw[sent:]))
+                sent = len(host.raw)
+        await ClockCycles(dut.clk, 10 * div)
+    server.close()

@@ -40,6 +40,7 @@ def test_accelerator_equals_golden_over_uart(tmp_path, simulator):
              model_id=P.model_id(model), layers=len(model.layers), clk_hz=CLK_HZ)
     run_cocotb(sim_verilog(acc, "accel"), "accel", "sparrow.tb.accel_tb", simulator,
                extra_env={"ACCEL_TB_DATA": tmp_path / "data.npz"}, test_dir=tmp_path / "run",
+               testcase="accelerator_host_protocol",
                log_file=tmp_path / "sim.log")
 
 
