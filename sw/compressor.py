@@ -16,6 +16,18 @@ recipe:
 * ``circulant``: projection of every layer whose sizes k divides onto
   block-circulant form (others stay dense int8), finetuning, QAT.
 
+Options shared by the recipes (beside each method's DEFAULTS): ``density``,
+``levels`` and ``block`` take one value or {layer name: value, "default": v}
+(layer names fc1, conv1, ... as exported); every phase distils from the fp32
+model (``distill``, ``kd_alpha``, ``kd_temp``); ``retrain_lr`` / ``fix_lr``
+set the masked-retraining learning rate (default lr / 2), ``qat_lr`` the QAT
+one; ``freeze_window`` fixes each layer's power-of-two exponent window once
+the mask is final (otherwise a growing max|C| can shift every exponent at
+once); ``permute`` reorders the output channels of each pruned layer that
+feeds another one so that rows with large weights in the same columns share
+P x 1 blocks (:func:`block_permutation`; the next layer's inputs follow, the
+function is unchanged).
+
 :func:`export_model` turns the trained :class:`QuantModel` into a
 :class:`sparrow.modeldir.Model`; in float64 its quant forward equals the
 golden model bit for bit.
@@ -23,6 +35,9 @@ golden model bit for bit.
 
 import copy
 import math
+from types import SimpleNamespace
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -31,7 +46,7 @@ from .. import SparrowError
 from ..modeldir import Layer, Model, validate_model
 from .layers import BCConv2d, BCLinear, QConv2d, QLayer, QLinear, SDConv2d, SDLinear
 from .prune import BlockMagnitude, ReweightedL1, block_mask, cubic_density
-from .quant import Pow2Quantizer, fake_quant
+from .quant import fake_quant
 
 __all__ = ["METHODS", "DEFAULTS", "QuantModel", "compress", "export_model", "calibrate", "qat"]
 
@@ -126,16 +141,24 @@ def _largest_divisor(n, limit):
     return max(d for d in range(1, max(1, limit) + 1) if n % d == 0)
 
 
-def _sd_params(n_in, n_out, cfg, k=None):
+def _per_layer(value, name, default):
+    """A per-layer option: a plain value for every layer, or {layer name: value, "default": value}."""
+    if isinstance(value, dict):
+        return value.get(name, value.get("default", default))
+    return default if value is None else value
+
+
+def _sd_params(n_in, n_out, cfg, k=None, name=None):
     tiles = cfg.get("tiles", 1) if n_out % cfg.get("tiles", 1) == 0 else 1
     if k is None:
         # keep the basis (8 * T * in * k bits) at most 1/128 of the fp32 weights
         k = _largest_divisor(n_in, min(cfg.get("k", 4), n_out // (32 * tiles)))
-    block = _largest_divisor(n_out // tiles, cfg.get("block", 4))
-    return dict(k=k, tiles=tiles, block=block, levels=cfg.get("levels", 8), z_bits=cfg.get("z_bits", 8))
+    block = _largest_divisor(n_out // tiles, _per_layer(cfg.get("block"), name, 4))
+    return dict(k=k, tiles=tiles, block=block, levels=_per_layer(cfg.get("levels"), name, 8),
+                z_bits=cfg.get("z_bits", 8))
 
 
-def _swap(m, relu, method, cfg):
+def _swap(m, relu, method, cfg, name=None):
     w = m.weight.detach()
     b = m.bias.detach() if m.bias is not None else None
     conv = isinstance(m, nn.Conv2d)
@@ -145,8 +168,7 @@ def _swap(m, relu, method, cfg):
         with torch.no_grad():
             q.weight.copy_(w.reshape(n_out, n_in))
     elif method in ("smartdeal", "admm"):
-        p = _sd_params(n_in, n_out, cfg, k=1 if method == "admm" else None)
-        p["levels"] = cfg.get("levels", 8)
+        p = _sd_params(n_in, n_out, cfg, k=1 if method == "admm" else None, name=name)
         fixed = method == "admm"
         q = SDConv2d(**_conv_args(m), relu=relu, fixed_basis=fixed, **p) if conv else \
             SDLinear(n_in, n_out, relu=relu, fixed_basis=fixed, **p)
@@ -172,14 +194,95 @@ def _swap(m, relu, method, cfg):
     return q
 
 
+def _kept_energy(a, block, keep):
+    """Sum of the ``keep`` largest P x 1 block energies of a [out, in] (a = w**2)."""
+    e = a.reshape(a.shape[0] // block, block, a.shape[1]).sum(axis=1).ravel()
+    return float(np.partition(e, e.size - keep)[e.size - keep:].sum()) if keep < e.size else float(e.sum())
+
+
+def block_permutation(w, block, density, passes=3):
+    """An order of the rows of w [out, in] grouping rows whose large weights share columns.
+
+    P x 1 blocks are P consecutive rows of one column, so which rows sit together
+    decides how much weight energy the top ``density`` blocks keep.  Greedy
+    pairwise swaps between row groups that raise the kept energy (as channel
+    permutations for structured sparsity do); the layer's function is unchanged
+    once the next layer's inputs follow the same order.
+    """
+    a = np.asarray(w, dtype=np.float64) ** 2
+    out = a.shape[0]
+    perm = np.argsort(-a.sum(axis=1), kind="stable")
+    if block <= 1 or out // block < 2:
+        return np.arange(out)
+    keep = max(1, int(round(density * a.size / block)))
+    best = _kept_energy(a[perm], block, keep)
+    for _ in range(passes):
+        improved = False
+        for i in range(out):
+            for j in range(i + 1, out):
+                if i // block == j // block:
+                    continue
+                perm[[i, j]] = perm[[j, i]]
+                v = _kept_energy(a[perm], block, keep)
+                if v > best * (1 + 1e-12):
+                    best, improved = v, True
+                else:
+                    perm[[i, j]] = perm[[j, i]]
+        if not improved:
+            break
+    return perm
+
+
+def _permute_for_blocks(seq, block_of):
+    """Reorder the output channels of every Linear/Conv2d followed by another one (function kept)."""
+    mods = [m for m, _ in seq]
+    idx = [i for i, m in enumerate(mods) if isinstance(m, (nn.Linear, nn.Conv2d))]
+    for a, b in zip(idx, idx[1:]):
+        if not all(isinstance(m, (nn.MaxPool2d, nn.Flatten, nn.Identity)) for m in mods[a + 1:b]):
+            continue
+        m, nxt = mods[a], mods[b]
+        n_in, n_out = _dims(m)
+        block, dens = block_of(m, n_in, n_out)
+        if dens >= 1.0:
+            continue
+        w = m.weight.detach().reshape(n_out, n_in)
+        perm = torch.as_tensor(block_permutation(w.numpy(), block, dens))
+        with torch.no_grad():
+            m.weight.copy_(m.weight[perm])
+            if m.bias is not None:
+                m.bias.copy_(m.bias[perm])
+            if isinstance(nxt, nn.Conv2d):
+                nxt.weight.copy_(nxt.weight[:, perm])
+            else:
+                wn = nxt.weight.reshape(nxt.out_features, n_out, -1)
+                nxt.weight.copy_(wn[:, perm].reshape(nxt.out_features, -1))
+
+
 def convert(model, method, cfg, input_shape, input_exp, name="model"):
     """Swap the layers of an fp32 ``nn.Sequential`` for the method's layers (no training)."""
     if not isinstance(model, nn.Sequential):
         raise SparrowError("compress: the model must be an nn.Sequential")
-    mods = []
-    for m, relu in _fuse_relu(copy.deepcopy(model)):
+    seq = _fuse_relu(copy.deepcopy(model))
+    if cfg.get("permute") and method in ("smartdeal", "admm"):
+        params = [m for m, _ in seq if isinstance(m, (nn.Linear, nn.Conv2d))]
+        tw = sum(_dims(m)[0] * _dims(m)[1] for m in params)
+        names, counts = {}, {}
+        for m in params:
+            p = "conv" if isinstance(m, nn.Conv2d) else "fc"
+            counts[p] = counts.get(p, 0) + 1
+            names[id(m)] = f"{p}{counts[p]}"
+
+        def block_of(m, n_in, n_out):
+            sizes = SimpleNamespace(in_features=n_in, out_features=n_out)
+            return (_sd_params(n_in, n_out, cfg, k=1, name=names[id(m)])["block"],
+                    _layer_density(cfg, sizes, names[id(m)], tw))
+        _permute_for_blocks(seq, block_of)
+    mods, counts = [], {}
+    for m, relu in seq:
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            mods.append(_swap(m, relu, method, cfg))
+            p = "conv" if isinstance(m, nn.Conv2d) else "fc"
+            counts[p] = counts.get(p, 0) + 1
+            mods.append(_swap(m, relu, method, cfg, f"{p}{counts[p]}"))
         elif not isinstance(m, nn.Identity):
             mods.append(m)
     return QuantModel(nn.Sequential(*mods), input_shape, input_exp, name)
@@ -206,13 +309,27 @@ def calibrate(qm, x, batch=512):
     return qm
 
 
-def qat(qm, x, y, epochs, lr=5e-4, progress=None, seed=0, teacher=None):
-    """Quantisation-aware finetuning with the integer-exact forward (float32 during training)."""
+def _train_opts(cfg):
+    """Options of :func:`sparrow.sw.digits.train` shared by every phase of a recipe."""
+    opts = {"teacher": cfg.get("teacher"), "augment": cfg.get("augment")}
+    for key in ("kd_alpha", "kd_temp"):
+        if key in cfg:
+            opts[key] = cfg[key]
+    return opts
+
+
+def _fit(qm, x, y, cfg, **kw):
     from .digits import train
+    return train(qm, x, y, **{**_train_opts(cfg), **kw})
+
+
+def qat(qm, x, y, epochs, lr=5e-4, progress=None, seed=0, teacher=None, cfg=None):
+    """Quantisation-aware finetuning with the integer-exact forward (float32 during training)."""
     calibrate(qm, x)
     qm.set_quant(True)
     if epochs:
-        train(qm, x, y, epochs=epochs, lr=lr, progress=progress, seed=seed, teacher=teacher)
+        opts = {**(cfg or {}), "teacher": teacher if teacher is not None else (cfg or {}).get("teacher")}
+        _fit(qm, x, y, opts, epochs=epochs, lr=lr, progress=progress, seed=seed)
     return qm
 
 
@@ -250,7 +367,6 @@ def _layer_density(cfg, m, name, total_weights):
 
 
 def _smartdeal(qm, x, y, cfg, progress, seed):
-    from .digits import train
     crit = _criterion(cfg)
     sds = _sd_layers(qm)
     names = _layer_names(qm)
@@ -273,10 +389,13 @@ def _smartdeal(qm, x, y, cfg, progress, seed):
     def penalty():
         return sum(crit.penalty(m.coef, m.block, m.tiles) for m in sds)
 
-    train(qm, x, y, epochs=pe, lr=cfg["lr"], after_step=after, progress=progress, seed=seed,
-          penalty=penalty if isinstance(crit, ReweightedL1) else None, teacher=cfg.get("teacher"))
-    train(qm, x, y, epochs=cfg["fix_epochs"], lr=cfg["lr"] / 2, progress=progress, seed=seed + 1,
-          teacher=cfg.get("teacher"))
+    _fit(qm, x, y, cfg, epochs=pe, lr=cfg["lr"], after_step=after, progress=progress, seed=seed,
+         penalty=penalty if isinstance(crit, ReweightedL1) else None)
+    if cfg.get("freeze_window"):
+        for m in sds:
+            m.cquant.freeze(m.coef, m.mask)
+    _fit(qm, x, y, cfg, epochs=cfg["fix_epochs"], lr=cfg.get("fix_lr") or cfg["lr"] / 2, progress=progress,
+         seed=seed + 1)
 
 
 def _admm_project(w, density, block, tiles, quant):
@@ -286,16 +405,14 @@ def _admm_project(w, density, block, tiles, quant):
 
 
 def _admm(qm, x, y, cfg, progress, seed):
-    from .digits import train
     sds = _sd_layers(qm)
     names = _layer_names(qm)
     rho = cfg["rho"]
     tw = sum(m.in_features * m.out_features for m in qm.qlayers())
     dens = {id(m): _layer_density(cfg, m, names[id(m)], tw) for m in sds}
-    q = Pow2Quantizer(cfg.get("levels", 8))
     state = {}
     for m in sds:
-        z, _ = _admm_project(m.coef.detach(), dens[id(m)], m.block, m.tiles, q)
+        z, _ = _admm_project(m.coef.detach(), dens[id(m)], m.block, m.tiles, m.cquant)
         state[id(m)] = [z, torch.zeros_like(z)]
     n = len(x)
     steps_per = (n + 63) // 64
@@ -311,23 +428,24 @@ def _admm(qm, x, y, cfg, progress, seed):
         rho_now[0] *= cfg.get("rho_growth", 1.1)           # rho grows so that W meets Z by the end
         for m in sds:                                  # Z and U updates once per epoch
             z, u = state[id(m)]
-            z, _ = _admm_project(m.coef.detach() + u, dens[id(m)], m.block, m.tiles, q)
+            z, _ = _admm_project(m.coef.detach() + u, dens[id(m)], m.block, m.tiles, m.cquant)
             state[id(m)] = [z, u + m.coef.detach() - z]
 
-    train(qm, x, y, epochs=cfg["admm_epochs"], lr=cfg["lr"], penalty=penalty, after_step=after,
-          progress=progress, seed=seed, teacher=cfg.get("teacher"))
+    _fit(qm, x, y, cfg, epochs=cfg["admm_epochs"], lr=cfg["lr"], penalty=penalty, after_step=after,
+         progress=progress, seed=seed)
     for m in sds:                                      # hard prune to Z's support, masked retrain
         with torch.no_grad():
-            _, mask = _admm_project(m.coef.detach(), dens[id(m)], m.block, m.tiles, q)
+            _, mask = _admm_project(m.coef.detach(), dens[id(m)], m.block, m.tiles, m.cquant)
             m.mask.copy_(mask)
         m.pow2 = True
-    train(qm, x, y, epochs=cfg["retrain_epochs"], lr=cfg["lr"] / 2, progress=progress, seed=seed + 1,
-          teacher=cfg.get("teacher"))
+        if cfg.get("freeze_window"):
+            m.cquant.freeze(m.coef, m.mask)
+    _fit(qm, x, y, cfg, epochs=cfg["retrain_epochs"], lr=cfg.get("retrain_lr") or cfg["lr"] / 2, progress=progress,
+         seed=seed + 1)
 
 
 def _circulant(qm, x, y, cfg, progress, seed):
-    from .digits import train
-    train(qm, x, y, epochs=cfg["epochs"], lr=cfg["lr"], progress=progress, seed=seed, teacher=cfg.get("teacher"))
+    _fit(qm, x, y, cfg, epochs=cfg["epochs"], lr=cfg["lr"], progress=progress, seed=seed)
     for m in qm.qlayers():
         if isinstance(m, BCLinear):
             m.int8_weights = True
@@ -375,8 +493,7 @@ def compress(model, config, data=None, progress=None):
         _admm(qm, x, y, cfg, progress, seed)
     elif method == "circulant":
         _circulant(qm, x, y, cfg, progress, seed)
-    qat(qm, x, y, cfg["qat_epochs"], lr=cfg.get("qat_lr", 2e-4), progress=progress, seed=seed + 2,
-        teacher=cfg.get("teacher"))
+    qat(qm, x, y, cfg["qat_epochs"], lr=cfg.get("qat_lr", 2e-4), progress=progress, seed=seed + 2, cfg=cfg)
     return qm
 
 

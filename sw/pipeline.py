@@ -17,15 +17,18 @@ FP32_EPOCHS = 60
 METHOD_CONFIGS = {
     ("digits-mlp", "dense-int8"): {"qat_epochs": 20},
     ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 10, "density": 0.12},
-    ("digits-mlp", "admm"): {"admm_epochs": 60, "retrain_epochs": 30, "qat_epochs": 10,
-                             "density": {"fc1": 0.085, "fc2": 0.25}, "rho": 1e-2, "rho_growth": 1.05},
+    # 4 exponent levels (3-bit codes) buy denser layers than 8 (4-bit codes) at the same storage
+    ("digits-mlp", "admm"): {"admm_epochs": 60, "retrain_epochs": 60, "retrain_lr": 2e-3, "qat_epochs": 10,
+                             "qat_lr": 1e-4, "levels": 4, "density": {"fc1": 0.09, "fc2": 0.47}, "rho": 1e-2,
+                             "rho_growth": 1.1, "freeze_window": True, "permute": True},
     ("digits-mlp", "circulant"): {"epochs": 60, "qat_epochs": 20},
     ("digits-cnn", "dense-int8"): {"qat_epochs": 10},
     # k = 1 (a per-input basis): a k x k basis per group of 144 conv2 inputs would cost more than 1/30 of fp32
     ("digits-cnn", "smartdeal"): {"prune_epochs": 40, "fix_epochs": 20, "qat_epochs": 10, "k": 1,
                                   "density": {"conv1": 1.0, "conv2": 0.115, "fc1": 0.5}},
-    ("digits-cnn", "admm"): {"admm_epochs": 40, "retrain_epochs": 20, "qat_epochs": 10,
-                             "density": {"conv1": 1.0, "conv2": 0.075, "fc1": 0.4}, "rho": 1e-2, "rho_growth": 1.05},
+    ("digits-cnn", "admm"): {"admm_epochs": 40, "retrain_epochs": 60, "retrain_lr": 2e-3, "qat_epochs": 10,
+                             "qat_lr": 1e-4, "levels": 4, "density": {"conv1": 1.0, "conv2": 0.1, "fc1": 0.3},
+                             "rho": 1e-2, "rho_growth": 1.1, "freeze_window": True, "permute": True},
     ("digits-cnn", "circulant"): {"epochs": 60, "qat_epochs": 10, "k": 8},
 }
 

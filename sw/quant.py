@@ -82,8 +82,17 @@ class Pow2Quantizer:
         if not isinstance(levels, int) or not 1 <= levels <= 8:
             raise ValueError(f"Levels must be an integer in [1, 8], not {levels!r}")
         self.levels = levels
+        self.fixed_e_hi = None      # set by freeze(): the window stops following max|w|
+
+    def freeze(self, w, mask=None):
+        """Fix the window at the one of ``w`` now (training then cannot shift every exponent at once)."""
+        self.fixed_e_hi = None
+        self.fixed_e_hi = self.window(w, mask)[1]
+        return self
 
     def window(self, w, mask=None):
+        if self.fixed_e_hi is not None:
+            return self.fixed_e_hi - self.levels + 1, self.fixed_e_hi
         a = w.detach().abs()
         if mask is not None:
             a = a * mask

@@ -44,6 +44,18 @@ def test_golden_equals_fake_quant_torch_on_whole_test_split(name, method, tmp_pa
             assert density < 0.75
 
 
+def test_admm_options_keep_golden_equal_to_torch():
+    # 4 exponent levels, per-layer density, frozen window and channel permutation (conv -> conv, conv -> fc)
+    cfg = {**FAST["admm"], "levels": 4, "density": {"conv1": 0.5, "conv2": 0.2, "fc1": 0.5},
+           "freeze_window": True, "permute": True, "retrain_lr": 2e-3, "qat_lr": 1e-4}
+    model, rep = compress_digits("digits-cnn", "admm", cfg, progress=False, fp32_epochs=15)
+    assert rep["golden_vs_torch_mismatching_samples"] == 0
+    assert rep["golden_accuracy"] > 0.8
+    for l in (l for l in model.layers if l.has_params):
+        used = np.unique(l.params["coef_exp"][l.params["coef_sign"] != 0])
+        assert used.size <= 4 and used.max() <= 3
+
+
 def test_circulant_mlp_exports_bc_and_is_near_ideal():
     from sparrow.sw import golden
     from sparrow.sw.digits import load_split, quantize_inputs

@@ -147,3 +147,38 @@ def test_pow2_codes_equal_for_float32_model_and_float64_copy():
     assert torch.equal(q32.detach(), exact)          # the STE adds an exact zero
     v = torch.tensor([1e-20, 0.49999999999, 2.5, -7.5, 1e9 + 0.5], dtype=torch.float64, requires_grad=True)
     assert fake_quant(v, 0, -2 ** 40, 2 ** 40).detach().tolist() == [0.0, 0.0, 3.0, -7.0, 1e9 + 1]
+
+
+def test_pow2_quantizer_frozen_window_ignores_new_maximum():
+    q = Pow2Quantizer(4)
+    w = torch.tensor([[1.0, 0.3, -0.1]])
+    assert q.window(w) == (-3, 0)
+    q.freeze(w)
+    grown = torch.tensor([[8.0, 0.3, -0.01]])
+    assert q.window(grown) == (-3, 0)
+    sign, code, e_lo = q.codes(grown)
+    # 8 saturates at 2**0, 0.01 at 2**-3: the codes are those of the frozen window
+    assert e_lo == -3 and code.tolist() == [[3, 1, 0]] and sign.tolist() == [[1, 1, -1]]
+    assert q(grown)[0].tolist() == [[1.0, 0.25, -0.125]]
+
+
+def test_block_permutation_keeps_more_block_energy_and_the_function():
+    from torch import nn
+    from sparrow.sw.compressor import _kept_energy, block_permutation, convert
+    # rows 0, 2, 4, 6 use columns 0..1, rows 1, 3, 5, 7 columns 2..3: interleaved, P = 4 blocks mix them
+    w = np.zeros((8, 4))
+    w[0::2, :2] = 1.0
+    w[1::2, 2:] = 1.0
+    perm = block_permutation(w, 4, 0.5)
+    assert sorted(perm.tolist()) == list(range(8))
+    keep = 4
+    assert _kept_energy(w ** 2, 4, keep) == 8.0 and _kept_energy(w[perm] ** 2, 4, keep) == 16.0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    cfg = {"density": {"fc1": 0.5, "fc2": 1.0}, "block": 4}
+    q0 = convert(model, "admm", cfg, (6,), -6)
+    q1 = convert(model, "admm", {**cfg, "permute": True}, (6,), -6)
+    x = torch.rand(5, 6)
+    with torch.no_grad():
+        assert torch.allclose(q0(x), q1(x), atol=1e-6)
+        assert torch.allclose(q1(x), model(x), atol=1e-6)
