@@ -12,7 +12,7 @@ def _sparrow(*args, cwd=None):
 
 def test_demo_compresses_simulates_and_reports(tmp_path):
     out = tmp_path / "demo"
-    r = _sparrow("demo", "--out", str(out), "--boards", "", "--sim-samples", "6",
+    r = _sparrow("demo", "--out", str(out), "--boards", "", "--sim-samples", "6", "--host-samples", "3",
                  "--icarus-samples", "2", "--pes", "8")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "sparrow demo report" in r.stdout
@@ -20,6 +20,8 @@ def test_demo_compresses_simulates_and_reports(tmp_path):
     assert summary["sim"]["verilator"] == {"samples": 6, "bit_exact": True,
                                            "seconds": summary["sim"]["verilator"]["seconds"]}
     assert summary["sim"]["icarus"]["samples"] == 2
+    assert summary["host"]["samples"] == 3 and summary["host"]["bit_exact"]
+    assert summary["host"]["status_flags"] == []
     assert summary["compress"]["storage_ratio"] > 4
     assert (out / "model" / "manifest.json").is_file()
 
