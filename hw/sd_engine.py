@@ -1,20 +1,21 @@
 """The sd_linear engine: basis unit + sparse power-of-two PE array + output stage.
 
 One input vector (``in`` int8 values) enters on stream ``i``; ``out`` int8
-values leave on stream ``o`` in row order.  Parameters live in ROMs
+values leave on stream ``o`` in row order, ``out_lanes`` (C) per beat.  Parameters live in ROMs
 initialised from the layer (``init=``); ``sparrow generate`` writes the same
 contents as memory images (:mod:`sparrow.hw.images`).
 
 Three processes run concurrently, handing over double-buffered banks::
 
     loader   in cycles per vector      x -> x bank (k int8 per word)
-    basis    in + 5 cycles per tile    z_t = satz(rshift(B_t x)) -> z bank
+    basis    in cycles per tile        z_t = satz(rshift(B_t x)) -> z bank
+             (tiles back to back; 5 edges of pipeline)
     issue    one cycle per code entry  z[col] and P codes -> PE array
              of the tile (+ stalls, + 3)
-    drain    P cycles per row block, overlapping the next block
+    drain    P/C cycles per row block, overlapping the next block
 
-so in steady state a vector costs about max(in, T*(in+6), entries + 4*T)
-cycles.
+so in steady state a vector costs about
+max(in, T*in + 1, out/C, sum over blocks of max(entries_b, rows_b/C) + 4*T) cycles.
 
 Code program (one ROM word per entry, see :func:`sd_program`): the rows of
 tile t are split into blocks of P; for each block, one entry per column that
