@@ -16,7 +16,8 @@ FP32_EPOCHS = 60
 # The per-model settings measured by bench/bench_compress.py (defaults of compressor.DEFAULTS otherwise).
 METHOD_CONFIGS = {
     ("digits-mlp", "dense-int8"): {"qat_epochs": 20},
-    ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 10, "density": 0.12},
+    ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 10, "qat_lr": 1e-4, "levels": 4,
+                                  "density": {"fc1": 0.12, "fc2": 0.4}, "freeze_window": True, "permute": True},
     # 4 exponent levels (3-bit codes) buy denser layers than 8 (4-bit codes) at the same storage
     ("digits-mlp", "admm"): {"admm_epochs": 60, "retrain_epochs": 60, "retrain_lr": 2e-3, "qat_epochs": 10,
                              "qat_lr": 1e-4, "levels": 4, "density": {"fc1": 0.09, "fc2": 0.47}, "rho": 1e-2,
