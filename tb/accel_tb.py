@@ -12,7 +12,8 @@ Checks, in order: identify; every vector (outputs == golden, cycles > 0);
 a frame with a wrong CRC (``E`` 1) and the next frame still answered; a run
 frame of the wrong length (``E`` 2); an unknown command (``E`` 3); a frame
 cut short (dropped after the timeout, the next frame answered); status
-(flags name the CRC failure, vectors counted, cycles of the last run).
+(flags name the CRC failure, vectors counted, cycles of the last run); a
+byte with a low stop bit (flagged as a framing error).
 
 A second test, ``accelerator_bridge``, makes the simulated board reachable
 by the real host driver: it listens on a TCP port on 127.0.0.1 (written to
@@ -138,6 +139,15 @@ async def accelerator_host_protocol(dut):
     assert status["flags"] == [P.FLAGS[3]], status
     assert status["vectors"] == n and status["cycles"] == last, status
     assert int(dut.error.value) == 1
+
+    # A byte whose stop bit is low (a wrong baud rate) is dropped and flagged.
+    for bit in [0] + [1] * 8 + [0]:
+        dut.rx.value = bit
+        await ClockCycles(dut.clk, div)
+    dut.rx.value = 1
+    await ClockCycles(dut.clk, 2 * div)
+    status = P.parse_status(await host.request(P.CMD_STATUS))
+    assert status["flags"] == [P.FLAGS[2], P.FLAGS[3]], status
 
 
 @cocotb.test()
