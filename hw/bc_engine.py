@@ -425,13 +425,15 @@ class BCEngine(wiring.Component):
         m.d.sync += fwd_done.eq(0)
 
         # ---------------------------------------------------------------- sequencer
-        m.d.comb += [fft.rd_req.payload.eq(0), b_rd.addr.eq(ob)]
+        # FFT read index: the output's or the split's, selected by a flop (not the FSM
+        # state: the path into the buffer's read address is the UP5K's longest)
+        m.d.comb += [fft.rd_req.payload.eq(Mux(out_act, on, sp_idx)), b_rd.addr.eq(ob)]
 
         # Output process: element `on` of block 2oq (real parts), then of block 2oq+1
         # (imaginary parts), one read per cycle while the output FIFO has room.
         last_lane = (2 * oq + 1 >= nbo) if nbo % 2 else 0
         with m.If(out_act):
-            m.d.comb += [fft.rd_req.valid.eq(1), fft.rd_req.payload.eq(on)]
+            m.d.comb += fft.rd_req.valid.eq(1)
             with m.If(room):
                 m.d.comb += issue_out.eq(1)
                 m.d.sync += [on.eq(on + 1), ob.eq(ob + 1)]
@@ -495,7 +497,7 @@ class BCEngine(wiring.Component):
                 rm = cnt >> 1
                 # sp_idx (a register) is this cycle's read index: m, then (k - m) mod k
                 nc = cnt + 1
-                m.d.comb += [fft.rd_req.valid.eq(cnt < 2 * h), fft.rd_req.payload.eq(sp_idx)]
+                m.d.comb += fft.rd_req.valid.eq(cnt < 2 * h)
                 m.d.sync += [cnt.eq(cnt + 1), sp_v.eq(cnt < 2 * h), sp_sel.eq(cnt[0]),
                              sp_m.eq(rm), sp_idx.eq(Mux(nc[0], -(nc >> 1), nc >> 1))]
                 with m.If(cnt == 2 * h + 3):
