@@ -107,7 +107,7 @@ def run_board(board, pes, args, rng, dense_row=None):
     if dense_row is None:
         row["dense_cycles"], row["dense_batch_cycles"] = _cycles(
             lambda: DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x, golden.dense_linear_forward,
-            args.simulator)
+            args.dense_simulator or args.simulator)
     else:
         for key in ("dense_cycles", "dense_batch_cycles", "dense_report", "dense_fmax", "dense_error"):
             if key in dense_row:
@@ -203,6 +203,8 @@ def main(argv=None):
     ap.add_argument("--vectors", type=int, default=16)
     ap.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
                     help="simulator of the cycle counts (icarus: no C++ compile, for very large arrays)")
+    ap.add_argument("--dense-simulator", choices=["verilator", "icarus"], default=None,
+                    help="simulator of the dense engine's cycle counts (default: --simulator)")
     ap.add_argument("--speed", type=int, default=200_000, help="cycles of the Verilator speed run (0: skip)")
     ap.add_argument("--no-build", dest="build", action="store_false")
     ap.add_argument("--reuse", action="store_true",
