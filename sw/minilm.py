@@ -34,7 +34,7 @@ from .. import SparrowError
 __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear", "compress_minilm",
            "embedding_cosine"]
 
-DISTILL_STEPS = 250
+DISTILL_STEPS = 500     # 250 gave mean cosine 0.950, 500 gives 0.954 (2026-11-27)
 RECON_STEPS = 0
 TILES = 4
 SENTENCES = Path(__file__).resolve().parent / "data" / "sentences.txt"
