@@ -70,23 +70,15 @@ def _module_name(layer_name):
 def _generate_model(model_dir, out, pes):
     from amaranth.back import verilog
     from ..modeldir import load_model
-    from .dense_engine import DenseEngine
+    from .engines import check_engine_kinds, engine_for_layer
     from .images import write_images
-    from .sd_engine import SDEngine
     if not 1 <= pes <= 1024:
         raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(model_dir)
-    from .bc_engine import BCEngine
-    builders = {"sd_linear": lambda l: SDEngine.from_layer(l, pes),
-                "dense_linear": lambda l: DenseEngine.from_layer(l),
-                "bc_linear": lambda l: BCEngine(l)}
-    for layer in model.layers:
-        if layer.kind not in builders:
-            raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no engine generator "
-                               f"(supported: {', '.join(builders)})")
+    check_engine_kinds(model)
     doc = {"model": model.name, "pes": pes, "layers": []}
     for layer in model.layers:
-        engine = builders[layer.kind](layer)
+        engine = engine_for_layer(layer, pes)
         top = _module_name(layer.name)
         vfile = out / f"{layer.name}.v"
         images = write_images(engine.memory_images(), out, layer.name)

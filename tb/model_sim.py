@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import SparrowError
+from ..hw.engines import ENGINE_KINDS
 
-__all__ = ["ENGINES", "sim_verilog", "run_engine", "simulate_model", "sd_linear_rtl", "dense_linear_rtl"]
+__all__ = ["ENGINES", "sim_verilog", "run_engine", "simulate_model", "layer_rtl"]
 
 
 _DUMMY_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) +(= 0|= 1'h0);")
@@ -92,28 +93,15 @@ def _first_failure(log):
     return " | ".join(l.strip() for l in lines[-5:])
 
 
-def sd_linear_rtl(layer, x, simulator, pes):
-    from ..hw.sd_engine import SDEngine
-    return run_engine(SDEngine.from_layer(layer, pes), x, simulator, label=layer.name,
-                      name="sd_engine")[0]
+def layer_rtl(layer, x, simulator, pes):
+    """int8 outputs [N, out] of one layer's engine (:func:`~sparrow.hw.engines.engine_for_layer`)."""
+    from ..hw.engines import engine_for_layer
+    return run_engine(engine_for_layer(layer, pes), x, simulator, label=layer.name,
+                      name=f"{layer.kind.split('_')[0]}_engine")[0]
 
 
-def dense_linear_rtl(layer, x, simulator, pes):
-    from ..hw.dense_engine import DenseEngine
-    return run_engine(DenseEngine.from_layer(layer), x, simulator, label=layer.name,
-                      name="dense_engine")[0]
-
-
-def bc_linear_rtl(layer, x, simulator, pes):
-    from ..hw.bc_engine import BCEngine
-    return run_engine(BCEngine(layer), x, simulator, label=layer.name, name="bc_engine")[0]
-
-
-ENGINES = {
-    "sd_linear": sd_linear_rtl,
-    "dense_linear": dense_linear_rtl,
-    "bc_linear": bc_linear_rtl,
-}
+#: Layer kinds with an RTL engine (all run through :func:`layer_rtl`).
+ENGINES = {kind: layer_rtl for kind in ENGINE_KINDS}
 
 
 def simulate_model(model, x, simulator="verilator", pes=8, progress=None):

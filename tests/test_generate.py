@@ -89,4 +89,4 @@ def test_generate_model_unsupported(tmp_path, capsys):
     save_model(random_model([random_layer("dense_conv2d", rng, name="conv")], (2, 4, 4)),
                tmp_path / "m")
     assert main(["generate", str(tmp_path / "m"), "--out", str(tmp_path / "g")]) == 1
-    assert "layer 'conv': kind 'dense_conv2d' has no engine generator" in capsys.readouterr().err
+    assert "layer 'conv': kind 'dense_conv2d' has no RTL engine (supported: sd_linear, dense_linear, bc_linear)" in capsys.readouterr().err
