@@ -35,7 +35,21 @@ def uart_divisor(clk_hz, baud):
     return divisor
 
 
-class UARTRx(Component):
+class _UART(Component):
+    """A UART side: ``divisor`` checked (4..65535) before the signature is built."""
+
+    def __init__(self, divisor, members):
+        _check_int(divisor, "Divisor", 4, 65535)
+        self._divisor = divisor
+        super().__init__(members)
+
+    @property
+    def divisor(self):
+        """Clock cycles per bit."""
+        return self._divisor
+
+
+class UARTRx(_UART):
     """Receive 8N1 bytes from ``rx`` into stream ``o``.
 
     Parameters
@@ -57,14 +71,8 @@ class UARTRx(Component):
     """
 
     def __init__(self, divisor):
-        _check_int(divisor, "Divisor", 4, 65535)
-        self._divisor = divisor
-        super().__init__({"rx": In(1, init=1), "o": Out(stream.Signature(8)),
-                          "overrun": Out(1), "frame_error": Out(1)})
-
-    @property
-    def divisor(self):
-        return self._divisor
+        super().__init__(divisor, {"rx": In(1, init=1), "o": Out(stream.Signature(8)),
+                                   "overrun": Out(1), "frame_error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -111,7 +119,7 @@ class UARTRx(Component):
         return m
 
 
-class UARTTx(Component):
+class UARTTx(_UART):
     """Send the bytes of stream ``i`` as 8N1 frames on ``tx``.
 
     Parameters
@@ -128,13 +136,7 @@ class UARTTx(Component):
     """
 
     def __init__(self, divisor):
-        _check_int(divisor, "Divisor", 4, 65535)
-        self._divisor = divisor
-        super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
-
-    @property
-    def divisor(self):
-        return self._divisor
+        super().__init__(divisor, {"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         m = Module()
