@@ -10,12 +10,23 @@ from amaranth.hdl import Elaboratable, Module
 
 from .. import SparrowError
 
-__all__ = ["AcceleratorTop", "board_clock_hz", "fit_dense_lanes"]
+__all__ = ["AcceleratorTop", "accelerator_design", "fit_dense_lanes"]
 
 
-def board_clock_hz(board):
-    """The default clock frequency (Hz) of ``board`` (a :class:`~sparrow.fpga.boards.Board`)."""
-    return float(board.platform_class()().default_clk_frequency)
+def accelerator_design(model, board, baud=115200, pes=8):
+    """``(top, name, report fields, clock MHz)`` for building ``model``'s accelerator on ``board``.
+
+    The clock MHz is the board's oscillator: the build's timing target.
+    """
+    from .boards import get_board
+    from .protocol import model_id
+    top = AcceleratorTop(model, get_board(board), baud, pes)
+    mhz = top.clk_hz / 1e6
+    extra = {"model": model.name, "pes": pes, "design_kind": "accelerator", "baud": baud,
+             "clock_mhz": mhz, "dense_lanes": top.dense_lanes,
+             "layers": [f"{l.name} {l.kind} {l.attrs['in']}->{l.attrs['out']}" for l in model.layers],
+             "model_id": f"{model_id(model):08x}"}
+    return top, f"{model.name}_accel", extra, mhz
 
 
 def fit_dense_lanes(model, board):
@@ -48,12 +59,12 @@ class AcceleratorTop(Elaboratable):
         if ("uart", 0) not in platform.resources:
             raise SparrowError(f"{board.name} has no UART resource for the host link "
                                f"(boards with one: icebreaker, ulx3s-12f, ulx3s-85f)")
-        clk_hz = board_clock_hz(board)
+        clk_hz = float(platform.default_clk_frequency)
         try:
             divisor = uart_divisor(clk_hz, baud)
         except ValueError as exc:
             raise SparrowError(f"--baud {baud}: {exc}") from None
-        self.board = board
+        self.board, self.clk_hz = board, clk_hz
         self.dense_lanes = dense_lanes or fit_dense_lanes(model, board)
         self.accel = Accelerator(model, clk_hz, divisor, pes, self.dense_lanes)
 

@@ -57,30 +57,19 @@ def model_design(args):
     from .. import SparrowError
     from ..modeldir import load_model
     from ..hw.engines import engine_for_layer
-    from .boards import get_board
     pes = 8 if args.pes is None else args.pes
     if not 1 <= pes <= 1024:
         raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(args.model)
-    extra = {"model": model.name, "pes": pes}
     if args.layer is None:
-        from ..fpga import protocol
-        from .accel_top import AcceleratorTop, board_clock_hz
-        board = get_board(args.board)
-        top = AcceleratorTop(model, board, args.baud, pes)
-        clk = board_clock_hz(board)
-        extra.update(design_kind="accelerator", baud=args.baud, clock_mhz=clk / 1e6,
-                     dense_lanes=top.dense_lanes,
-                     layers=[f"{l.name} {l.kind} {l.attrs['in']}->{l.attrs['out']}"
-                             for l in model.layers],
-                     model_id=f"{protocol.model_id(model):08x}")
-        return top, f"{model.name}_accel", extra, clk / 1e6
+        from .accel_top import accelerator_design
+        return accelerator_design(model, args.board, args.baud, pes)
     layer = next((l for l in model.layers if l.name == args.layer), None)
     if layer is None:
         raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
                            f"(layers: {', '.join(l.name for l in model.layers)})")
-    extra.update(design_kind="layer", layer=layer.name, kind=layer.kind,
-                 shape=[layer.attrs["in"], layer.attrs["out"]])
+    extra = {"model": model.name, "pes": pes, "design_kind": "layer", "layer": layer.name,
+             "kind": layer.kind, "shape": [layer.attrs["in"], layer.attrs["out"]]}
     return engine_for_layer(layer, pes), f"{model.name}_{layer.name}", extra, None
 
 

@@ -166,7 +166,7 @@ class Accelerator(Component):
         timeout = P.TIMEOUT_BYTES * 10 * self._divisor
         idle = Signal(range(timeout + 1))
         engine_error = Signal()
-        m.d.comb += engine_error.eq(lost | _any(e.error for e in self._engines))
+        m.d.comb += engine_error.eq(lost | Cat(*(e.error for e in self._engines)).any())
         flags = Signal(8)
         m.d.comb += [flags.eq(engine_error | (rx.overrun << 1) | (rx.frame_error << 2) |
                               (crc_seen << 3)),
@@ -282,7 +282,7 @@ class Accelerator(Component):
                 m.d.comb += feeding.eq(1)
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(produced == n_out):
-                    m.d.sync += [vectors.eq(vectors + 1), last_cycles.eq(cycles), idx.eq(0)]
+                    m.d.sync += [vectors.eq(vectors + 1), last_cycles.eq(cycles)]
                     send(P.CMD_RUN, n_out + 4)
 
             def emit(value, next_state, update_crc=True):
@@ -331,9 +331,3 @@ class Accelerator(Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("SYNC"))
         return m
 
-
-def _any(values):
-    out = Const(0, 1)
-    for v in values:
-        out = out | v
-    return out

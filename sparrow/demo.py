@@ -124,23 +124,15 @@ def stage_host(model, x, y_gold, n, pes):
 
 
 def stage_build(out, model_dir, pes, seed, boards):
-    from .fpga.accel_top import AcceleratorTop
-    from .fpga.boards import get_board
+    from .fpga.accel_top import accelerator_design
     from .fpga.build import build_design
-    from .fpga.protocol import model_id
     from .modeldir import load_model
     model = load_model(model_dir)
     builds = {}
     for board in boards:
-        spec = get_board(board)
-        top = AcceleratorTop(model, spec, pes=pes)
-        name = f"{model.name}_accel"
-        clock = spec.platform_class()().default_clk_frequency / 1e6
+        top, name, extra, mhz = accelerator_design(model, board, pes=pes)
         builds[board] = build_design(top, board, out / f"{board}-{name}", name=name, seed=seed,
-                                     target_mhz=clock,
-                                     extra={"design_kind": "accelerator", "pes": pes,
-                                            "clock_mhz": clock, "baud": 115200,
-                                            "model_id": f"{model_id(model):08x}"})
+                                     target_mhz=mhz, extra=extra)
     return builds
 
 
