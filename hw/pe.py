@@ -236,11 +236,17 @@ class RunningPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         tw = self._act_width + (1 << self._exp_bits) - 1
-        shifted = Signal(signed(tw))
-        m.d.comb += shifted.eq(self.act << self.exp)
         en = self.valid & self.nz
+        neg = Signal()
+        m.d.comb += neg.eq(en & self.sign)
+        # The enable gates the activation before the shifter (it folds into the first
+        # shift level's LUTs), not the term register: a register zeroed by a per-PE
+        # enable becomes a flip-flop with its own synchronous reset, and hundreds of
+        # distinct reset nets leave nextpnr's ECP5 legaliser no legal placement.
+        shifted = Signal(signed(tw))
+        m.d.comb += shifted.eq(Mux(en, self.act, 0) << self.exp)
         term = Signal(signed(tw))
         cin = Signal()
-        m.d.sync += [term.eq(Mux(en, shifted ^ self.sign.replicate(tw), 0)), cin.eq(en & self.sign)]
+        m.d.sync += [term.eq(shifted ^ neg.replicate(tw)), cin.eq(neg)]
         m.d.sync += self.acc.eq(self.acc + term + cin)
         return m
