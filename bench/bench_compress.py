@@ -2,7 +2,7 @@
 
     python -m sparrow.bench.bench_compress            # digits (8 runs) + MiniLM
     python -m sparrow.bench.bench_compress --no-minilm
-    python -m sparrow.bench.bench_compress --seeds 0 1 2 --json out.json
+    python -m sparrow.bench.bench_compress --no-minilm --seeds 0 1 2 3 4 5 --json out.json
 
 Digits: each model is trained in fp32 (60 epochs, seed s), compressed by each
 method with the settings of ``sparrow.sw.pipeline.METHOD_CONFIGS``, exported,
@@ -56,6 +56,8 @@ def main(argv=None):
                       f"{100 * r['fp32_accuracy']:>7.2f}% | {100 * r['golden_accuracy']:>14.2f}% | "
                       f"{r['delta_pp']:>+8.2f} | {r['golden_vs_torch_mismatching_samples']:>9}/360 | "
                       f"{r['seconds']:>6.1f} | {ok} |", flush=True)
+    if len(args.seeds) > 1:
+        print_summary(rows, args.seeds)
     if not args.no_minilm:
         from sparrow.sw.minilm import DISTILL_STEPS, RECON_STEPS, TILES, compress_minilm
         t0 = time.time()
@@ -71,6 +73,26 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     return 0
+
+
+def print_summary(rows, seeds):
+    """One line per model and method: storage, mean and worst delta over the seeds, the target."""
+    print(f"\nOver seeds {', '.join(map(str, seeds))} (target judged on the mean delta):\n")
+    print("| model | method | storage vs fp32 | fp32 mean | int8 golden mean | delta mean | delta worst | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"]), []).append(r)
+    for (name, method), rs in groups.items():
+        n = len(rs)
+        ratio = min(r["storage_ratio"] for r in rs)
+        mean = sum(r["delta_pp"] for r in rs) / n
+        worst = min(r["delta_pp"] for r in rs)
+        ratio_t, pp_t = TARGETS[method]
+        ok = "" if ratio_t is None else (
+            f">= {ratio_t:.0f}x, <= {pp_t} pp: " + ("met" if ratio >= ratio_t and -mean <= pp_t + 1e-9 else "MISSED"))
+        print(f"| {name} | {method} | {ratio:.1f}x | {100 * sum(r['fp32_accuracy'] for r in rs) / n:.2f}% | "
+              f"{100 * sum(r['golden_accuracy'] for r in rs) / n:.2f}% | {mean:+.2f} pp | {worst:+.2f} pp | {ok} |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ METHOD_CONFIGS = {
     ("digits-cnn", "smartdeal"): {"prune_epochs": 40, "fix_epochs": 20, "qat_epochs": 10, "k": 1,
                                   "density": {"conv1": 1.0, "conv2": 0.115, "fc1": 0.5}},
     ("digits-cnn", "admm"): {"admm_epochs": 40, "retrain_epochs": 60, "retrain_lr": 2e-3, "qat_epochs": 10,
-                             "qat_lr": 1e-4, "levels": 4, "density": {"conv1": 1.0, "conv2": 0.1, "fc1": 0.3},
+                             "qat_lr": 1e-4, "levels": 4, "density": {"conv1": 1.0, "conv2": 0.115, "fc1": 0.35},
                              "rho": 1e-2, "rho_growth": 1.1, "freeze_window": True, "permute": True},
     ("digits-cnn", "circulant"): {"epochs": 60, "qat_epochs": 10, "k": 8},
 }
