@@ -76,8 +76,8 @@ class DenseEngine(_Validated):
     """
 
     #: Edges from a column being issued to its block's sums being in the drain chain
-    #: (read, multiply, accumulate, load).
-    LATENCY = 4
+    #: (read, operand register, multiply, accumulate, load).
+    LATENCY = 5
 
     def __init__(self, in_features, out_features, weight, bias, out_shift, relu, lanes=DENSE_LANES):
         super().__init__(in_features, out_features, weight, bias, out_shift, relu, lanes)
@@ -174,8 +174,10 @@ class DenseEngine(_Validated):
         addr = Signal(range(max(NB * n, 2)))
         m.d.comb += [xr.addr.eq(Cat(j[:jbits], rb)), wr.addr.eq(addr)]
 
-        # A column issued at edge e0 is read at e0, multiplied at e1, accumulated at
-        # e2; its block's sums load the chain at e3: the chain may hold 3 words now.
+        # A column issued at edge e0 is read at e0, registered at e1, multiplied at e2,
+        # accumulated at e3; its block's sums load the chain at e4: the chain may hold
+        # 4 words now.  The operand register keeps the block RAM's clock-to-out (about
+        # 6 ns on ECP5) and the bank multiplexer out of the multiplier's path.
         issue, last = Signal(), Signal()
         inflight = Signal(self.LATENCY - 1)
         can_last = (chain.count <= self.LATENCY - 1) & (inflight == 0)
@@ -198,9 +200,9 @@ class DenseEngine(_Validated):
                             m.next = "WAIT"
 
         # Read data arrives one edge after issue; control follows it.
-        lanes = [Signal(range(D + 1), name=f"lanes{i}") for i in range(3)]
-        m.d.sync += [lanes[0].eq(Mux(b == NB - 1, self._n_out - (NB - 1) * D, D)),
-                     lanes[1].eq(lanes[0]), lanes[2].eq(lanes[1])]
+        lanes = [Signal(range(D + 1), name=f"lanes{i}") for i in range(4)]
+        m.d.sync += [lanes[0].eq(Mux(b == NB - 1, self._n_out - (NB - 1) * D, D))]
+        m.d.sync += [lanes[i].eq(lanes[i - 1]) for i in range(1, 4)]
         v1, l1, f1 = Signal(), Signal(), Signal()
         first = Signal(init=1)
         m.d.sync += [v1.eq(issue), l1.eq(issue & last), f1.eq(issue & first)]
@@ -208,17 +210,22 @@ class DenseEngine(_Validated):
             m.d.sync += first.eq(last)
         v2, l2, f2 = Signal(), Signal(), Signal()
         m.d.sync += [v2.eq(v1), l2.eq(l1), f2.eq(f1)]
+        v3, l3, f3 = Signal(), Signal(), Signal()
+        m.d.sync += [v3.eq(v2), l3.eq(l2), f3.eq(f2)]
+        w_op = Signal(8 * D)
+        x_op = Signal(signed(8))
+        m.d.sync += [w_op.eq(wr.data), x_op.eq(xr.data)]
         accs = []
         for d in range(D):
             prod = Signal(signed(16), name=f"prod{d}")
             acc = Signal(signed(self._acc_width), name=f"acc{d}")
-            m.d.sync += prod.eq(wr.data[8 * d:8 * d + 8].as_signed() * xr.data)
-            with m.If(v2):
-                m.d.sync += acc.eq(Mux(f2, 0, acc) + prod)
+            m.d.sync += prod.eq(w_op[8 * d:8 * d + 8].as_signed() * x_op)
+            with m.If(v3):
+                m.d.sync += acc.eq(Mux(f3, 0, acc) + prod)
             accs.append(acc)
         done = Signal()
-        m.d.sync += done.eq(l2)
-        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done), chain.load_count.eq(lanes[2])]
+        m.d.sync += done.eq(l3)
+        m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done), chain.load_count.eq(lanes[3])]
         connect(m, chain.o, post.i)
         m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
         dropped = Signal()
