@@ -178,23 +178,32 @@ class DenseEngine(_Validated):
         # accumulated at e3; its block's sums load the chain at e4: the chain may hold
         # 4 words now.  The operand register keeps the block RAM's clock-to-out (about
         # 6 ns on ECP5) and the bank multiplexer out of the multiplier's path.
+        # can_last is registered (from the next cycle's chain count and in-flight
+        # flags, as in the PE array) so that the sequencer's enable starts at flops.
         issue, last = Signal(), Signal()
-        inflight = Signal(self.LATENCY - 1)
-        can_last = (chain.count <= self.LATENCY - 1) & (inflight == 0)
-        m.d.sync += inflight.eq(Cat(issue & last, inflight[:-1]))
+        edges = self.LATENCY - 1
+        inflight = Signal(edges)
+        inflight_next = Cat(issue & last, inflight[:-1])
+        m.d.sync += inflight.eq(inflight_next)
+        count_next = Mux(chain.load, chain.load_count, Mux(chain.count != 0, chain.count - 1, 0))
+        can_last = Signal(init=1)
+        m.d.sync += can_last.eq((count_next <= edges) & (inflight_next == 0))
 
+        # last (j == n-1) and last_block (b == NB-1) are flops, set one issue ahead,
+        # so that the issue enable is one LUT after the flops.
+        last_block = Signal()
         with m.FSM():
             with m.State("WAIT"):
                 with m.If(Mux(rb, xfull[1], xfull[0])):
-                    m.d.sync += [j.eq(0), b.eq(0), addr.eq(0)]
+                    m.d.sync += [j.eq(0), b.eq(0), addr.eq(0), last.eq(n == 1), last_block.eq(NB == 1)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [last.eq(j == n - 1), issue.eq(~last | can_last)]
+                m.d.comb += issue.eq(~last | can_last)
                 with m.If(issue):
-                    m.d.sync += [j.eq(j + 1), addr.eq(addr + 1)]
+                    m.d.sync += [j.eq(j + 1), addr.eq(addr + 1), last.eq(j == n - 2)]
                     with m.If(last):
-                        m.d.sync += [j.eq(0), b.eq(b + 1)]
-                        with m.If(b == NB - 1):
+                        m.d.sync += [j.eq(0), b.eq(b + 1), last.eq(n == 1), last_block.eq(b == NB - 2)]
+                        with m.If(last_block):
                             m.d.comb += x_clr.eq(Cat(~rb, rb))
                             m.d.sync += [b.eq(0), rb.eq(~rb)]
                             m.next = "WAIT"
