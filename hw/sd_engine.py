@@ -9,7 +9,7 @@ Three processes run concurrently, handing over double-buffered banks::
 
     loader   in cycles per vector      x -> x bank (k int8 per word)
     basis    in cycles per tile        z_t = satz(rshift(B_t x)) -> z bank
-             (tiles back to back; 5 edges of pipeline)
+             (tiles back to back; 6 edges of pipeline)
     issue    one cycle per code entry  z[col] and P codes -> PE array
              of the tile (+ stalls, + 3)
     drain    P/C cycles per row block, overlapping the next block

@@ -31,9 +31,12 @@ def configure(parser):
     parser.add_argument("--k", type=int, help="basis group size (smartdeal) or circulant block size (circulant)")
     parser.add_argument("--tiles", type=int, help="T: output-row tiles with their own basis (smartdeal)")
     parser.add_argument("--criterion", choices=("magnitude", "reweighted-l1"), help="block pruning criterion")
-    parser.add_argument("--break-even", metavar="JSON",
-                        help='per-layer break-even pruning ratios, e.g. \'{"fc2": 0.6}\': a layer whose '
-                             "target sparsity is below its break-even stays unpruned (admm)")
+    parser.add_argument("--break-even", metavar="auto|JSON",
+                        help='per-layer break-even pruning ratios, e.g. \'{"fc2": 0.6}\', or "auto" for those of '
+                             "the hardware cycle model (P = --block PEs against --dense-lanes MACs): a layer whose "
+                             "target sparsity is below its break-even stays unpruned (smartdeal, admm)")
+    parser.add_argument("--dense-lanes", type=int, metavar="D",
+                        help="with --break-even auto: MAC lanes of the dense engine compared against (default 8)")
     parser.add_argument("--sentences", type=int, default=64, help="minilm: held-out sentences to evaluate")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -45,7 +48,15 @@ def _overrides(args):
         v = getattr(args, key)
         if v is not None:
             o[key] = v
-    if args.break_even:
+    if args.dense_lanes is not None:
+        if args.break_even != "auto":
+            raise SparrowError("--dense-lanes: only used with --break-even auto")
+        if args.dense_lanes < 1:
+            raise SparrowError(f"--dense-lanes must be a positive integer, not {args.dense_lanes}")
+        o["dense_lanes"] = args.dense_lanes
+    if args.break_even == "auto":
+        o["break_even"] = "auto"
+    elif args.break_even:
         try:
             be = json.loads(args.break_even)
         except json.JSONDecodeError as exc:

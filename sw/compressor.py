@@ -273,9 +273,9 @@ def convert(model, method, cfg, input_shape, input_exp, name="model"):
             names[id(m)] = f"{p}{counts[p]}"
 
         def block_of(m, n_in, n_out):
-            sizes = SimpleNamespace(in_features=n_in, out_features=n_out)
-            return (_sd_params(n_in, n_out, cfg, k=1, name=names[id(m)])["block"],
-                    _layer_density(cfg, sizes, names[id(m)], tw))
+            sp = _sd_params(n_in, n_out, cfg, k=1, name=names[id(m)])
+            sizes = SimpleNamespace(in_features=n_in, out_features=n_out, block=sp["block"], tiles=sp["tiles"])
+            return sp["block"], _layer_density(cfg, sizes, names[id(m)], tw)
         _permute_for_blocks(seq, block_of)
     mods, counts = [], {}
     for m, relu in seq:
@@ -353,14 +353,25 @@ def _layer_density(cfg, m, name, total_weights):
     Small layers (fewer than ``small_fraction`` of the model's weights) keep at
     least ``small_density``: they cost little storage and much accuracy.  A
     layer whose target sparsity 1 - d is below its break-even pruning ratio
-    (``break_even``: {name: ratio}, from the hardware cycle model) stays dense.
+    stays dense: ``break_even`` is {name: ratio}, or "auto" for the ratios of
+    the hardware cycle model (:func:`sparrow.hw.cycle_model.break_even_ratio`:
+    P = the layer's block, ``dense_lanes`` (default 8) MACs, ``out_lanes``
+    (default 1); recorded in ``break_even_ratios``).
     """
     dens = cfg.get("density", 0.1)
     if isinstance(dens, dict):
         dens = dens.get(name, dens.get("default", 0.1))
     elif m.in_features * m.out_features < cfg.get("small_fraction", 0.1) * total_weights:
         dens = max(dens, cfg.get("small_density", 0.5))
-    be = (cfg.get("break_even") or {}).get(name)
+    spec = cfg.get("break_even")
+    if spec == "auto":
+        from ..hw.cycle_model import break_even_ratio
+        from ..hw.dense_engine import DENSE_LANES
+        be = break_even_ratio(m.in_features, m.out_features, m.block, cfg.get("dense_lanes", DENSE_LANES),
+                              cfg.get("out_lanes", 1), m.tiles)
+        cfg.setdefault("break_even_ratios", {})[name] = be
+    else:
+        be = (spec or {}).get(name)
     if be is not None and 1.0 - dens < be:
         return 1.0
     return dens

@@ -1,0 +1,81 @@
+"""Cycle model of the sd_linear and dense_linear engines, and break-even pruning ratios.
+
+Cycles per input vector in steady state (vectors back to back), as in
+docs/design-sd.md:
+
+* SD engine (P PEs, C output lanes, T basis tiles)::
+
+      max(in, T*in + 1, ceil(out/C), sum over row blocks of max(entries_b, rows_b/C) + 4*T)
+
+  ``entries_b`` is the number of columns with a nonzero in block b (at least
+  1); a layer pruned in P x 1 blocks to block density d has about
+  ``max(1, d*in)`` per block.
+* dense engine (D MAC lanes, one int8 out per cycle):
+  ``max(ceil(out/D) * in + 1, out + ceil(out/D))``.
+
+The break-even pruning ratio of a layer (ADMM-NN) is the smallest sparsity
+(fraction of P x 1 blocks removed) at which the SD engine is at least as fast
+as the dense engine on the same layer; pruning a layer less than that buys no
+speed, so the compressor keeps such a layer dense.
+
+The SD formula is a model: tests/test_cycle_model.py holds it within 15% of
+RTL simulation on array- and drain-bound layers (stalls on the drain chain
+cost a little more than ``rows_b/C`` per block).  With the layers' actual
+``entries_b`` these formulas give the simulated cycles of the benchmark
+layers exactly (bench/bench_sd.py: 97 and 1345 on the UP5K, 129 and 1548 on
+the ECP5-85F).
+"""
+
+import math
+
+from .pe import _check_int
+
+__all__ = ["sd_cycles", "dense_cycles", "break_even_ratio"]
+
+
+def _check_density(density):
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 <= density <= 1.0:
+        raise ValueError(f"Block density must be a number in [0, 1], not {density!r}")
+
+
+def sd_cycles(n_in, n_out, density, pes, out_lanes=1, tiles=1):
+    """Steady-state cycles per vector of the SD engine on a layer of block density ``density``."""
+    _check_int(n_in, "Input count", 1, 1 << 20)
+    _check_int(n_out, "Output count", 1, 1 << 20)
+    _check_int(pes, "PE count", 1, 4096)
+    _check_int(out_lanes, "Output lane count", 1, 64)
+    _check_int(tiles, "Tile count", 1, 1 << 20)
+    _check_density(density)
+    if n_out % tiles:
+        raise ValueError(f"Tile count {tiles} does not divide output count {n_out}")
+    rows = n_out // tiles
+    array = 0
+    for _ in range(tiles):
+        for start in range(0, rows, pes):
+            rows_b = min(pes, rows - start)
+            array += max(max(1, math.ceil(density * n_in)), math.ceil(rows_b / out_lanes))
+    return max(n_in, tiles * n_in + 1, math.ceil(n_out / out_lanes), array + 4 * tiles)
+
+
+def dense_cycles(n_in, n_out, lanes):
+    """Steady-state cycles per vector of the dense engine with ``lanes`` MAC lanes."""
+    _check_int(n_in, "Input count", 1, 1 << 20)
+    _check_int(n_out, "Output count", 1, 1 << 20)
+    _check_int(lanes, "Dense lane count", 1, 4096)
+    blocks = math.ceil(n_out / lanes)
+    return max(blocks * n_in + 1, n_out + blocks)
+
+
+def break_even_ratio(n_in, n_out, pes, dense_lanes, out_lanes=1, tiles=1, steps=1000):
+    """Smallest sparsity (on a grid of 1/steps) at which the SD engine is no slower than dense.
+
+    0.0: the SD engine wins even unpruned; 1.0: it never wins (the layer
+    should stay dense).
+    """
+    _check_int(steps, "Step count", 1, 1 << 20)
+    target = dense_cycles(n_in, n_out, dense_lanes)
+    for i in range(steps + 1):
+        sparsity = i / steps
+        if sd_cycles(n_in, n_out, 1.0 - sparsity, pes, out_lanes, tiles) <= target:
+            return sparsity
+    return 1.0
