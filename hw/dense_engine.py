@@ -210,7 +210,7 @@ class DenseEngine(_Validated):
 
         # Read data arrives one edge after issue; control follows it.
         lanes = [Signal(range(D + 1), name=f"lanes{i}") for i in range(4)]
-        m.d.sync += [lanes[0].eq(Mux(b == NB - 1, self._n_out - (NB - 1) * D, D))]
+        m.d.sync += [lanes[0].eq(Mux(last_block, self._n_out - (NB - 1) * D, D))]
         m.d.sync += [lanes[i].eq(lanes[i - 1]) for i in range(1, 4)]
         v1, l1, f1 = Signal(), Signal(), Signal()
         first = Signal(init=1)

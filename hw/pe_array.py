@@ -429,19 +429,14 @@ class OutputStage(_Validated):
         # Edge 1: sums and bias word (and previous snapshots) arrive together; then
         # (running only) the snapshot difference; then add; then shift/clamp.
         v1 = Signal()
-        m.d.sync += v1.eq(keep)
+        snap = Signal(C * aw)
+        m.d.sync += [v1.eq(keep), snap.eq(self.i.payload)]
         if self._running:
             m.submodules.prev = prev = Memory(shape=C * aw, depth=L, init=[])
             pw, pr = prev.write_port(), prev.read_port()    # read port: old value on a write
-            snap = Signal(C * aw)
-            m.d.sync += snap.eq(self.i.payload)
             m.d.comb += [pr.addr.eq(lane), pw.addr.eq(lane), pw.data.eq(self.i.payload),
                          pw.en.eq(self.i.valid)]
-        else:
-            snap = Signal(C * aw)
-            m.d.sync += snap.eq(self.i.payload)
-        if self._running:
-            # Edge 2 (running only): the block sums and the bias word, registered.
+            # Edge 2: the block sums (acc1, below) and the bias word, registered.
             bias_word = Signal(C * bw)
             v_sub = Signal()
             m.d.sync += [bias_word.eq(rd.data), v_sub.eq(v1)]
