@@ -22,18 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 PARTS = ("error", "cycles", "fpga", "sw")
 
 
 def _bc_layer(rng, n_in, n_out, k, name="bc"):
-    from ..sw.randmodel import random_layer
+    from sparrow.sw.randmodel import random_layer
     return random_layer("bc_linear", rng, name=name, in_=n_in, out=n_out, k=k)
 
 
 def part_error(seed=0, layers=12, vectors=64):
-    from ..sw import golden, golden_bc
+    from sparrow import fixedfft as golden_bc
+    from sparrow.sw import golden
     rng = np.random.default_rng(seed)
     print("\n## bc_linear fixed-point datapath vs ideal (|golden - ideal| in output LSB)\n")
     print("| k | outputs | exact | 1 LSB | 2 LSB | >2 LSB | within 1 LSB | saturated (ideal) |")
@@ -61,8 +62,8 @@ def part_error(seed=0, layers=12, vectors=64):
 
 def _dense_from_bc(lay):
     """A dense_linear layer with the same shape, weights (the expanded circulant), bias, shift."""
-    from ..modeldir import Layer
-    from ..sw.golden import bc_dense_weight
+    from sparrow.modeldir import Layer
+    from sparrow.sw.golden import bc_dense_weight
     a = lay.attrs
     return Layer("dense", "dense_linear", {"in": a["in"], "out": a["out"], "out_shift": a["out_shift"],
                                            "relu": a["relu"]},
@@ -70,9 +71,10 @@ def _dense_from_bc(lay):
 
 
 def part_cycles(n=256, k=16, vectors=2, simulator="verilator"):
-    from ..hw.bc_engine import BCEngine, bc_cycles
-    from ..sw import golden, golden_bc
-    from ..tb.model_sim import run_engine
+    from sparrow.hw.bc_engine import BCEngine, bc_cycles
+    from sparrow import fixedfft as golden_bc
+    from sparrow.sw import golden
+    from sparrow.tb.model_sim import run_engine
     rng = np.random.default_rng(1)
     lay = _bc_layer(rng, n, n, k)
     x = rng.integers(-128, 128, size=(vectors, n))
@@ -80,7 +82,7 @@ def part_cycles(n=256, k=16, vectors=2, simulator="verilator"):
                              label="bc", name="bench_bc_engine")
     out = {"bc": bc_total / vectors, "bc_model": bc_cycles(k, n, n)}
     try:
-        from ..hw.dense_engine import DenseEngine
+        from sparrow.hw.dense_engine import DenseEngine
         dense = _dense_from_bc(lay)
         _, d_total = run_engine(DenseEngine.from_layer(dense), x, simulator,
                                 expected=golden.dense_linear_forward(dense, x), label="dense",
@@ -101,8 +103,8 @@ def _flat_fft(k):
     from amaranth.hdl import Module
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
-    from ..hw.fft import FFTUnit, load_layout, result_layout
-    from ..sw.golden_bc import log2k, E_MAX
+    from sparrow.hw.fft import FFTUnit, load_layout, result_layout
+    from sparrow.fixedfft import log2k, E_MAX
 
     class FlatFFT(wiring.Component):
         def __init__(self):
@@ -126,13 +128,13 @@ def _flat_fft(k):
 
 
 def part_fpga(boards, n=256, k=16, seed=1, out_dir="build/bench/bc", cycles=None, dense=True):
-    from ..fpga.build import build_design
-    from ..hw.bc_engine import BCEngine, bc_cycles
+    from sparrow.fpga.build import build_design
+    from sparrow.hw.bc_engine import BCEngine, bc_cycles
     rng = np.random.default_rng(1)
     lay = _bc_layer(rng, n, n, k)
     designs = [(f"fft{k}", lambda: _flat_fft(k)), (f"bc_engine_{n}_k{k}", lambda: BCEngine(lay))]
     try:
-        from ..hw.dense_engine import DenseEngine
+        from sparrow.hw.dense_engine import DenseEngine
         if not dense:
             raise ImportError
         designs.append((f"dense_engine_{n}", lambda: DenseEngine.from_layer(_dense_from_bc(lay))))

@@ -10,16 +10,16 @@ the harness's fixed part (LFSR, XOR tree root) cancels out.
 import argparse
 from pathlib import Path
 
-from .. import SparrowError
-from ..fpga.boards import get_board
+from sparrow import SparrowError
+from sparrow.fpga.boards import get_board
 
 DEFAULT_PES = {"ice40": "8,24,40", "ecp5": "64,128,256"}
 
 
 def measure(board, pes_list, seed, out):
-    from ..fpga.build import build_design
-    from ..fpga.pe_array_bench import PEArrayBench
-    from ..hw.pe import ShiftAddPE
+    from sparrow.fpga.build import build_design
+    from sparrow.fpga.pe_array_bench import PEArrayBench
+    from sparrow.hw.pe import ShiftAddPE
     rows = []
     spec = get_board(board)
     lut = "lc" if spec.family == "ice40" else "lut"

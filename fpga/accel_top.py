@@ -8,7 +8,7 @@ these rates.  LED 0 shows ``error``, LED 1 ``busy`` (where the board has two).
 
 from amaranth.hdl import Elaboratable, Module
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = ["AcceleratorTop", "accelerator_design", "fit_dense_lanes"]
 
@@ -18,8 +18,8 @@ def accelerator_design(model, board, baud=115200, pes=8):
 
     The clock MHz is the board's oscillator: the build's timing target.
     """
-    from .boards import get_board
-    from .protocol import model_id
+    from sparrow.fpga.boards import get_board
+    from sparrow.protocol import model_id
     top = AcceleratorTop(model, get_board(board), baud, pes)
     mhz = top.clk_hz / 1e6
     extra = {"model": model.name, "pes": pes, "design_kind": "accelerator", "baud": baud,
@@ -36,7 +36,7 @@ def fit_dense_lanes(model, board):
     (:func:`~sparrow.hw.engines.multipliers`); the dense engines split the
     rest evenly, at least one lane and at most 8 each.
     """
-    from ..hw.engines import multipliers
+    from sparrow.hw.engines import multipliers
     dense = [l for l in model.layers if l.kind == "dense_linear"]
     if not dense:
         return None
@@ -53,8 +53,8 @@ class AcceleratorTop(Elaboratable):
     """
 
     def __init__(self, model, board, baud=115200, pes=8, dense_lanes=None):
-        from ..hw.accel import Accelerator
-        from ..hw.uart import uart_divisor
+        from sparrow.hw.accel import Accelerator
+        from sparrow.hw.uart import uart_divisor
         platform = board.platform_class()()
         if ("uart", 0) not in platform.resources:
             raise SparrowError(f"{board.name} has no UART resource for the host link "

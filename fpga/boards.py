@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = ["Board", "BOARDS", "get_board"]
 

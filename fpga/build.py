@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from .. import SparrowError
-from ..toolchain import TOOLS, activate
-from .boards import get_board
-from .harness import Harness
-from .report import parse_nextpnr_report, count_ice40_ffs, summarise
+from sparrow import SparrowError
+from sparrow.toolchain import TOOLS, activate
+from sparrow.fpga.boards import get_board
+from sparrow.fpga.harness import Harness
+from sparrow.fpga.report import parse_nextpnr_report, count_ice40_ffs, summarise
 
 __all__ = ["build_design", "tool_versions"]
 

@@ -1,4 +1,4 @@
-"""``sparrow flash``: load a bitstream onto a board with openFPGALoader.
+"""Loading a bitstream onto a board with openFPGALoader (``sparrow flash``).
 
 ``PATH`` is either a build report (``<name>.report.json`` from ``sparrow
 build``: the board and the bitstream beside it are taken from it) or a
@@ -21,9 +21,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from .. import SparrowError
+from sparrow import SparrowError
 
-__all__ = ["configure", "run", "flash_command", "resolve_target"]
+__all__ = ["flash_command", "resolve_target", "program"]
 
 _LOADER_BOARD = {"ice40": {"icebreaker": "ice40_generic"},
                  "ecp5": {"ulx3s-12f": "ulx3s", "ulx3s-85f": "ulx3s",
@@ -31,21 +31,9 @@ _LOADER_BOARD = {"ice40": {"icebreaker": "ice40_generic"},
 _EXTENSION = {"ice40": ".bin", "ecp5": ".bit"}
 
 
-def configure(parser):
-    from .boards import BOARDS
-    parser.add_argument("path", metavar="PATH",
-                        help="a build report (<name>.report.json) or a bitstream (.bin iCE40, .bit ECP5)")
-    parser.add_argument("--board", default=None, metavar="BOARD",
-                        help=f"target board when PATH is a bitstream: {', '.join(BOARDS)}")
-    parser.add_argument("--flash", action="store_true",
-                        help="ULX3S: write the SPI flash (kept at power-off) instead of SRAM")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the openFPGALoader command instead of running it")
-
-
 def resolve_target(path, board=None):
     """``(Board, bitstream Path)`` for a report or a bitstream; SparrowError on anything wrong."""
-    from .boards import get_board
+    from sparrow.fpga.boards import get_board
     path = Path(path)
     if not path.is_file():
         raise SparrowError(f"{path}: no such file")
@@ -74,21 +62,20 @@ def resolve_target(path, board=None):
 
 def flash_command(spec, bitstream, to_flash=False):
     """The openFPGALoader argument list for ``bitstream`` on board ``spec``."""
-    from ..toolchain import activate
+    from sparrow.toolchain import activate
     cmd = [activate()["OPENFPGALOADER"], "-b", _LOADER_BOARD[spec.family][spec.name]]
     if to_flash and spec.name.startswith("ulx3s"):
         cmd.append("-f")
     return cmd + [str(bitstream)]
 
 
-def run(args):
-    spec, bitstream = resolve_target(args.path, args.board)
-    if args.flash and not spec.name.startswith("ulx3s"):
-        raise SparrowError(f"--flash: {spec.name} is always programmed into its flash; drop --flash")
-    cmd = flash_command(spec, bitstream, args.flash)
-    if args.dry_run:
-        print(" ".join(cmd))
-        return 0
+def program(spec, bitstream, to_flash=False):
+    """Run openFPGALoader to load ``bitstream`` onto the board ``spec``.
+
+    Raises SparrowError (one line: the board, the bitstream, openFPGALoader's
+    reason) when it cannot run or the board refuses.
+    """
+    cmd = flash_command(spec, bitstream, to_flash)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except OSError as exc:
@@ -101,5 +88,3 @@ def run(args):
         raise SparrowError(f"openFPGALoader could not program the {spec.name} "
                            f"({spec.device}) with {bitstream.name}: {why}; is the board plugged in "
                            f"and its USB device readable?")
-    print(f"flashed {bitstream} onto the {spec.name} ({spec.device})")
-    return 0

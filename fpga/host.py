@@ -1,6 +1,6 @@
-"""Host driver for a board running a sparrow accelerator, and ``sparrow run``.
+"""Host driver for a board running a sparrow accelerator (``sparrow run``).
 
-:class:`Device` talks :mod:`sparrow.fpga.protocol` over a serial port
+:class:`Device` talks :mod:`sparrow.protocol` over a serial port
 (pyserial; a device path or any pyserial URL such as ``socket://host:port``):
 ``identify()``, ``status()``, ``run(x)``.  ``sparrow run DIR --port PORT
 --inputs X.npy --out Y.npy`` checks that the board runs the model directory
@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from .. import SparrowError
-from . import protocol as P
+from sparrow import SparrowError
+from sparrow import protocol as P
 
-__all__ = ["Device", "configure", "run"]
+__all__ = ["Device", "SimulatedBoard", "run_model_on_board"]
 
 
 class Device:
@@ -92,25 +92,6 @@ class Device:
         return np.array(y, dtype=np.int8), cycles
 
 
-def configure(parser):
-    parser.add_argument("model", metavar="DIR", help="the model directory the board was built from")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--port", help="serial port of the board (e.g. /dev/ttyUSB1, or a pyserial "
-                                      "URL such as socket://host:port)")
-    where.add_argument("--sim", choices=("verilator", "icarus"),
-                       help="no board: run the accelerator's RTL in this simulator and drive it "
-                            "over a local socket")
-    parser.add_argument("--pes", type=int, default=8,
-                        help="--sim: PEs of each sd_linear engine (default 8; a board runs what "
-                             "it was built with)")
-    parser.add_argument("--inputs", required=True, metavar="X.npy",
-                        help="int8 inputs [N, *input shape] or [N, input size]")
-    parser.add_argument("--out", required=True, metavar="Y.npy", help="where to write the int8 outputs")
-    parser.add_argument("--baud", type=int, default=115200, help="UART baud rate (default 115200)")
-    parser.add_argument("--timeout", type=float, default=1.0,
-                        help="seconds to wait for each reply (default 1)")
-
-
 class SimulatedBoard:
     """The accelerator's RTL under cocotb in a background thread, reachable at :attr:`port`."""
 
@@ -121,9 +102,9 @@ class SimulatedBoard:
         import tempfile
         import threading
         from pathlib import Path
-        from ..hw.accel import Accelerator
-        from ..tb.model_sim import sim_verilog
-        from ..tb.runner import project_build_dir, run_cocotb
+        from sparrow.hw.accel import Accelerator
+        from sparrow.tb.model_sim import sim_verilog
+        from sparrow.tb.runner import project_build_dir, run_cocotb
         if not 1 <= pes <= 1024:
             raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
         accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, pes)
@@ -165,23 +146,24 @@ class SimulatedBoard:
             raise SparrowError(f"simulated board: {self.error}")
 
 
-def run(args):
-    from ..modeldir import load_model
-    from ..sw.golden_cmd import load_inputs, save_npy_atomic
-    from ..hw.engines import check_engine_kinds
-    model = load_model(args.model)
+def run_model_on_board(model, x, *, port=None, sim=None, pes=8, baud=115200, timeout=1.0,
+                       progress=None):
+    """Run int8 vectors ``x`` [N, input size] on the board at ``port`` (or the RTL under ``sim``).
+
+    Checks first that the board runs ``model`` (sizes, layer count and model
+    id).  Returns ``(y int8 [N, out], cycles per vector, seconds over the link,
+    identity dict)``; ``progress(done, total)`` is called after each vector.
+    """
+    from sparrow.hw.engines import check_engine_kinds
     check_engine_kinds(model)
-    x = load_inputs(args.inputs)
     n = len(x)
     x = np.asarray(x).reshape(n, -1)
-    board, port, timeout = None, args.port, args.timeout
-    if args.sim:
-        print(f"[run] starting the {args.sim} simulation of {model.name}'s accelerator "
-              f"(compiles on first use)", file=sys.stderr, flush=True)
-        board = SimulatedBoard(model, args.sim, args.pes)
+    board = None
+    if sim:
+        board = SimulatedBoard(model, sim, pes)
         port = board.wait_port()
         timeout = max(timeout, 30.0)       # simulated time runs far slower than a board's
-    dev = Device(port, args.baud, timeout=timeout)
+    dev = Device(port, baud, timeout=timeout)
     try:
         ident = dev.identify()
         want = {"in_size": model.layers[0].attrs["in"], "out_size": model.layers[-1].attrs["out"],
@@ -189,9 +171,9 @@ def run(args):
         diff = [f"{k} {ident[k]} (model {v})" for k, v in want.items() if ident[k] != v]
         if diff:
             raise SparrowError(f"the board on {port} runs another model: {', '.join(diff)}; "
-                               f"build and flash {args.model} first")
+                               f"build and flash {model.name} first")
         if x.shape[1] != ident["in_size"]:
-            raise SparrowError(f"{args.inputs}: vectors of {x.shape[1]} values, the model takes "
+            raise SparrowError(f"inputs are vectors of {x.shape[1]} values, the model takes "
                                f"{ident['in_size']}")
         y = np.zeros((n, ident["out_size"]), dtype=np.int8)
         cycles = []
@@ -199,19 +181,12 @@ def run(args):
         for v in range(n):
             y[v], c = dev.run(x[v], ident["out_size"])
             cycles.append(c)
-            if sys.stderr.isatty() or v + 1 == n or (v + 1) % 100 == 0:
-                print(f"\r[run] {v + 1}/{n} vectors", end="" if v + 1 < n else "\n",
-                      file=sys.stderr, flush=True)
+            if progress:
+                progress(v + 1, n)
         seconds = time.monotonic() - start
     finally:
         dev.close()
         if board is not None:
             board.close()
-    save_npy_atomic(args.out, y)
-    mean = float(np.mean(cycles)) if cycles else 0.0
-    where = f"the {args.sim} simulation" if args.sim else port
-    clock = f" = {1e6 * mean / ident['clk_hz']:.1f} us at {ident['clk_hz'] / 1e6:g} MHz" \
-        if not args.sim else ""
-    print(f"run: {model.name}: {n} vectors on {where} -> {args.out} (int8 {list(y.shape)}); "
-          f"{mean:.0f} cycles per vector on the device{clock}; {seconds:.1f} s over the link")
-    return 0
+    return y, cycles, seconds, ident
+

@@ -10,7 +10,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hw.pe import ShiftAddPE
+from sparrow.hw.pe import ShiftAddPE
 
 __all__ = ["PEArrayBench"]
 

@@ -6,7 +6,7 @@
         (CRC-16 check, timeout)    (RAM, in B)                                                   │
   tx <─ UARTTx <─ reply framer (CRC-16) <─ identify ROM | status/counters | outputs + cycles ─────┘
 
-The host protocol (frames, commands, CRC) is :mod:`sparrow.fpga.protocol`
+The host protocol (frames, commands, CRC) is :mod:`sparrow.protocol`
 (docs/host.md).  One vector is in flight at a time: an ``R`` frame is
 received whole and its CRC checked before the input buffer streams into the
 first engine, and the reply leaves before the next frame is parsed; bytes that
@@ -23,10 +23,10 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Component, In, Out
 
-from .. import SparrowError
-from ..fpga import protocol as P
-from .engines import check_engine_kinds, engine_for_layer
-from .uart import UARTRx, UARTTx
+from sparrow import SparrowError
+from sparrow import protocol as P
+from sparrow.hw.engines import check_engine_kinds, engine_for_layer
+from sparrow.hw.uart import UARTRx, UARTTx
 
 __all__ = ["Accelerator", "crc16_step"]
 
@@ -88,7 +88,7 @@ class Accelerator(Component):
     busy : Out(1)
         A frame is being received, run or answered.
     error : Out(1)
-        Any status flag is set (see :data:`sparrow.fpga.protocol.FLAGS`).
+        Any status flag is set (see :data:`sparrow.protocol.FLAGS`).
     """
 
     def __init__(self, model, clk_hz, divisor, pes=8, dense_lanes=None):

@@ -12,8 +12,8 @@ from amaranth.hdl import Module, Signal, signed, Cat
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import _check_int
-from .pe_array import _Validated
+from sparrow.hw.pe import _check_int
+from sparrow.hw.pe_array import _Validated
 
 __all__ = ["BasisUnit", "basis_image", "BASIS_LATENCY"]
 

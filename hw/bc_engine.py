@@ -1,7 +1,7 @@
 """The bc_linear engine: FFT of the input blocks, frequency-domain complex MAC, IFFT.
 
 :class:`BCEngine` runs one block-circulant layer exactly as
-:func:`sparrow.sw.golden_bc.bc_linear_forward` specifies (docs/format.md,
+:func:`sparrow.fixedfft.bc_linear_forward` specifies (docs/format.md,
 "bc_linear: the fixed-point FFT datapath"); docs/design-fft.md draws the
 datapath and gives the schedule and the cycle model :func:`bc_cycles`.
 
@@ -21,7 +21,7 @@ Per input vector (k = 2**L, H = k/2 + 1 bins, nb = in/k, nbo = out/k):
    (block 2q+1).
 
 The weight spectra and adjusted biases are ROM contents computed by
-:func:`sparrow.sw.golden_bc.layer_constants`; :func:`write_images` writes
+:func:`sparrow.fixedfft.layer_constants`; :func:`write_images` writes
 them as memory images for ``sparrow generate``.
 """
 
@@ -35,9 +35,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw import golden_bc as G
-from .fft import FFTUnit, fft_cycles
-from .cmac import ComplexMAC, CMAC_LATENCY, cmac_min_acc_width
+from sparrow import fixedfft as G
+from sparrow.hw.fft import FFTUnit, fft_cycles
+from sparrow.hw.cmac import ComplexMAC, CMAC_LATENCY, cmac_min_acc_width
 
 __all__ = ["BCEngine", "bc_cycles", "bin_order", "write_images", "memory_images", "spectra_images"]
 
@@ -162,7 +162,7 @@ def write_images(layer, out_dir):
     JSON names widths, depths, layouts and the datapath constants.  Returns
     the list of written paths.
     """
-    from .images import write_images as write_hex
+    from sparrow.hw.images import write_images as write_hex
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     described = write_hex(memory_images(layer), out_dir, layer.name)
@@ -177,7 +177,7 @@ def write_images(layer, out_dir):
 
 
 class BCEngine(wiring.Component):
-    """bc_linear on the RTL, bit-exact with :func:`sparrow.sw.golden_bc.bc_linear_forward`.
+    """bc_linear on the RTL, bit-exact with :func:`sparrow.fixedfft.bc_linear_forward`.
 
     Parameters
     ----------
@@ -205,7 +205,7 @@ class BCEngine(wiring.Component):
     """
 
     def __init__(self, layer):
-        from ..modeldir import Layer
+        from sparrow.modeldir import Layer
         if not isinstance(layer, Layer) or layer.kind != "bc_linear":
             _reject(self, TypeError(f"Layer must be a bc_linear sparrow.modeldir.Layer, not {layer!r}"))
         a, p = layer.attrs, layer.params

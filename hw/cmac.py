@@ -6,15 +6,15 @@ X and one W per lane.  Lane 0 multiplies on its own four registered 16x16
 products (DSP tiles); lane 1 uses an external complex multiplier (``ext_op`` ->
 ``ext_res``, three edges: in the engine, the FFT unit's multiplier, idle during
 the MAC).  When a sum closes it emits ``clamp(rshift(Y, shift))`` per lane: the
-rounding shift ``s1`` and the clamp of :func:`sparrow.sw.golden_bc.cmac`.
+rounding shift ``s1`` and the clamp of :func:`sparrow.fixedfft.cmac`.
 """
 
 from amaranth.hdl import Module, Signal, Mux, signed
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
-from ..sw.golden_bc import DATA_BITS
-from .fft import MUL_LATENCY, mul_op_layout, mul_res_layout
+from sparrow.fixedfft import DATA_BITS
+from sparrow.hw.fft import MUL_LATENCY, mul_op_layout, mul_res_layout
 
 __all__ = ["ComplexMAC", "CMAC_LATENCY", "cmac_min_acc_width", "operand_layout", "result_layout"]
 

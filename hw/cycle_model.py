@@ -28,7 +28,7 @@ the ECP5-85F).
 
 import math
 
-from .pe import _check_int
+from sparrow.hw.pe import _check_int
 
 __all__ = ["sd_cycles", "dense_cycles", "break_even_ratio"]
 

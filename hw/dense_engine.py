@@ -17,8 +17,8 @@ from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from .pe import _check_int
-from .pe_array import _Validated, DrainChain, OutputStage
+from sparrow.hw.pe import _check_int
+from sparrow.hw.pe_array import _Validated, DrainChain, OutputStage
 
 __all__ = ["DenseEngine", "dense_image", "dense_acc_width", "DENSE_LANES"]
 

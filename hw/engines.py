@@ -4,7 +4,7 @@ One place maps a layer kind to its Amaranth engine, for ``sparrow generate``,
 ``sparrow sim``, ``sparrow build`` and the demo.
 """
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = ["ENGINE_KINDS", "engine_for_layer", "check_engine_kinds", "multipliers"]
 
@@ -18,13 +18,13 @@ def engine_for_layer(layer, pes=8, dense_lanes=None):
     ones (MAC lanes, default :data:`~sparrow.hw.dense_engine.DENSE_LANES`).
     """
     if layer.kind == "sd_linear":
-        from .sd_engine import SDEngine
+        from sparrow.hw.sd_engine import SDEngine
         return SDEngine.from_layer(layer, pes)
     if layer.kind == "dense_linear":
-        from .dense_engine import DenseEngine, DENSE_LANES
+        from sparrow.hw.dense_engine import DenseEngine, DENSE_LANES
         return DenseEngine.from_layer(layer, dense_lanes or DENSE_LANES)
     if layer.kind == "bc_linear":
-        from .bc_engine import BCEngine
+        from sparrow.hw.bc_engine import BCEngine
         return BCEngine(layer)
     raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
                        f"(supported: {', '.join(ENGINE_KINDS)})")

@@ -1,6 +1,6 @@
 """In-place radix-2 fixed-point FFT/IFFT unit for the block-circulant engine.
 
-:class:`FFTUnit` computes exactly :func:`sparrow.sw.golden_bc.fft_int`: a
+:class:`FFTUnit` computes exactly :func:`sparrow.fixedfft.fft_int`: a
 k-point (k = 4..64) decimation-in-time FFT on 16-bit complex data with Q1.14
 twiddles from ROM, one rounding per butterfly output, no scaling in the
 forward direction, a halving shift per stage in the inverse direction, and a
@@ -21,7 +21,7 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw.golden_bc import DATA_BITS, TW_FRAC, ZBUF_BITS, E_MAX, twiddles, log2k
+from sparrow.fixedfft import DATA_BITS, TW_FRAC, ZBUF_BITS, E_MAX, twiddles, log2k
 
 __all__ = ["FFTUnit", "FFT_PIPELINE", "MUL_LATENCY", "fft_cycles", "load_layout", "result_layout",
            "mul_op_layout", "mul_res_layout"]

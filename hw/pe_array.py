@@ -25,7 +25,7 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import ShiftAddPE, RunningPE, PE_LATENCY, _check_int
+from sparrow.hw.pe import ShiftAddPE, RunningPE, PE_LATENCY, _check_int
 
 __all__ = ["code_width", "encode_code", "DrainChain", "PEArray", "OutputStage", "rshift_sat"]
 

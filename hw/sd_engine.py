@@ -30,9 +30,9 @@ from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from .basis import BasisUnit, basis_image
-from .pe import _check_int, pe_min_acc_width
-from .pe_array import _Validated, PEArray, OutputStage, code_width, encode_code
+from sparrow.hw.basis import BasisUnit, basis_image
+from sparrow.hw.pe import _check_int, pe_min_acc_width
+from sparrow.hw.pe_array import _Validated, PEArray, OutputStage, code_width, encode_code
 
 __all__ = ["SDEngine", "sd_program", "sd_acc_width", "EXP_BITS"]
 

@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream
 from amaranth.lib.wiring import Component, In, Out
 
-from .pe import _check_int
+from sparrow.hw.pe import _check_int
 
 __all__ = ["UARTRx", "UARTTx", "uart_divisor"]
 

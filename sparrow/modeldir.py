@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import SparrowError
+from sparrow import SparrowError
 
 __all__ = [
     "FORMAT", "VERSION", "KINDS", "LINEAR_KINDS", "CONV_KINDS", "PARAM_KINDS",

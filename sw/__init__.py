@@ -12,18 +12,18 @@ _LAYERS = ("SDLinear", "SDConv2d", "BCLinear", "BCConv2d", "QLinear", "QConv2d")
 
 def compress(model, config, data=None, progress=None):
     """Compress an fp32 ``nn.Sequential`` (see :func:`sparrow.sw.compressor.compress`)."""
-    from .compressor import compress as _compress
+    from sparrow.sw.compressor import compress as _compress
     return _compress(model, config, data, progress)
 
 
 def export_model(qm, name=None, meta=None):
     """The model directory contents of a compressed model (see :func:`sparrow.sw.compressor.export_model`)."""
-    from .compressor import export_model as _export
+    from sparrow.sw.compressor import export_model as _export
     return _export(qm, name, meta)
 
 
 def __getattr__(name):
     if name in _LAYERS:
-        from . import layers
+        from sparrow.sw import layers
         return getattr(layers, name)
     raise AttributeError(f"module 'sparrow.sw' has no attribute {name!r}")

@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import SparrowError
-from ..modeldir import Layer, Model, validate_model
-from .layers import BCConv2d, BCLinear, QConv2d, QLayer, QLinear, SDConv2d, SDLinear
-from .prune import BlockMagnitude, ReweightedL1, block_mask, cubic_density
-from .quant import fake_quant
+from sparrow import SparrowError
+from sparrow.modeldir import Layer, Model, validate_model
+from sparrow.sw.layers import BCConv2d, BCLinear, QConv2d, QLayer, QLinear, SDConv2d, SDLinear
+from sparrow.sw.prune import BlockMagnitude, ReweightedL1, block_mask, cubic_density
+from sparrow.sw.quant import fake_quant
 
 __all__ = ["METHODS", "DEFAULTS", "QuantModel", "compress", "export_model", "calibrate", "qat"]
 
@@ -319,7 +319,7 @@ def _train_opts(cfg):
 
 
 def _fit(qm, x, y, cfg, **kw):
-    from .digits import train
+    from sparrow.sw.digits import train
     return train(qm, x, y, **{**_train_opts(cfg), **kw})
 
 
@@ -365,8 +365,8 @@ def _layer_density(cfg, m, name, total_weights):
         dens = max(dens, cfg.get("small_density", 0.5))
     spec = cfg.get("break_even")
     if spec == "auto":
-        from ..hw.cycle_model import break_even_ratio
-        from ..hw.dense_engine import DENSE_LANES
+        from sparrow.hw.cycle_model import break_even_ratio
+        from sparrow.hw.dense_engine import DENSE_LANES
         be = break_even_ratio(m.in_features, m.out_features, m.block, cfg.get("dense_lanes", DENSE_LANES),
                               cfg.get("out_lanes", 1), m.tiles)
         cfg.setdefault("break_even_ratios", {})[name] = be

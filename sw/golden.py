@@ -8,13 +8,13 @@ dimension ``N``.
 The pieces of ``sd_linear`` (:func:`sd_z`, :func:`sd_acc`) and of the other
 kinds are exported so that hardware benches can use them as reference models.
 ``bc_linear``/``bc_conv2d`` run through the fixed-point FFT datapath of
-:mod:`sparrow.sw.golden_bc` (imported lazily); :func:`bc_linear_ideal` is the
+:mod:`sparrow.fixedfft` (imported lazily); :func:`bc_linear_ideal` is the
 exact circulant product that the datapath approximates.
 """
 
 import numpy as np
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = [
     "rshift", "sat8", "satz", "relu",
@@ -139,12 +139,12 @@ def bc_linear_ideal(layer, x):
 
 
 def bc_linear_forward(layer, x):
-    """bc_linear through the project's fixed-point FFT datapath (``sparrow.sw.golden_bc``)."""
+    """bc_linear through the project's fixed-point FFT datapath (``sparrow.fixedfft``)."""
     try:
-        from . import golden_bc
+        from sparrow import fixedfft as golden_bc
     except ImportError as exc:  # pragma: no cover - depends on the FFT engineer's module
         raise SparrowError(f"layer {layer.name!r} ({layer.kind}): the fixed-point FFT golden model "
-                           f"(sparrow.sw.golden_bc) is not available: {exc}")
+                           f"(sparrow.fixedfft) is not available: {exc}")
     return _i64(golden_bc.bc_linear_forward(layer, _i64(x)))
 
 

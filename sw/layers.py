@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import SparrowError
-from ..modeldir import Layer
-from .quant import IntQuantizer, Pow2Quantizer, fake_quant, pow2_exp_for
+from sparrow import SparrowError
+from sparrow.modeldir import Layer
+from sparrow.sw.quant import IntQuantizer, Pow2Quantizer, fake_quant, pow2_exp_for
 
 __all__ = ["QLayer", "QLinear", "QConv2d", "SDLinear", "SDConv2d", "BCLinear", "BCConv2d",
            "circulant_project", "circulant_expand"]
@@ -309,7 +309,7 @@ class SDLinear(QLayer):
         B-step: per tile and group, B = argmin ||C_g B - W_g|| (batched least squares).
         Returns the relative Frobenius error ||C.B - W|| / ||W|| of the final fit.
         """
-        from .prune import BlockMagnitude, block_mask
+        from sparrow.sw.prune import BlockMagnitude, block_mask
         crit = criterion or BlockMagnitude()
         w = weight.reshape(self.out_features, self.in_features).double()
         t, r, g, k = self.tiles, self.out_features // self.tiles, self.in_features // self.k, self.k
@@ -368,7 +368,7 @@ class BCLinear(QLayer):
     """Block-circulant layer (``bc_linear``): k x k circulant blocks, forward through rfft/irfft.
 
     Training uses rfft/irfft; the quant forward in float64 inference runs the
-    fixed-point FFT datapath of :mod:`sparrow.sw.golden_bc` on the exported
+    fixed-point FFT datapath of :mod:`sparrow.fixedfft` on the exported
     integers, so it equals the golden model (the ideal circulant product is
     :func:`sparrow.sw.golden.bc_linear_ideal`).
     """
@@ -415,8 +415,8 @@ class BCLinear(QLayer):
         return {"k": self.k}, {"w": codes.numpy().astype(np.int8)}, self.in_exp + sw
 
     def exact_output(self, x, y):
-        """In float64 inference, the fixed-point FFT datapath of the exported layer (sparrow.sw.golden_bc)."""
-        from . import golden_bc
+        """In float64 inference, the fixed-point FFT datapath of the exported layer (sparrow.fixedfft)."""
+        from sparrow import fixedfft as golden_bc
         layer = self.export("bc")
         xi = torch.round(x / 2.0 ** self.in_exp).to(torch.int64).numpy()
         out = golden_bc.bc_linear_forward(layer, xi)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear", "compress_minilm",
            "embedding_cosine"]
@@ -69,8 +69,8 @@ def encoder_linears(st):
 
 def _sd_storage(sd):
     """Storage of one decomposed layer: C codes + index (storage convention), float32 basis."""
-    from ..modeldir import Layer
-    from .storage import layer_storage
+    from sparrow.modeldir import Layer
+    from sparrow.sw.storage import layer_storage
     with torch_no_grad():
         sign, code, _ = sd.cquant.codes(sd.coef, sd.mask)
     in_f, out_f, k = sd.in_features, sd.out_features, sd.k
@@ -93,7 +93,7 @@ def torch_no_grad():
 def decompose_linear(linear, k=4, levels=8, density=1.0, block=4, iters=6, tiles=1):
     """SmartDeal-decompose one nn.Linear in place; returns (SDLinear, storage dict, relative error)."""
     import torch
-    from .layers import SDLinear
+    from sparrow.sw.layers import SDLinear
     out_f, in_f = linear.weight.shape
     sd = SDLinear(in_f, out_f, k=k, tiles=tiles, block=block if (out_f // tiles) % block == 0 else 1, levels=levels)
     sd.pow2 = True

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = ["FP32_EPOCHS", "METHOD_CONFIGS", "train_fp32", "compress_digits", "golden_accuracy", "torch_quant_outputs"]
 
@@ -52,7 +52,7 @@ def _bar(total, desc, enabled):
 
 def train_fp32(name, seed=0, epochs=FP32_EPOCHS, progress=True):
     """(fp32 model, fp32 test accuracy, data dict) for a digits model."""
-    from . import digits
+    from sparrow.sw import digits
     digits.set_threads(1)
     xtr, ytr, xte, yte = digits.load_split()
     x, y = digits.tensors(name, xtr, ytr)
@@ -70,7 +70,7 @@ def torch_quant_outputs(qm, name, pixels):
     """int64 outputs of the fake-quantised torch forward run in float64 (what the golden model must equal)."""
     import copy
     import torch
-    from . import digits
+    from sparrow.sw import digits
     q = copy.deepcopy(qm).double().set_quant(True).eval()
     with torch.no_grad():
         out = q(digits.tensors(name, pixels, dtype=torch.float64))
@@ -80,8 +80,8 @@ def torch_quant_outputs(qm, name, pixels):
 
 def golden_accuracy(model, pixels, labels):
     """(accuracy of the integer golden model, int8 outputs) on digits pixels."""
-    from . import digits
-    from .golden import run_model
+    from sparrow.sw import digits
+    from sparrow.sw.golden import run_model
     x = digits.quantize_inputs(pixels).reshape((-1,) + tuple(model.input_shape))
     y = run_model(model, x)
     return float((y.argmax(1) == labels).mean()), y
@@ -89,9 +89,9 @@ def golden_accuracy(model, pixels, labels):
 
 def compress_digits(name, method, overrides=None, seed=0, progress=True, fp32_epochs=FP32_EPOCHS):
     """Train, compress and export a digits model; returns (Model, report dict)."""
-    from . import digits
-    from .compressor import METHODS, compress, export_model, total_epochs
-    from .storage import model_storage
+    from sparrow.sw import digits
+    from sparrow.sw.compressor import METHODS, compress, export_model, total_epochs
+    from sparrow.sw.storage import model_storage
     if name not in digits.MODELS:
         raise SparrowError(f"unknown digits model {name!r} (known: {', '.join(digits.MODELS)})")
     if method not in METHODS:

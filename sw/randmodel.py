@@ -8,7 +8,7 @@ outputs use the int8 range without saturating everything.
 
 import numpy as np
 
-from ..modeldir import Layer, Model, validate_model
+from sparrow.modeldir import Layer, Model, validate_model
 
 __all__ = ["random_layer", "random_model"]
 

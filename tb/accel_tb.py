@@ -1,7 +1,7 @@
 """cocotb bench for the whole-model accelerator (:class:`~sparrow.hw.accel.Accelerator`).
 
 The bench is the host: a UART driver sends frames built by the host driver's
-own protocol module (:mod:`sparrow.fpga.protocol`) bit by bit on ``rx``, a
+own protocol module (:mod:`sparrow.protocol`) bit by bit on ``rx``, a
 UART monitor samples ``tx`` in the middle of each bit and decodes the reply
 frames with the same module, and a scoreboard compares every run's outputs
 with the integer golden model's.  ``$ACCEL_TB_DATA`` (``.npz``) holds
@@ -34,7 +34,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
-from sparrow.fpga import protocol as P
+from sparrow import protocol as P
 
 
 class UartHost:

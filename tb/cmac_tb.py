@@ -55,8 +55,8 @@ def CMACWithFFT(acc_width, shift, out_bits):
     from amaranth.hdl import Module
     from amaranth.lib import wiring, stream
     from amaranth.lib.wiring import In, Out
-    from ..hw.cmac import ComplexMAC, operand_layout, result_layout
-    from ..hw.fft import FFTUnit
+    from sparrow.hw.cmac import ComplexMAC, operand_layout, result_layout
+    from sparrow.hw.fft import FFTUnit
 
     class _Top(wiring.Component):
         def __init__(self):

@@ -5,7 +5,7 @@ named by ``$FFT_TB_DATA``: ``re``/``im`` int64 [N, k] (signed 22-bit words)
 and ``inverse`` [N].  For each block the driver loads the k samples (in a
 shuffled order, to exercise the index port), starts the transform, waits for
 ``busy`` to fall, and reads the k results back in natural order.  The
-reference is :func:`sparrow.sw.golden_bc.fft_int`; the scoreboard requires
+reference is :func:`sparrow.fixedfft.fft_int`; the scoreboard requires
 equality of every component and of the block exponent, and reports the first
 mismatching block, bin and values.  The busy time of every transform is
 checked against :func:`sparrow.hw.fft.fft_cycles`.
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from sparrow.sw.golden_bc import ZBUF_BITS, DATA_BITS, fft_int, log2k
+from sparrow.fixedfft import ZBUF_BITS, DATA_BITS, fft_int, log2k
 
 __all__ = ["pack_load", "unpack_pair"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import SparrowError
-from ..hw.engines import ENGINE_KINDS
+from sparrow import SparrowError
+from sparrow.hw.engines import ENGINE_KINDS
 
 __all__ = ["ENGINES", "sim_verilog", "run_engine", "simulate_model", "layer_rtl"]
 
@@ -31,7 +31,7 @@ def sim_verilog(component, name):
     inputs do not change (an FSM's ``ready`` in its initial state) stays X.  An
     ``initial d = 0;`` instead makes the X -> 0 event; the logic is unchanged.
     """
-    from .runner import to_verilog
+    from sparrow.tb.runner import to_verilog
     text = to_verilog(component, name)
     return _DUMMY_TRIGGER.sub(lambda m: f"reg {m.group(1)} ;\n  initial {m.group(1)}  = 1'h0;", text)
 
@@ -43,7 +43,7 @@ def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, 
     the first input element taken to the last output.  With ``expected`` the
     cocotb scoreboard fails on the first mismatch (:class:`SimulationFailed`).
     """
-    from .runner import run_cocotb, project_build_dir, SimulationFailed
+    from sparrow.tb.runner import run_cocotb, project_build_dir, SimulationFailed
     x = np.asarray(x)
     rows = engine.out_features
     work = project_build_dir() / "sim"
@@ -68,7 +68,7 @@ def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, 
 
 def engine_speed(engine, simulator, cycles=200_000, name="engine"):
     """Simulated cycles per second of ``engine`` running free (clock from cocotb, no Python per cycle)."""
-    from .runner import run_cocotb, project_build_dir
+    from sparrow.tb.runner import run_cocotb, project_build_dir
     work = project_build_dir() / "sim"
     work.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}-speed-", dir=work))
@@ -95,7 +95,7 @@ def _first_failure(log):
 
 def layer_rtl(layer, x, simulator, pes):
     """int8 outputs [N, out] of one layer's engine (:func:`~sparrow.hw.engines.engine_for_layer`)."""
-    from ..hw.engines import engine_for_layer
+    from sparrow.hw.engines import engine_for_layer
     return run_engine(engine_for_layer(layer, pes), x, simulator, label=layer.name,
                       name=f"{layer.kind.split('_')[0]}_engine")[0]
 

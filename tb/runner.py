@@ -16,8 +16,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import SparrowError
-from ..toolchain import activate
+from sparrow import SparrowError
+from sparrow.toolchain import activate
 
 __all__ = ["SIMULATORS", "SimulationFailed", "to_verilog", "run_cocotb", "project_build_dir"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sparrow import SparrowError
-from sparrow.fpga import protocol as P
+from sparrow import protocol as P
 from sparrow.hw.accel import Accelerator
 from sparrow.hw.uart import uart_divisor
 from sparrow.sw.golden import run_model

@@ -7,7 +7,7 @@ import pytest
 
 from sparrow.hw.bc_engine import BCEngine, bc_cycles, write_images, spectra_images
 from sparrow.modeldir import Layer
-from sparrow.sw import golden_bc
+from sparrow import fixedfft as golden_bc
 from sparrow.sw.randmodel import random_layer
 from sparrow.tb.model_sim import run_engine
 

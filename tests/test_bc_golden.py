@@ -1,10 +1,11 @@
-"""The fixed-point bc_linear datapath (sparrow.sw.golden_bc): pieces against float, whole against ideal."""
+"""The fixed-point bc_linear datapath (sparrow.fixedfft): pieces against float, whole against ideal."""
 
 import numpy as np
 import pytest
 
 from sparrow import SparrowError
-from sparrow.sw import golden, golden_bc as G
+from sparrow import fixedfft as G
+from sparrow.sw import golden
 from sparrow.sw.randmodel import random_layer
 
 

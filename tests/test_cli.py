@@ -49,7 +49,7 @@ def test_doctor_lists_every_tool_with_version_and_path():
 
 def test_doctor_reports_a_missing_tool(monkeypatch):
     import sparrow.toolchain as tc
-    from sparrow import doctor
+    from sparrow.cli import doctor
     monkeypatch.setenv("NEXTPNR_ECP5", "no-such-nextpnr-ecp5")
     rows = tc.probe()
     missing = [t.name for t, v, p in rows if p is None]

@@ -1,4 +1,4 @@
-"""The integer FFT (sparrow.sw.golden_bc.fft_int) and the FFT unit (sparrow.hw.fft.FFTUnit).
+"""The integer FFT (sparrow.fixedfft.fft_int) and the FFT unit (sparrow.hw.fft.FFTUnit).
 
 The integer model is checked against numpy's FFT within the documented error;
 the RTL is checked against the integer model exactly, on Verilator and Icarus.
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sparrow.hw.fft import FFTUnit
-from sparrow.sw.golden_bc import fft_int, ZBUF_BITS
+from sparrow.fixedfft import fft_int, ZBUF_BITS
 from sparrow.tb.runner import run_cocotb, to_verilog
 
 

@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 
 def configure(parser):
@@ -30,7 +30,7 @@ def configure(parser):
 
 def _generate_pe(args, out):
     from amaranth.back import verilog
-    from .pe import ShiftAddPE
+    from sparrow.hw.pe import ShiftAddPE
     try:
         pe = ShiftAddPE(args.act_width, args.exp_bits, args.acc_width)
     except (TypeError, ValueError) as exc:
@@ -69,9 +69,9 @@ def _module_name(layer_name):
 
 def _generate_model(model_dir, out, pes):
     from amaranth.back import verilog
-    from ..modeldir import load_model
-    from .engines import check_engine_kinds, engine_for_layer
-    from .images import write_images
+    from sparrow.modeldir import load_model
+    from sparrow.hw.engines import check_engine_kinds, engine_for_layer
+    from sparrow.hw.images import write_images
     if not 1 <= pes <= 1024:
         raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(model_dir)

@@ -56,8 +56,8 @@ def _say(msg):
 
 
 def stage_compress(out):
-    from .modeldir import save_model
-    from .sw.pipeline import compress_digits
+    from sparrow.modeldir import save_model
+    from sparrow.sw.pipeline import compress_digits
     _say(f"compress: training {MODEL} in fp32 and compressing it with {METHOD}")
     model, rep = compress_digits(MODEL, METHOD, seed=0, progress=True)
     save_model(model, out / "model")
@@ -67,8 +67,8 @@ def stage_compress(out):
 
 def stage_golden(model):
     import numpy as np
-    from .sw import digits
-    from .sw.golden import run_model
+    from sparrow.sw import digits
+    from sparrow.sw.golden import run_model
     _, _, pixels, labels = digits.load_split()
     x = digits.quantize_inputs(pixels)
     y = np.asarray(run_model(model, x))
@@ -79,8 +79,8 @@ def stage_golden(model):
 
 def stage_sim(model, x, y_gold, simulator, n, pes):
     import numpy as np
-    from . import SparrowError
-    from .tb.model_sim import simulate_model
+    from sparrow import SparrowError
+    from sparrow.tb.model_sim import simulate_model
     t = time.monotonic()
     y = simulate_model(model, x[:n], simulator, pes=pes, progress=lambda m: _say(f"sim: {m}"))
     bad = np.flatnonzero((y != y_gold[:n]).any(axis=1))
@@ -97,8 +97,8 @@ def stage_sim(model, x, y_gold, simulator, n, pes):
 def stage_host(model, x, y_gold, n, pes):
     """The accelerator RTL behind its UART, driven by the host driver; bit-exact with golden."""
     import numpy as np
-    from . import SparrowError
-    from .fpga.host import Device, SimulatedBoard
+    from sparrow import SparrowError
+    from sparrow.fpga.host import Device, SimulatedBoard
     t = time.monotonic()
     _say(f"host: starting the accelerator's RTL in Verilator ({len(model.layers)} engines "
          f"behind the UART)")
@@ -124,9 +124,9 @@ def stage_host(model, x, y_gold, n, pes):
 
 
 def stage_build(out, model_dir, pes, seed, boards):
-    from .fpga.accel_top import accelerator_design
-    from .fpga.build import build_design
-    from .modeldir import load_model
+    from sparrow.fpga.accel_top import accelerator_design
+    from sparrow.fpga.build import build_design
+    from sparrow.modeldir import load_model
     model = load_model(model_dir)
     builds = {}
     for board in boards:
@@ -137,9 +137,9 @@ def stage_build(out, model_dir, pes, seed, boards):
 
 
 def run(args):
-    from . import SparrowError
-    from .fpga.boards import get_board
-    from .fpga.report import summarise
+    from sparrow import SparrowError
+    from sparrow.fpga.boards import get_board
+    from sparrow.fpga.report import summarise
     out = Path(args.out)
     boards = [b for b in args.boards.split(",") if b]
     for b in boards:

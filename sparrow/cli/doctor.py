@@ -6,7 +6,7 @@ def configure(parser):
 
 
 def run(args):
-    from .toolchain import probe
+    from sparrow.toolchain import probe
     rows = probe()
     missing = []
     width = max(len(t.name) for t, _, _ in rows)

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .. import SparrowError
+from sparrow import SparrowError
 
 __all__ = [
     "DATA_BITS", "TW_FRAC", "YQ_BITS", "DEFAULT_FRAC", "log2k", "frac_bits", "bitrev",

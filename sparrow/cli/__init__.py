@@ -1,7 +1,10 @@
 """The ``sparrow`` command line: one program, one subcommand per job.
 
-Each subcommand lives in the module of its area and exposes ``configure(parser)``
-(add arguments; must import nothing heavy) and ``run(args) -> int``.  User
+The command layer: it sits above every other package (docs/design.md) and is
+the only place that joins them (for example the hardware's break-even ratios
+passed into compression).  Each subcommand is one module of this package with
+``configure(parser)`` (add arguments; must import nothing heavy) and
+``run(args) -> int``.  User
 mistakes raise :class:`sparrow.SparrowError`; they are printed here as one line
 with a non-zero exit status and no traceback.
 """
@@ -10,20 +13,20 @@ import argparse
 import importlib
 import sys
 
-from . import SparrowError, __version__
+from sparrow import SparrowError, __version__
 
 # name -> (module, one-line help).  Modules are imported only when needed.
 COMMANDS = {
-    "doctor":   ("sparrow.doctor",         "list every tool of the flow with version and path"),
-    "demo":     ("sparrow.demo",           "run the main job end to end and print the report"),
-    "compress": ("sparrow.sw.compress_cmd", "train/compress a model and write a model directory"),
-    "golden":   ("sparrow.sw.golden_cmd",  "run a model directory on the integer golden model"),
-    "eval":     ("sparrow.sw.eval_cmd",    "accuracy of a model directory on the digits test split"),
-    "generate": ("sparrow.hw.generate_cmd", "generate Verilog (and memory images) for a unit or model"),
-    "sim":      ("sparrow.tb.sim_cmd",     "run a model directory on the generated RTL (Verilator/Icarus)"),
-    "build":    ("sparrow.fpga.build_cmd", "place and route for a board and write a JSON report"),
-    "flash":    ("sparrow.fpga.flash",     "load a built bitstream onto a board with openFPGALoader"),
-    "run":      ("sparrow.fpga.host",      "run inputs on a board's accelerator over its UART (or --sim)"),
+    "doctor":   ("sparrow.cli.doctor",   "list every tool of the flow with version and path"),
+    "demo":     ("sparrow.cli.demo",     "run the main job end to end and print the report"),
+    "compress": ("sparrow.cli.compress", "train/compress a model and write a model directory"),
+    "golden":   ("sparrow.cli.golden",   "run a model directory on the integer golden model"),
+    "eval":     ("sparrow.cli.eval",     "accuracy of a model directory on the digits test split"),
+    "generate": ("sparrow.cli.generate", "generate Verilog (and memory images) for a unit or model"),
+    "sim":      ("sparrow.cli.sim",      "run a model directory on the generated RTL (Verilator/Icarus)"),
+    "build":    ("sparrow.cli.build",    "place and route for a board and write a JSON report"),
+    "flash":    ("sparrow.cli.flash",    "load a built bitstream onto a board with openFPGALoader"),
+    "run":      ("sparrow.cli.run",      "run inputs on a board's accelerator over its UART (or --sim)"),
 }
 
 

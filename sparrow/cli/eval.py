@@ -6,10 +6,10 @@ def configure(parser):
 
 
 def run(args):
-    from .. import SparrowError
-    from ..modeldir import load_model
-    from . import digits
-    from .pipeline import golden_accuracy
+    from sparrow import SparrowError
+    from sparrow.modeldir import load_model
+    from sparrow.sw import digits
+    from sparrow.sw.pipeline import golden_accuracy
     model = load_model(args.model)
     if tuple(model.input_shape) not in ((64,), (1, 8, 8)) or model.output_size != 10:
         raise SparrowError(f"{model.path / 'manifest.json'}: model {model.name!r} is not a digits model "

@@ -42,7 +42,7 @@ def configure(parser):
 
 
 def _overrides(args):
-    from .. import SparrowError
+    from sparrow import SparrowError
     o = {}
     for key in ("density", "block", "k", "tiles", "criterion"):
         v = getattr(args, key)
@@ -71,14 +71,14 @@ def _overrides(args):
 
 
 def run(args):
-    from .. import SparrowError
+    from sparrow import SparrowError
     if args.model == "minilm":
         if args.method != "smartdeal":
             raise SparrowError("minilm: only --method smartdeal is supported (post-training decomposition)")
-        from .minilm import compress_minilm_cmd
+        from sparrow.sw.minilm import compress_minilm_cmd
         return compress_minilm_cmd(args, _overrides(args))
-    from ..modeldir import save_model
-    from .pipeline import compress_digits
+    from sparrow.modeldir import save_model
+    from sparrow.sw.pipeline import compress_digits
     try:
         model, rep = compress_digits(args.model, args.method, _overrides(args), seed=args.seed,
                                      progress=not args.quiet)

@@ -14,7 +14,7 @@ DESIGNS = ("pe", "pe-array")
 
 
 def configure(parser):
-    from .boards import BOARDS
+    from sparrow.fpga.boards import BOARDS
     parser.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
                         help=f"target board: {', '.join(BOARDS)}")
     parser.add_argument("--design", default="pe-array", choices=DESIGNS,
@@ -39,13 +39,13 @@ def configure(parser):
 
 def make_design(args):
     """The Amaranth component and report name for ``args`` (raises SparrowError on bad parameters)."""
-    from .. import SparrowError
+    from sparrow import SparrowError
     pe_args = dict(act_width=args.act_width, exp_bits=args.exp_bits, acc_width=args.acc_width)
     try:
         if args.design == "pe":
-            from ..hw.pe import ShiftAddPE
+            from sparrow.hw.pe import ShiftAddPE
             return ShiftAddPE(**pe_args), "pe", {"params": pe_args}
-        from .pe_array_bench import PEArrayBench
+        from sparrow.fpga.pe_array_bench import PEArrayBench
         pes = 32 if args.pes is None else args.pes
         return (PEArrayBench(pes, **pe_args), f"pe_array_{pes}", {"params": {"pes": pes, **pe_args}})
     except (TypeError, ValueError) as exc:
@@ -54,15 +54,15 @@ def make_design(args):
 
 def model_design(args):
     """``(component, name, extra, target_mhz)`` for ``--model``: the accelerator, or one layer's engine."""
-    from .. import SparrowError
-    from ..modeldir import load_model
-    from ..hw.engines import engine_for_layer
+    from sparrow import SparrowError
+    from sparrow.modeldir import load_model
+    from sparrow.hw.engines import engine_for_layer
     pes = 8 if args.pes is None else args.pes
     if not 1 <= pes <= 1024:
         raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(args.model)
     if args.layer is None:
-        from .accel_top import accelerator_design
+        from sparrow.fpga.accel_top import accelerator_design
         return accelerator_design(model, args.board, args.baud, pes)
     layer = next((l for l in model.layers if l.name == args.layer), None)
     if layer is None:
@@ -75,9 +75,9 @@ def model_design(args):
 
 def run(args):
     from pathlib import Path
-    from .. import SparrowError
-    from .build import build_design
-    from .report import summarise
+    from sparrow import SparrowError
+    from sparrow.fpga.build import build_design
+    from sparrow.fpga.report import summarise
     if args.model is None:
         if args.layer is not None:
             raise SparrowError("--layer needs --model DIR")
