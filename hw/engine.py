@@ -1,0 +1,124 @@
+"""The interface every layer engine implements, and the hardware parameters they share.
+
+A layer engine runs one layer kind of the model format (docs/format.md) on
+the RTL: one int8 input vector in on stream ``i``, the layer's int8 outputs
+out on stream ``o``.  :mod:`sparrow.hw.engines` maps each layer kind to its
+engine class; ``sparrow generate``, ``sparrow sim``, ``sparrow build``, the
+accelerator and the cycle model reach engines only through it.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import signed
+from amaranth.lib import stream
+from amaranth.lib.wiring import In, Out
+
+from sparrow.hw.component import ValidatedComponent
+from sparrow.validate import check_int, check_range
+
+__all__ = ["EngineConfig", "Engine", "DEFAULT_DENSE_LANES"]
+
+#: Default MAC lanes of a dense engine: the eight DSPs of the iCE40UP5K.
+DEFAULT_DENSE_LANES = 8
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Hardware parameters of the engines of one design (each engine reads those it uses).
+
+    Parameters
+    ----------
+    pes : int
+        PEs of each sd_linear engine, 1..1024.
+    dense_lanes : int
+        MAC lanes of each dense_linear engine, 1..256.
+    out_lanes : int
+        int8 outputs per beat of an sd_linear engine, 1..64 (divides ``pes``).
+    bcast : int
+        Broadcast register stages of an sd_linear PE array, 0..4.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A parameter out of its range (messages as :mod:`sparrow.validate`).
+    """
+
+    pes: int = 8
+    dense_lanes: int = DEFAULT_DENSE_LANES
+    out_lanes: int = 1
+    bcast: int = 0
+
+    def __post_init__(self):
+        check_int(self.pes, "PE count", 1, 1024)
+        check_int(self.dense_lanes, "Dense lane count", 1, 256)
+        check_int(self.out_lanes, "Output lane count", 1, 64)
+        check_range(self.bcast, "Broadcast stages", 0, 4)
+        if self.pes % self.out_lanes:
+            raise ValueError(f"Output lane count {self.out_lanes} does not divide PE count {self.pes}")
+
+
+class Engine(ValidatedComponent):
+    """Base of the layer engines.
+
+    A subclass sets :attr:`kind`, implements ``_validate`` (returning
+    :meth:`stream_members`), :meth:`from_layer`, :meth:`memory_images`,
+    :meth:`multipliers` and :meth:`cycles`, and stores ``self._n_in``,
+    ``self._n_out`` and ``self._acc_width``.
+
+    Members
+    -------
+    i : In(stream.Signature(signed(8)))
+        Input vector elements, x[0] first.
+    o : Out(stream.Signature(signed(8)))  (``8 * out_lanes`` bits with several output lanes)
+        Output elements, y[0] first (lane c of beat r holds y[r*C + c] at bits [8c, 8c+8)).
+    error : Out(1)
+        Sticky: the engine lost an output or detected an internal overrun.
+    """
+
+    #: The layer kind of the model format this engine runs.
+    kind = None
+
+    @staticmethod
+    def stream_members(out_lanes=1):
+        """The signature members every engine has (``out_lanes`` int8 per output beat)."""
+        return {
+            "i": In(stream.Signature(signed(8))),
+            "o": Out(stream.Signature(signed(8) if out_lanes == 1 else 8 * out_lanes)),
+            "error": Out(1),
+        }
+
+    @classmethod
+    def from_layer(cls, layer, config=EngineConfig()):
+        """The engine of a validated ``sparrow.modeldir.Layer`` of kind :attr:`kind`."""
+        raise NotImplementedError
+
+    @classmethod
+    def multipliers(cls, layer, config=EngineConfig()):
+        """Hardware multipliers (DSP blocks) the engine of ``layer`` uses."""
+        raise NotImplementedError
+
+    @classmethod
+    def cycles(cls, layer, config=EngineConfig()):
+        """Cycle model: clock cycles per input vector in steady state."""
+        raise NotImplementedError
+
+    def memory_images(self):
+        """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
+        raise NotImplementedError
+
+    def describe(self):
+        """Engine-specific fields for ``generate.json`` (sizes of its program, lanes, ...)."""
+        return {}
+
+    @property
+    def in_features(self):
+        return self._n_in
+
+    @property
+    def out_features(self):
+        return self._n_out
+
+    @property
+    def acc_width(self):
+        """Accumulator width of the engine's sums (bits)."""
+        return self._acc_width
