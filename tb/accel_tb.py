@@ -1,10 +1,10 @@
 """cocotb bench for the whole-model accelerator (:class:`~sparrow.hw.accel.Accelerator`).
 
-The bench is the host: a UART driver sends frames built by the host driver's
-own protocol module (:mod:`sparrow.protocol`) bit by bit on ``rx``, a
-UART monitor samples ``tx`` in the middle of each bit and decodes the reply
-frames with the same module, and a scoreboard compares every run's outputs
-with the integer golden model's.  ``$ACCEL_TB_DATA`` (``.npz``) holds
+The bench is the host: cocotbext-uart's ``UartSource`` sends frames built by
+the host driver's own protocol module (:mod:`sparrow.protocol`) on ``rx``, its
+``UartSink`` reads ``tx`` (checking every stop bit) and the same module
+decodes the reply frames, and a scoreboard compares every run's outputs with
+the integer golden model's.  ``$ACCEL_TB_DATA`` (``.npz``) holds
 ``x`` int8 [N, in], ``expected`` int8 [N, out], ``divisor``, ``model_id``,
 ``layers``, ``clk_hz``.
 
@@ -23,59 +23,76 @@ until the file ``$ACCEL_TB_BRIDGE`` with the suffix ``.stop`` appears.
 ``sparrow run --sim`` connects to it through pyserial's ``socket://`` URL.
 """
 
+import logging
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+import numpy as np
+from cocotb.triggers import FallingEdge, Timer
+from cocotb.utils import get_sim_time
+from cocotbext.uart import UartSink, UartSource
 
 from sparrow import protocol as P
+from sparrow.tb.bench import CLOCK_NS, Scoreboard, start
 
 
 class UartHost:
-    """Drive ``rx`` and decode ``tx`` of the design at ``divisor`` clock cycles per bit."""
+    """The host end of the UART line at ``divisor`` clock cycles per bit: frames out, replies in.
+
+    ``raw`` keeps every byte seen on ``tx`` (for the bridge), ``frames`` the
+    decoded reply frames not yet taken by :meth:`reply`.
+    """
 
     def __init__(self, dut, divisor):
-        self.dut, self.div = dut, divisor
+        self.dut = dut
+        self.bit_ns = divisor * CLOCK_NS
+        # cocotbext-uart times bits with int(1e9 / baud) ns: the nudge keeps that exact.
+        baud = 1e9 / (self.bit_ns + 1e-6)
+        with warnings.catch_warnings():    # cocotbext-uart 0.1.4 sets rx's idle level with the
+            warnings.simplefilter("ignore", DeprecationWarning)    # deprecated setimmediatevalue
+            self.source = UartSource(dut.rx, baud=baud)
+        # The stop bit is read as a ninth data bit, so that it can be checked; the remaining
+        # quarter bit re-arms the sink before the earliest next start bit.
+        self.sink = UartSink(dut.tx, baud=baud, bits=9, stop_bits=0.25)
+        for side in (self.source, self.sink):
+            side.log.setLevel(logging.WARNING)          # no line per byte
         self.decoder = P.FrameDecoder()
         self.frames = []
-        self.raw = bytearray()            # every byte seen on tx, for the bridge
-        cocotb.start_soon(self._monitor())
+        self.raw = bytearray()
+
+    def collect(self):
+        """Move the bytes received so far into :attr:`raw` and :attr:`frames`."""
+        for word in self.sink.read_nowait():
+            assert word >> 8 == 1, "stop bit of a reply byte is low"
+            self.raw.append(word & 0xFF)
+            self.frames += self.decoder.feed(bytes([word & 0xFF]))
 
     async def send_bytes(self, data):
-        for byte in data:
-            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
-                self.dut.rx.value = bit
-                await ClockCycles(self.dut.clk, self.div)
+        """Send ``data`` on ``rx``; returns after the last stop bit."""
+        await self.source.write(data)
+        await self.source.wait()
 
-    async def _monitor(self):
-        tx = self.dut.tx
-        while True:
-            await FallingEdge(tx)
-            await ClockCycles(self.dut.clk, self.div // 2)
-            if int(tx.value) != 0:
-                continue                       # a glitch, not a start bit
-            byte = 0
-            for i in range(8):
-                await ClockCycles(self.dut.clk, self.div)
-                byte |= int(tx.value) << i
-            await ClockCycles(self.dut.clk, self.div)
-            assert int(tx.value) == 1, "stop bit of a reply byte is low"
-            self.raw.append(byte)
-            self.frames += self.decoder.feed(bytes([byte]))
+    async def send_bits(self, bits):
+        """Drive ``rx`` with raw bit values, one bit time each (for malformed bytes)."""
+        for bit in bits:
+            self.dut.rx.value = bit
+            await Timer(self.bit_ns, unit="ns")
 
     async def reply(self, timeout_bytes=4096):
         """The next reply frame ``(cmd, payload)``; fails if none comes within ``timeout_bytes``."""
-        for _ in range(timeout_bytes):
-            if self.frames:
-                return self.frames.pop(0)
-            await ClockCycles(self.dut.clk, 10 * self.div)
-        raise AssertionError(f"no reply frame within {timeout_bytes} byte times")
+        deadline = get_sim_time("ns") + timeout_bytes * 10 * self.bit_ns
+        self.collect()
+        while not self.frames:
+            left = deadline - get_sim_time("ns")
+            if left <= 0:
+                raise AssertionError(f"no reply frame within {timeout_bytes} byte times")
+            await self.sink.wait(timeout=left, timeout_unit="ns")
+            self.collect()
+        return self.frames.pop(0)
 
     async def request(self, cmd, payload=b""):
         await self.send_bytes(P.encode_frame(cmd, payload))
@@ -89,18 +106,14 @@ def _error_code(frame):
 
 
 async def _start(dut, div):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rx.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2 * div)
+    await start(dut, idle={"rx": 1}, reset_cycles=3)
+    await Timer(2 * div * CLOCK_NS, unit="ns")
     return UartHost(dut, div)
 
 
 @cocotb.test()
 async def accelerator_host_protocol(dut):
+    """Identify, runs bit-exact with the golden model, and every error path of the protocol."""
     data = np.load(os.environ["ACCEL_TB_DATA"])
     x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
     div = int(data["divisor"])
@@ -117,10 +130,8 @@ async def accelerator_host_protocol(dut):
     for v in range(n):
         frame = await host.request(P.CMD_RUN, (x[v] & 0xFF).astype(np.uint8).tobytes())
         y, cycles = P.parse_run(frame, n_out)
-        if list(y) != expected[v].tolist():
-            row = next(r for r in range(n_out) if y[r] != expected[v, r])
-            raise AssertionError(f"vector {v}: output {row}: rtl {y[row]} expected "
-                                 f"{expected[v, row]} (rtl {y}, expected {expected[v].tolist()})")
+        Scoreboard("output", expected[v].tolist(), where=lambda i: f"vector {v}: output {i}",
+                   terms=lambda i: f"rtl {list(y)}, expected {expected[v].tolist()}").compare(y)
         assert cycles > 0
         last = cycles
     dut._log.info(f"{n} vectors bit-exact with the golden model; last run {last} cycles")
@@ -133,7 +144,8 @@ async def accelerator_host_protocol(dut):
     assert _error_code(await host.request(b"Z"[0])) == 3
 
     await host.send_bytes(P.encode_frame(P.CMD_RUN, bytes(n_in))[:5])     # cut short
-    await ClockCycles(dut.clk, (P.TIMEOUT_BYTES + 2) * 10 * div)
+    await Timer((P.TIMEOUT_BYTES + 2) * 10 * host.bit_ns, unit="ns")
+    await FallingEdge(dut.clk)
     assert int(dut.busy.value) == 0, "a frame cut short was not dropped after the timeout"
     status = P.parse_status(await host.request(P.CMD_STATUS))
     assert status["flags"] == [P.FLAGS[3]], status
@@ -141,17 +153,14 @@ async def accelerator_host_protocol(dut):
     assert int(dut.error.value) == 1
 
     # A byte whose stop bit is low (a wrong baud rate) is dropped and flagged.
-    for bit in [0] + [1] * 8 + [0]:
-        dut.rx.value = bit
-        await ClockCycles(dut.clk, div)
-    dut.rx.value = 1
-    await ClockCycles(dut.clk, 2 * div)
+    await host.send_bits([0] + [1] * 8 + [0] + [1] * 2)
     status = P.parse_status(await host.request(P.CMD_STATUS))
     assert status["flags"] == [P.FLAGS[2], P.FLAGS[3]], status
 
 
 @cocotb.test()
 async def accelerator_bridge(dut):
+    """The simulated board on a TCP port: bytes in go to ``rx``, bytes from ``tx`` go back."""
     div = int(os.environ["ACCEL_TB_DIVISOR"])
     accept_s = float(os.environ.get("ACCEL_TB_ACCEPT_S", "120"))
     host = await _start(dut, div)
@@ -165,6 +174,7 @@ async def accelerator_bridge(dut):
     port_file.with_suffix(".tmp").replace(port_file)
     conn, deadline, sent, served = None, time.monotonic() + accept_s, 0, 0
     while True:
+        host.collect()
         if conn is None:
             if stop_file.exists():
                 break
@@ -193,5 +203,5 @@ async def accelerator_bridge(dut):
             elif len(host.raw) > sent:
                 conn.sendall(bytes(host.raw[sent:]))
                 sent = len(host.raw)
-        await ClockCycles(dut.clk, 10 * div)
+        await Timer(10 * host.bit_ns, unit="ns")
     server.close()

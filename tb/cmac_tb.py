@@ -12,7 +12,11 @@ scoreboard compares re and im of both lanes.
 
 import os
 
+import cocotb
 import numpy as np
+
+from sparrow.tb.bench import (CycleDriver, Scoreboard, StreamMonitor, run_steps, signed_fields,
+                              start)
 
 __all__ = ["FIELDS", "CMACWithFFT", "cmac_reference", "pack_operands"]
 
@@ -74,53 +78,24 @@ def CMACWithFFT(acc_width, shift, out_bits):
     return _Top()
 
 
-try:
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import FallingEdge, ClockCycles
-except ImportError:
-    cocotb = None
+@cocotb.test()
+async def cmac_sums(dut):
+    """Every closed sum of both lanes (re and im) equals the reference's, in order."""
+    data = np.load(os.environ["CMAC_TB_DATA"])
+    stim = {f: data[f].astype(np.int64).tolist() for f in FIELDS}
+    shift, out_bits = int(data["shift"]), int(data["out_bits"])
+    expected = cmac_reference(stim, shift, out_bits)
+    n = len(stim["valid"])
+    payloads = [pack_operands({f: stim[f][r] for f in FIELDS}) for r in range(n)]
+    await start(dut, idle={"inp__valid": 0, "inp__payload": 0})
 
+    def unpack(value):
+        f = signed_fields(value.to_unsigned(), out_bits, 4)
+        return [((f[0], f[1]), (f[2], f[3]))]
 
-if cocotb is not None:
-    @cocotb.test()
-    async def cmac_sums(dut):
-        data = np.load(os.environ["CMAC_TB_DATA"])
-        stim = {f: data[f].astype(np.int64).tolist() for f in FIELDS}
-        shift, out_bits = int(data["shift"]), int(data["out_bits"])
-        expected = cmac_reference(stim, shift, out_bits)
-        n = len(stim["valid"])
-        rows = [pack_operands({f: stim[f][r] for f in FIELDS}) for r in range(n)]
-
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.inp__valid.value = 0
-        dut.inp__payload.value = 0
-        dut.rst.value = 1
-        await ClockCycles(dut.clk, 2)
-        await FallingEdge(dut.clk)
-        dut.rst.value = 0
-        got = []
-        mask = (1 << out_bits) - 1
-
-        def sx(v):
-            return v - (1 << out_bits) if v >> (out_bits - 1) else v
-
-        async def monitor():
-            while True:
-                await FallingEdge(dut.clk)
-                if int(dut.res_valid.value):
-                    v = dut.res.value.to_unsigned()
-                    f = [sx((v >> (i * out_bits)) & mask) for i in range(4)]
-                    got.append(((f[0], f[1]), (f[2], f[3])))
-
-        cocotb.start_soon(monitor())
-        for r in range(n):
-            dut.inp__payload.value = rows[r]
-            dut.inp__valid.value = stim["valid"][r]
-            await FallingEdge(dut.clk)
-        dut.inp__valid.value = 0
-        await ClockCycles(dut.clk, 8)
-        for i, (g, e) in enumerate(zip(got, expected)):
-            assert g == e, f"sum {i}: got ((re0, im0), (re1, im1)) = {g}, expected {e}"
-        assert len(got) == len(expected), f"got {len(got)} sums, expected {len(expected)}"
-        dut._log.info("CMAC: %d sums over %d cycles match the reference", len(got), n)
+    driver = CycleDriver([dut.inp__payload, dut.inp__valid], [payloads, stim["valid"]])
+    monitor = StreamMonitor(dut.res_valid, dut.res, unpack=unpack)
+    await run_steps(dut.clk, driver, monitor, until=lambda: driver.done)
+    await run_steps(dut.clk, monitor, cycles=8)
+    Scoreboard("sum", expected, where=lambda i: f"sum {i}: ((re0, im0), (re1, im1))").compare(monitor.items)
+    dut._log.info("CMAC: %d sums over %d cycles match the reference", len(monitor.items), n)

@@ -20,83 +20,55 @@ output), so ``sparrow sim`` and the benchmarks can use it without a reference.
 """
 
 import os
-
-import numpy as np
+import time
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+import numpy as np
+from cocotb.triggers import ClockCycles
+
+from sparrow.tb.bench import Scoreboard, StreamDriver, StreamMonitor, run_steps, signed_fields, start
 
 
 @cocotb.test()
 async def engine_vectors(dut):
+    """The engine's outputs, in order, equal ``expected`` (when given); no extra output; no error."""
     data = np.load(os.environ["ENGINE_TB_DATA"])
     x = data["x"].astype(np.int64)
     n, n_in = x.shape
     n_out = int(data["n_out"])
     gaps = float(data["gaps"]) if "gaps" in data else 0.0
     label = str(data["label"]) if "label" in data else "layer"
-    expected = data["expected"].astype(np.int64) if "expected" in data else None
-    rng = np.random.default_rng(1)
+    await start(dut, idle={"i__valid": 0, "i__payload": 0, "o__ready": 1})
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.i__valid.value = 0
-    dut.i__payload.value = 0
-    dut.o__ready.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-
-    flat = x.reshape(-1).tolist()
-    total_in, total_out = len(flat), n * n_out
-    bubbles = (rng.random(total_in * 2 + 16) < gaps).tolist()
-    got = []
-    idx = cycle = start = 0
+    lanes = len(dut.o__payload) // 8            # int8 outputs per beat (SDEngine out_lanes)
+    driver = StreamDriver(dut.i__valid, dut.i__payload, dut.i__ready, x.reshape(-1).tolist(),
+                          p_valid=1.0 - gaps, rng=np.random.default_rng(1))
+    # C int8 per beat, row r*C+c at bits [8c, 8c+8)
+    monitor = StreamMonitor(dut.o__valid, dut.o__payload, name=label,
+                            unpack=None if lanes == 1 else
+                            lambda v: signed_fields(v.to_unsigned(), 8, lanes))
+    total_out = n * n_out
     # Generous bound: load + basis tiles + one entry per coefficient + drains.
     limit = 200 + n * (4 * n_in + 8 * n_in * n_out + 16 * n_out)
-    i_valid, i_payload, i_ready = dut.i__valid, dut.i__payload, dut.i__ready
-    o_valid, o_payload = dut.o__valid, dut.o__payload
-    lanes = len(o_payload) // 8            # int8 outputs per beat (SDEngine out_lanes)
-    while len(got) < total_out:
-        await FallingEdge(dut.clk)
-        cycle += 1
-        if int(o_valid.value):
-            if lanes == 1:
-                got.append(o_payload.value.to_signed())
-            else:                           # C int8 per beat, row r*C+c at bits [8c, 8c+8)
-                if not o_payload.value.is_resolvable:
-                    raise AssertionError(f"{label}: unresolved output {o_payload.value} at cycle {cycle}")
-                word = o_payload.value.to_unsigned()
-                got.extend(((word >> (8 * c)) & 0xFF) - (((word >> (8 * c)) & 0x80) << 1)
-                           for c in range(lanes))
-        if idx < total_in and not bubbles[cycle % len(bubbles)]:
-            i_valid.value = 1
-            i_payload.value = flat[idx]
-            if int(i_ready.value):          # ready depends on state only: taken at the next edge
-                if idx == 0:
-                    start = cycle
-                idx += 1
-        else:
-            i_valid.value = 0
-        assert cycle < limit, (f"{label}: timeout after {cycle} cycles with {idx}/{total_in} "
-                               f"inputs taken and {len(got)}/{total_out} outputs")
-    cycles = cycle - start
+    last = await run_steps(dut.clk, monitor, driver, until=lambda: len(monitor.items) >= total_out,
+                           limit=limit, timeout=lambda: (
+                               f"{label}: timeout after {limit} cycles with {driver.taken}/{n * n_in} "
+                               f"inputs taken and {len(monitor.items)}/{total_out} outputs"))
+    cycles = last - driver.first_cycle
     await ClockCycles(dut.clk, 8)
-    assert not int(o_valid.value), f"{label}: more than {total_out} outputs"
+    assert not int(dut.o__valid.value), f"{label}: more than {total_out} outputs"
     assert not int(dut.error.value), f"{label}: engine error flag set (drain overrun or lost output)"
 
-    y = np.array(got, dtype=np.int64).reshape(n, n_out)
+    y = np.array(monitor.items, dtype=np.int64).reshape(n, n_out)
     out_path = os.environ.get("ENGINE_TB_OUT")
     if out_path:
         np.savez(out_path, y=y.astype(np.int8), cycles=cycles)
-    if expected is not None:
-        bad = np.argwhere(y != expected)
-        if len(bad):
-            v, r = bad[0]
-            raise AssertionError(f"{label}: vector {v}, output {r}: got {y[v, r]}, expected "
-                                 f"{expected[v, r]} ({len(bad)} mismatches of {y.size}); "
-                                 f"input {x[v].tolist()[:16]}{' ...' if n_in > 16 else ''}")
+    if "expected" in data:
+        tail = " ..." if n_in > 16 else ""
+        outputs = Scoreboard(f"{label}: output", data["expected"].astype(np.int64).reshape(-1).tolist(),
+                             where=lambda i: f"{label}: vector {i // n_out}, output {i % n_out}",
+                             terms=lambda i: f"input {x[i // n_out].tolist()[:16]}{tail}")
+        outputs.compare(monitor.items)
     dut._log.info("%s: %d vectors, %d cycles (%.1f per vector)", label, n, cycles, cycles / n)
 
 
@@ -104,23 +76,16 @@ async def engine_vectors(dut):
 async def engine_free_run(dut):
     """Speed probe: the engine runs ``$ENGINE_TB_CYCLES`` cycles on a constant input stream.
 
-    The clock is a cocotb ``Clock`` and Python touches nothing per cycle, so
-    the wall time measures the simulator itself.  Writes ``$ENGINE_TB_OUT``
-    with ``cycles`` and ``seconds`` (
-    the values are checked by ``engine_vectors``).
+    The clock is a cocotb ``Clock`` and the only Python per cycle is
+    ``ClockCycles`` counting edges, so the wall time is close to the
+    simulator's own.  Writes ``$ENGINE_TB_OUT`` with ``cycles`` and
+    ``seconds`` (the values are checked by ``engine_vectors``).
     """
-    import time
     cycles = int(os.environ["ENGINE_TB_CYCLES"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.i__valid.value = 1
-    dut.i__payload.value = 0x35
-    dut.o__ready.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    start = time.perf_counter()
+    await start(dut, idle={"i__valid": 1, "i__payload": 0x35, "o__ready": 1})
+    begin = time.perf_counter()
     await ClockCycles(dut.clk, cycles)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - begin
     assert not int(dut.error.value), "engine error flag set"
     np.savez(os.environ["ENGINE_TB_OUT"], cycles=cycles, seconds=seconds)
     dut._log.info("%d cycles in %.2f s: %.0f cycles/s", cycles, seconds, cycles / seconds)

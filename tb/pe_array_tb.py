@@ -13,7 +13,11 @@ the scoreboard reports the first mismatch (block, lane, got, expected).
 
 import os
 
+import cocotb
 import numpy as np
+from cocotb.triggers import ClockCycles
+
+from sparrow.tb.bench import Scoreboard, StreamMonitor, run_steps, signed, signed_fields, start
 
 __all__ = ["pe_array_reference"]
 
@@ -36,80 +40,70 @@ def pe_array_reference(z, codes, last, acc_width, lanes=None):
             acc[p] += int(vals[e, p]) * int(z[e])
         if last[e]:
             n = P if lanes is None else int(lanes[e])
-            snaps.append([((a + (1 << (acc_width - 1))) % (1 << acc_width)) - (1 << (acc_width - 1))
-                          for a in acc[:n]])
+            snaps.append([signed(a, acc_width) for a in acc[:n]])
     return snaps
 
 
-try:
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge
-except ImportError:
-    cocotb = None
+class _EntryDriver:
+    """Offer one entry per cycle after its ``gap`` idle cycles.
 
+    An entry with ``last`` is held (valid low) while ``can_last`` is low;
+    ``stalls`` counts those cycles.
+    """
 
-if cocotb is not None:
-    @cocotb.test()
-    async def pe_array_blocks(dut):
-        d = np.load(os.environ["PE_ARRAY_TB_DATA"])
-        z, codes, last, gap, lanes = (d[k].astype(np.int64)
-                                      for k in ("z", "codes", "last", "gap", "lanes"))
-        acc_width = int(d["acc_width"])
-        C = int(d["out_lanes"]) if "out_lanes" in d else 1     # sums per chain word
-        P = codes.shape[1]
-        expected = pe_array_reference(z, codes, last, acc_width, lanes * C)
-        flat = [v for snap in expected for v in snap]
-        packed = [sum(int(c) << (5 * p) for p, c in enumerate(row)) for row in codes]
+    def __init__(self, dut, z, packed, last, lanes, gap):
+        self._dut = dut
+        self._entries = list(zip(z.tolist(), packed, last.tolist(), lanes.tolist()))
+        self._gap = gap.tolist()
+        self._wait = self._gap[0] if self._gap else 0
+        self.sent = 0
+        self.stalls = 0
 
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        dut.valid.value = 0
-        dut.last.value = 0
-        dut.z.value = 0              # defined from time 0, as the engine's registers are
-        dut.codes.value = 0
-        dut.lanes.value = 0
-        dut.o__ready.value = 1
-        dut.rst.value = 1
-        await ClockCycles(dut.clk, 2)
-        await FallingEdge(dut.clk)
-        dut.rst.value = 0
-
-        got = []
-        stalls = 0
-        e = 0
-        wait = int(gap[0]) if len(gap) else 0
-        cycles = 0
-        while len(got) < len(flat):
-            if int(dut.o__valid.value):
-                if C == 1:
-                    got.append(dut.o__payload.value.to_signed())
-                else:
-                    word, half = dut.o__payload.value.to_unsigned(), 1 << (acc_width - 1)
-                    got.extend((((word >> (c * acc_width)) + half) % (2 * half)) - half
-                               for c in range(C))
-            if e < len(z) and wait == 0:
-                dut.z.value = int(z[e])
-                dut.codes.value = packed[e]
-                dut.last.value = int(last[e])
-                dut.lanes.value = int(lanes[e])
-                if last[e] and not int(dut.can_last.value):
-                    dut.valid.value = 0
-                    stalls += 1
-                else:
-                    dut.valid.value = 1
-                    e += 1
-                    wait = int(gap[e]) if e < len(z) else 0
-            else:
+    def step(self, cycle):
+        dut = self._dut
+        if self.sent < len(self._entries) and self._wait == 0:
+            z, codes, last, lanes = self._entries[self.sent]
+            dut.z.value = z
+            dut.codes.value = codes
+            dut.last.value = last
+            dut.lanes.value = lanes
+            if last and not int(dut.can_last.value):
                 dut.valid.value = 0
-                wait = max(wait - 1, 0)
-            await FallingEdge(dut.clk)
-            cycles += 1
-            assert cycles < 20 * (len(z) + P * len(expected)) + 100, "timeout"
-        await ClockCycles(dut.clk, P + 8)
-        assert not int(dut.overrun.value), "drain chain overrun"
-        where = [(b, p) for b, snap in enumerate(expected) for p in range(len(snap))]
-        for i, g in enumerate(got):
-            b, p = where[i]
-            assert g == flat[i], f"block {b}, lane {p}: got {g}, expected {flat[i]}"
-        assert stalls > 0, "the stimulus never exercised can_last"
-        dut._log.info("PE array: %d blocks x %d lanes match, %d stall cycles", len(expected), P, stalls)
+                self.stalls += 1
+            else:
+                dut.valid.value = 1
+                self.sent += 1
+                self._wait = self._gap[self.sent] if self.sent < len(self._entries) else 0
+        else:
+            dut.valid.value = 0
+            self._wait = max(self._wait - 1, 0)
+
+
+@cocotb.test()
+async def pe_array_blocks(dut):
+    """Every lane of every drained snapshot equals the reference; no overrun; can_last exercised."""
+    d = np.load(os.environ["PE_ARRAY_TB_DATA"])
+    z, codes, last, gap, lanes = (d[k].astype(np.int64) for k in ("z", "codes", "last", "gap", "lanes"))
+    acc_width = int(d["acc_width"])
+    C = int(d["out_lanes"]) if "out_lanes" in d else 1     # sums per chain word
+    P = codes.shape[1]
+    expected = pe_array_reference(z, codes, last, acc_width, lanes * C)
+    where = [(b, p) for b, snap in enumerate(expected) for p in range(len(snap))]
+    packed = [sum(int(c) << (5 * p) for p, c in enumerate(row)) for row in codes]
+    # z defined from time 0, as the engine's registers are.
+    await start(dut, idle={"valid": 0, "last": 0, "z": 0, "codes": 0, "lanes": 0, "o__ready": 1})
+
+    driver = _EntryDriver(dut, z, packed, last, lanes, gap)
+    monitor = StreamMonitor(dut.o__valid, dut.o__payload,
+                            unpack=None if C == 1 else
+                            lambda v: signed_fields(v.to_unsigned(), acc_width, C))
+    await run_steps(dut.clk, driver, monitor, until=lambda: len(monitor.items) >= len(where),
+                    limit=20 * (len(z) + P * len(expected)) + 100, timeout=lambda: "timeout")
+    await ClockCycles(dut.clk, P + 8)
+    assert not int(dut.overrun.value), "drain chain overrun"
+    Scoreboard("lane", [v for snap in expected for v in snap],
+               where=lambda i: f"block {where[i][0]}, lane {where[i][1]}").compare(monitor.items,
+                                                                                  check_count=False)
+    assert driver.stalls > 0, "the stimulus never exercised can_last"
+    dut._log.info("PE array: %d blocks x %d lanes match, %d stall cycles", len(expected), P,
+                  driver.stalls)
