@@ -8,7 +8,7 @@ assert these messages word for word.
 
 import numbers
 
-__all__ = ["check_int", "check_range", "check_bool", "check_choice"]
+__all__ = ["check_int", "check_range", "check_number", "check_bool", "check_choice"]
 
 
 def _is_int(value):
@@ -37,6 +37,17 @@ def check_range(value, name, lo, hi):
     if not _is_int(value) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}")
     return int(value)
+
+
+def check_number(value, name, lo, hi, lo_open=False):
+    """``value`` is a real number in [lo, hi] (or (lo, hi] with ``lo_open``).
+
+    Raises ValueError ``"{name} must be a number in [lo, hi], not {value!r}"``.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not (lo < value if lo_open else lo <= value) or not value <= hi:
+        raise ValueError(f"{name} must be a number in {'(' if lo_open else '['}{lo}, {hi}], not {value!r}")
+    return value
 
 
 def check_bool(value, name):

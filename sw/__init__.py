@@ -1,10 +1,12 @@
-"""PyTorch compression (SmartDeal, block-circulant, ADMM, block pruning), export and the integer golden model.
+"""PyTorch compression (SmartDeal, block-circulant, ADMM, dense int8), export and the integer golden model.
 
 ``sparrow.sw.compress(model, config, data=None)`` is the one-call entry point
-(:func:`sparrow.sw.compressor.compress`); the drop-in layers (``SDLinear``,
-``SDConv2d``, ``BCLinear``, ``BCConv2d``, ``QLinear``, ``QConv2d``) live in
-:mod:`sparrow.sw.layers`.  Importing this package stays cheap (no torch) so
-the CLI starts fast; torch loads on first use.
+(:func:`sparrow.sw.compressor.compress`); ``config`` is the configuration of a
+method of :data:`sparrow.sw.methods.METHODS` (``SmartDealConfig``, ...) or
+its dict form.  The drop-in layers (``SDLinear``, ``SDConv2d``, ``BCLinear``,
+``BCConv2d``, ``QLinear``, ``QConv2d``) live in :mod:`sparrow.sw.layers`.
+Importing this package stays cheap (no torch) so the CLI starts fast; torch
+loads on first use.
 """
 
 _LAYERS = ("SDLinear", "SDConv2d", "BCLinear", "BCConv2d", "QLinear", "QConv2d")
@@ -17,8 +19,8 @@ def compress(model, config, data=None, progress=None):
 
 
 def export_model(qm, name=None, meta=None):
-    """The model directory contents of a compressed model (see :func:`sparrow.sw.compressor.export_model`)."""
-    from sparrow.sw.compressor import export_model as _export
+    """The model directory contents of a compressed model (see :func:`sparrow.sw.qmodel.export_model`)."""
+    from sparrow.sw.qmodel import export_model as _export
     return _export(qm, name, meta)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from sparrow import SparrowError
 
 __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear", "compress_minilm",
-           "embedding_cosine"]
+           "compress_minilm_to", "embedding_cosine"]
 
 DISTILL_STEPS = 500     # 250 gave mean cosine 0.950, 500 gives 0.954 (2026-11-27)
 RECON_STEPS = 0
@@ -317,19 +317,18 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
             "seconds": time.time() - t0, "per_layer": per}
 
 
-def compress_minilm_cmd(args, overrides):
-    """``sparrow compress --model minilm --method smartdeal --out DIR``: writes DIR/report.json."""
-    o = dict(overrides)
-    rep = compress_minilm(k=o.get("k", 4), density=o.get("density", 1.0), block=o.get("block", 4),
-                          sentences=args.sentences, progress=not args.quiet,
-                          distill_steps=DISTILL_STEPS, recon_steps=RECON_STEPS, tiles=o.get("tiles", TILES))
-    out = Path(args.out)
+def compress_minilm_to(out, k=4, density=1.0, block=4, tiles=TILES, sentences=None, progress=True):
+    """The recipe of ``sparrow compress --model minilm``: :func:`compress_minilm` with the measured settings.
+
+    ``DISTILL_STEPS`` distillation steps, ``RECON_STEPS`` reconstruction steps;
+    the report is written to ``out``/report.json (atomically, directory made if
+    needed).  Returns (report dict, path of report.json).
+    """
+    rep = compress_minilm(k=k, density=density, block=block, sentences=sentences, progress=progress,
+                          distill_steps=DISTILL_STEPS, recon_steps=RECON_STEPS, tiles=tiles)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".report.json.tmp"
     tmp.write_text(json.dumps(rep, indent=1) + "\n")
     tmp.replace(out / "report.json")
-    print(f"all-MiniLM-L6-v2 smartdeal: {rep['layers']} encoder linear layers, {rep['weights']} weights: "
-          f"storage {rep['storage_ratio']:.2f}x vs fp32 (biases {rep['bias_bits']} bits beside), "
-          f"mean cosine {rep['mean_cosine']:.4f} (min {rep['min_cosine']:.4f}) on {rep['held_out_sentences']} "
-          f"held-out sentences, {rep['seconds']:.0f} s -> {out / 'report.json'}")
-    return 0
+    return rep, out / "report.json"

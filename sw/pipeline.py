@@ -9,11 +9,12 @@ import numpy as np
 
 from sparrow import SparrowError
 
-__all__ = ["FP32_EPOCHS", "METHOD_CONFIGS", "train_fp32", "compress_digits", "golden_accuracy", "torch_quant_outputs"]
+__all__ = ["FP32_EPOCHS", "METHOD_CONFIGS", "train_fp32", "digits_config", "compress_digits", "golden_accuracy",
+           "torch_quant_outputs"]
 
 FP32_EPOCHS = 60
 
-# The per-model settings measured by bench/bench_compress.py (defaults of compressor.DEFAULTS otherwise).
+# The per-model settings measured by bench/bench_compress.py, over the defaults of each method's Config.
 METHOD_CONFIGS = {
     ("digits-mlp", "dense-int8"): {"qat_epochs": 20},
     ("digits-mlp", "smartdeal"): {"prune_epochs": 60, "fix_epochs": 30, "qat_epochs": 10, "qat_lr": 1e-4, "levels": 4,
@@ -32,15 +33,6 @@ METHOD_CONFIGS = {
                              "rho": 1e-2, "rho_growth": 1.1, "freeze_window": True, "permute": True},
     ("digits-cnn", "circulant"): {"epochs": 60, "qat_epochs": 10, "k": 8},
 }
-
-
-def _jsonable(v):
-    import json
-    try:
-        json.dumps(v)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def _bar(total, desc, enabled):
@@ -87,28 +79,42 @@ def golden_accuracy(model, pixels, labels):
     return float((y.argmax(1) == labels).mean()), y
 
 
-def compress_digits(name, method, overrides=None, seed=0, progress=True, fp32_epochs=FP32_EPOCHS):
-    """Train, compress and export a digits model; returns (Model, report dict)."""
+def digits_config(name, method, overrides=None, seed=0):
+    """The configuration of ``method`` for digits model ``name``: defaults, METHOD_CONFIGS, ``overrides``.
+
+    Raises SparrowError for an unknown model or method, ValueError / TypeError
+    (naming the option) for a bad or unknown option.
+    """
     from sparrow.sw import digits
-    from sparrow.sw.compressor import METHODS, compress, export_model, total_epochs
-    from sparrow.sw.storage import model_storage
+    from sparrow.sw.methods import METHODS
     if name not in digits.MODELS:
         raise SparrowError(f"unknown digits model {name!r} (known: {', '.join(digits.MODELS)})")
     if method not in METHODS:
         raise SparrowError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    base = METHODS[method].Config(input_shape=digits.input_shape(name), input_exp=digits.INPUT_SCALE_EXP, name=name,
+                                  seed=seed)
+    return base.replace(**METHOD_CONFIGS.get((name, method), {})).replace(**(overrides or {}))
+
+
+def compress_digits(name, method, overrides=None, seed=0, progress=True, fp32_epochs=FP32_EPOCHS):
+    """Train, compress and export a digits model; returns (Model, report dict).
+
+    ``overrides``: options of the method's Config over :func:`digits_config`'s.
+    The manifest's ``meta.config`` is the configuration's record.
+    """
+    from sparrow.sw import digits
+    from sparrow.sw.compressor import compress
+    from sparrow.sw.storage import model_storage
+    cfg = digits_config(name, method, overrides, seed)
     t0 = time.time()
     fp32, fp32_acc, d = train_fp32(name, seed=seed, epochs=fp32_epochs, progress=progress)
-    cfg = {**METHOD_CONFIGS.get((name, method), {}), **(overrides or {})}
-    cfg.update(method=method, input_shape=digits.input_shape(name), input_exp=digits.INPUT_SCALE_EXP,
-               name=name, seed=seed)
-    bar = _bar(total_epochs(method, cfg), f"{name} {method}", progress)
+    bar = _bar(cfg.epochs, f"{name} {method}", progress)
     qm = compress(fp32, cfg, data=(d["x"], d["y"]), progress=bar)
     if bar:
         bar.close()
     seconds = time.time() - t0
     torch_acc = digits.accuracy(qm, d["xt"], d["yt"])
-    public_cfg = {k: v for k, v in qm.config.items() if _jsonable(v)}
-    model = export_model(qm, name, meta={"method": method, "config": public_cfg, "seed": seed})
+    model = qm.method.export(qm, name, meta={"method": method, "config": cfg.record(), "seed": seed})
     gold_acc, y_gold = golden_accuracy(model, d["x_test_pixels"], d["y_test"])
     ref = torch_quant_outputs(qm, name, d["x_test_pixels"])
     mismatches = int((ref != y_gold.astype(np.int64)).any(axis=1).sum())

@@ -4,6 +4,10 @@ A block is P consecutive output rows of one tile and one input column: the
 shift-add PE array (P PEs per tile) skips a column when its whole block is
 zero.  Criteria are small objects with ``scores(w, P, tiles) -> [out/P, in]``
 (higher = keep); :func:`block_mask` keeps the top ``density`` fraction.
+Every criterion also has ``update(w, P, tiles)`` (refresh its state after a
+mask step) and ``regulariser(layers)``: a callable to add to the loss, or
+None when the criterion only ranks blocks.  :data:`CRITERIA` maps the names
+that configurations use to constructors.
 
 * :class:`BlockMagnitude`: L2 norm of each block (block-based structured pruning).
 * :class:`ReweightedL1`: SSGD-style reweighted group-L1; ``penalty(w)`` is a
@@ -13,7 +17,8 @@ zero.  Criteria are small objects with ``scores(w, P, tiles) -> [out/P, in]``
 
 import torch
 
-__all__ = ["BlockMagnitude", "ReweightedL1", "block_norms", "block_mask", "cubic_density"]
+__all__ = ["BlockMagnitude", "ReweightedL1", "CRITERIA", "make_criterion", "block_norms", "block_mask",
+           "cubic_density"]
 
 
 def block_norms(w, block, tiles=1):
@@ -45,6 +50,10 @@ class BlockMagnitude:
     def update(self, w, block, tiles=1):
         pass
 
+    def regulariser(self, layers):
+        """None: block magnitude ranks blocks and adds nothing to the loss."""
+        return None
+
 
 class ReweightedL1:
     """Reweighted group-L1 (SSGD-style): penalty strength ``lam`` * sum_b a_b ||block_b||."""
@@ -65,6 +74,22 @@ class ReweightedL1:
             self.update(w, block, tiles)
             a = self._a[id(w)]
         return self.lam * (a * block_norms(w, block, tiles)).sum()
+
+    def regulariser(self, layers):
+        """sum over ``layers`` (objects with ``coef``, ``block``, ``tiles``) of :meth:`penalty`."""
+        return lambda: sum(self.penalty(m.coef, m.block, m.tiles) for m in layers)
+
+
+# name -> constructor(l1): ``l1`` is the reweighted penalty strength (None: its default 2e-4)
+CRITERIA = {
+    "magnitude": lambda l1=None: BlockMagnitude(),
+    "reweighted-l1": lambda l1=None: ReweightedL1(lam=2e-4 if l1 is None else l1),
+}
+
+
+def make_criterion(name, l1=None):
+    """The criterion registered as ``name`` (a key of :data:`CRITERIA`)."""
+    return CRITERIA[name](l1)
 
 
 def cubic_density(step, total, final, start=1.0):

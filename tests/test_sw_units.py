@@ -87,19 +87,32 @@ def test_sd_conv_float_forward_is_conv_with_composed_weight():
     assert torch.allclose(sd(x), ref, atol=1e-5)
 
 
+def _circulant_dense(w):
+    """docs/format.md: block (i, j) row r col c holds w[i, j, (r - c) mod k] (written out element by element)."""
+    bo, bi, k = w.shape
+    dense = torch.zeros(bo * k, bi * k, dtype=w.dtype)
+    for i in range(bo):
+        for j in range(bi):
+            for r in range(k):
+                for c in range(k):
+                    dense[i * k + r, j * k + c] = w[i, j, (r - c) % k]
+    return dense
+
+
 def test_bc_fft_forward_equals_circulant_matrix():
     torch.manual_seed(3)
-    bc = BCLinear(16, 8, k=4)
+    bc = BCLinear(16, 8, k=4).double()
     x = torch.randn(5, 16, dtype=torch.float64)
-    bc = bc.double()
-    dense = circulant_expand(bc.w)
-    assert torch.allclose(bc(x), x @ dense.t() + bc.bias, atol=1e-9)
-    assert dense[0:4, 4].tolist() == bc.w[0, 1].tolist()
+    dense = _circulant_dense(bc.w.detach())
+    with torch.no_grad():
+        assert torch.allclose(bc(x), x @ dense.t() + bc.bias, atol=1e-9)
+        assert torch.equal(circulant_expand(bc.w), dense)
     assert torch.allclose(circulant_project(dense, 4), bc.w)
     conv = BCConv2d(4, 8, 1, k=4).double()
     xi = torch.randn(2, 4, 3, 3, dtype=torch.float64)
-    ref = torch.nn.functional.conv2d(xi, circulant_expand(conv.w).reshape(8, 4, 1, 1), conv.bias)
-    assert torch.allclose(conv(xi), ref, atol=1e-9)
+    with torch.no_grad():
+        ref = torch.nn.functional.conv2d(xi, _circulant_dense(conv.w.detach()).reshape(8, 4, 1, 1), conv.bias)
+        assert torch.allclose(conv(xi), ref, atol=1e-9)
 
 
 def test_layer_validation_messages():
@@ -162,9 +175,17 @@ def test_pow2_quantizer_frozen_window_ignores_new_maximum():
     assert q(grown)[0].tolist() == [[1.0, 0.25, -0.125]]
 
 
+def _kept_block_energy(w, block, keep):
+    """Energy of the ``keep`` largest P x 1 blocks (P consecutive rows of one column) of w, by loops."""
+    energies = sorted((sum(w[r + i, c] ** 2 for i in range(block)) for r in range(0, w.shape[0], block)
+                       for c in range(w.shape[1])), reverse=True)
+    return float(sum(energies[:keep]))
+
+
 def test_block_permutation_keeps_more_block_energy_and_the_function():
     from torch import nn
-    from sparrow.sw.compressor import _kept_energy, block_permutation, convert
+    from sparrow.sw.methods import ADMM, ADMMConfig
+    from sparrow.sw.qmodel import block_permutation, convert
     # rows 0, 2, 4, 6 use columns 0..1, rows 1, 3, 5, 7 columns 2..3: interleaved, P = 4 blocks mix them
     w = np.zeros((8, 4))
     w[0::2, :2] = 1.0
@@ -172,13 +193,58 @@ def test_block_permutation_keeps_more_block_energy_and_the_function():
     perm = block_permutation(w, 4, 0.5)
     assert sorted(perm.tolist()) == list(range(8))
     keep = 4
-    assert _kept_energy(w ** 2, 4, keep) == 8.0 and _kept_energy(w[perm] ** 2, 4, keep) == 16.0
+    assert _kept_block_energy(w, 4, keep) == 8.0 and _kept_block_energy(w[perm], 4, keep) == 16.0
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    cfg = {"density": {"fc1": 0.5, "fc2": 1.0}, "block": 4}
-    q0 = convert(model, "admm", cfg, (6,), -6)
-    q1 = convert(model, "admm", {**cfg, "permute": True}, (6,), -6)
+    cfg = ADMMConfig(input_shape=(6,), input_exp=-6, density={"fc1": 0.5, "fc2": 1.0}, block=4)
+    q0 = convert(model, ADMM(cfg))
+    q1 = convert(model, ADMM(cfg.replace(permute=True)))
     x = torch.rand(5, 6)
     with torch.no_grad():
         assert torch.allclose(q0(x), q1(x), atol=1e-6)
         assert torch.allclose(q1(x), model(x), atol=1e-6)
+        assert not torch.equal(q0.net[0].coef, q1.net[0].coef)
+
+
+def test_method_configs_are_frozen_validated_and_recorded():
+    import dataclasses
+    from sparrow.sw.methods import METHODS, SmartDealConfig
+    assert list(METHODS) == ["smartdeal", "circulant", "admm", "dense-int8"]
+    cfg = SmartDealConfig(input_shape=[64], input_exp=-6, density={"fc1": 0.2})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.density = 0.5
+    with pytest.raises(TypeError):
+        cfg.density["fc1"] = 0.5
+    for change, msg in ((dict(density=1.5), "density must be a number in (0, 1], not 1.5"),
+                        (dict(density={"fc2": 0}), "density['fc2'] must be a number in (0, 1], not 0"),
+                        (dict(levels=9), "levels must be between 1 and 8, not 9"),
+                        (dict(criterion="random"), "criterion must be one of magnitude, reweighted-l1, not 'random'"),
+                        (dict(prune_epochs=-1), "prune_epochs must be an integer in [0, 100000], not -1"),
+                        (dict(break_even=0.5), "break_even must map layer names to ratios in [0, 1], not 0.5")):
+        with pytest.raises(ValueError) as exc:
+            cfg.replace(**change)
+        assert str(exc.value) == msg
+    with pytest.raises(ValueError, match="smartdeal has no option 'rho'"):
+        cfg.replace(rho=1.0)
+    later = cfg.replace(qat_lr=1e-4, permute=True)
+    assert cfg.qat_lr is None and cfg.epochs == 30 + 10 + 10
+    rec = later.record()
+    # the defaults in their order, then the options set, then the context
+    assert list(rec)[:3] == ["k", "tiles", "block"] and rec["density"] == {"fc1": 0.2}
+    assert list(rec)[-6:] == ["qat_lr", "permute", "input_shape", "input_exp", "name", "seed"]
+    assert rec["input_shape"] == (64,)
+    for name, cls in METHODS.items():
+        assert cls.Config.method == name
+        assert cls.Config(input_shape=(4,), input_exp=-6).epochs > 0
+
+
+def test_criteria_plug_in_through_their_hooks():
+    from sparrow.sw.prune import CRITERIA, make_criterion
+    w = torch.tensor([[1.0, 0.01], [1.0, 0.01]], requires_grad=True)
+    layer = type("L", (), {"coef": w, "block": 2, "tiles": 1})()
+    assert set(CRITERIA) == {"magnitude", "reweighted-l1"}
+    assert make_criterion("magnitude").regulariser([layer]) is None
+    reg = make_criterion("reweighted-l1", 0.5).regulariser([layer])
+    # 0.5 * sum_b ||b|| / (||b|| + 1e-3): two blocks of norms sqrt(2) and 0.01 * sqrt(2)
+    n0, n1 = math.sqrt(2), 0.01 * math.sqrt(2)
+    assert float(reg().detach()) == pytest.approx(0.5 * (n0 / (n0 + 1e-3) + n1 / (n1 + 1e-3)), rel=1e-5)

@@ -5,12 +5,24 @@ accuracy, golden == fake-quantised torch forward); the report goes into the
 manifest's ``meta``.  ``--model minilm`` runs the SmartDeal post-training
 decomposition of all-MiniLM-L6-v2 (sw only: it writes ``report.json`` and the
 compressed weights into DIR, not a hardware model directory).
+
+``--break-even auto`` is resolved here, not in sw/ (which never imports hw/):
+the per-layer ratios of :func:`sparrow.hw.cycle_model.break_even_ratio` go into
+the method's configuration as plain numbers and, as before, into the
+manifest's ``meta.config`` (``break_even: "auto"``, ``break_even_ratios``).
+Options that the chosen method does not have (``--tiles`` for circulant, ...)
+do not change the model and are not recorded.
 """
 
+import dataclasses
 import json
 
+from sparrow import SparrowError
+from sparrow.hw.cycle_model import break_even_ratio
+from sparrow.hw.engine import DEFAULT_DENSE_LANES
+from sparrow.sw.methods import METHODS
+
 MODELS = ("digits-mlp", "digits-cnn", "minilm")
-METHODS = ("smartdeal", "circulant", "admm", "dense-int8")
 
 
 def _density(text):
@@ -23,7 +35,7 @@ def _density(text):
 
 def configure(parser):
     parser.add_argument("--model", required=True, choices=MODELS)
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--method", required=True, choices=tuple(METHODS))
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced atomically)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--density", type=_density, help="fraction of P x 1 coefficient blocks kept (smartdeal, admm)")
@@ -36,13 +48,14 @@ def configure(parser):
                              "the hardware cycle model (P = --block PEs against --dense-lanes MACs): a layer whose "
                              "target sparsity is below its break-even stays unpruned (smartdeal, admm)")
     parser.add_argument("--dense-lanes", type=int, metavar="D",
-                        help="with --break-even auto: MAC lanes of the dense engine compared against (default 8)")
+                        help="with --break-even auto: MAC lanes of the dense engine compared against "
+                             f"(default {DEFAULT_DENSE_LANES})")
     parser.add_argument("--sentences", type=int, default=64, help="minilm: held-out sentences to evaluate")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _overrides(args):
-    from sparrow import SparrowError
+    """{option: value} of the flags given; ``break_even`` is a {layer: ratio} dict or "auto"."""
     o = {}
     for key in ("density", "block", "k", "tiles", "criterion"):
         v = getattr(args, key)
@@ -53,7 +66,6 @@ def _overrides(args):
             raise SparrowError("--dense-lanes: only used with --break-even auto")
         if args.dense_lanes < 1:
             raise SparrowError(f"--dense-lanes must be a positive integer, not {args.dense_lanes}")
-        o["dense_lanes"] = args.dense_lanes
     if args.break_even == "auto":
         o["break_even"] = "auto"
     elif args.break_even:
@@ -70,20 +82,56 @@ def _overrides(args):
     return o
 
 
+def break_even_ratios(name, method, overrides=None, seed=0, dense_lanes=DEFAULT_DENSE_LANES):
+    """{layer: break-even pruning ratio} of the block-pruned layers of digits model ``name`` under ``method``.
+
+    Each ratio is :func:`sparrow.hw.cycle_model.break_even_ratio` of the layer's
+    sizes, P and T as the method sets them (:meth:`sparrow.sw.methods.Method.layer_shapes`)
+    against a dense engine of ``dense_lanes`` MACs, one output lane; empty for
+    a method that does not prune blocks.
+    """
+    from sparrow.sw import digits
+    from sparrow.sw.pipeline import digits_config
+    cfg = digits_config(name, method, overrides, seed)
+    shapes = METHODS[method](cfg).layer_shapes(digits.make_model(name, seed=seed))
+    return {s.name: break_even_ratio(s.in_features, s.out_features, s.block, dense_lanes, 1, s.tiles)
+            for s in shapes}
+
+
+def _compress_minilm(args, o):
+    from sparrow.sw.minilm import TILES, compress_minilm_to
+    rep, path = compress_minilm_to(args.out, k=o.get("k", 4), density=o.get("density", 1.0), block=o.get("block", 4),
+                                   tiles=o.get("tiles", TILES), sentences=args.sentences, progress=not args.quiet)
+    print(f"all-MiniLM-L6-v2 smartdeal: {rep['layers']} encoder linear layers, {rep['weights']} weights: "
+          f"storage {rep['storage_ratio']:.2f}x vs fp32 (biases {rep['bias_bits']} bits beside), "
+          f"mean cosine {rep['mean_cosine']:.4f} (min {rep['min_cosine']:.4f}) on {rep['held_out_sentences']} "
+          f"held-out sentences, {rep['seconds']:.0f} s -> {path}")
+    return 0
+
+
 def run(args):
-    from sparrow import SparrowError
     if args.model == "minilm":
         if args.method != "smartdeal":
             raise SparrowError("minilm: only --method smartdeal is supported (post-training decomposition)")
-        from sparrow.sw.minilm import compress_minilm_cmd
-        return compress_minilm_cmd(args, _overrides(args))
+        return _compress_minilm(args, _overrides(args))
     from sparrow.modeldir import save_model
     from sparrow.sw.pipeline import compress_digits
+    options = {f.name for f in dataclasses.fields(METHODS[args.method].Config)}
+    o = {k: v for k, v in _overrides(args).items() if k in options}
+    auto = o.get("break_even") == "auto"
+    lanes = DEFAULT_DENSE_LANES if args.dense_lanes is None else args.dense_lanes
     try:
-        model, rep = compress_digits(args.model, args.method, _overrides(args), seed=args.seed,
-                                     progress=not args.quiet)
+        if auto:
+            o["break_even"] = break_even_ratios(args.model, args.method, {**o, "break_even": None}, args.seed, lanes)
+        model, rep = compress_digits(args.model, args.method, o, seed=args.seed, progress=not args.quiet)
     except ValueError as exc:
         raise SparrowError(f"compress: {exc}")
+    if auto:
+        record = model.meta["config"]
+        record["break_even"] = "auto"
+        if args.dense_lanes is not None:
+            record["dense_lanes"] = args.dense_lanes
+        record["break_even_ratios"] = o["break_even"]
     save_model(model, args.out)
     print(f"{rep['model']} {rep['method']}: fp32 {100 * rep['fp32_accuracy']:.2f}%  "
           f"golden int8 {100 * rep['golden_accuracy']:.2f}% ({rep['delta_pp']:+.2f} pp)  "
