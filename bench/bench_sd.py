@@ -65,20 +65,10 @@ def dense_layer(rng, n_in, n_out):
 
 
 def _cycles(make_engine, layer, x, forward, simulator="verilator"):
-    """(steady-state cycles per vector, cycles of the whole batch / N).
-
-    Steady state = (cycles for 2N vectors - cycles for N) / N, vectors back to
-    back: the pipeline fill (first load, basis, last drain) cancels out.
-    """
-    from sparrow.tb.model_sim import run_engine
-    runs = []
-    for xs in (x, np.concatenate([x, x[::-1]])):
-        expected = forward(layer, xs)
-        y, cycles = run_engine(make_engine(), xs, simulator, label=layer.name,
-                               expected=expected, name=f"bench_{layer.name}")
-        assert (y == expected).all()
-        runs.append(cycles)
-    return (runs[1] - runs[0]) / len(x), runs[0] / len(x)
+    """(steady-state cycles per vector, cycles of the whole batch / N): :func:`steady_cycles`."""
+    from sparrow.tb.model_sim import steady_cycles
+    return steady_cycles(make_engine, x, lambda xs: forward(layer, xs), simulator,
+                         label=layer.name, name=f"bench_{layer.name}")
 
 
 def _fmt_util(report, field):
@@ -88,6 +78,7 @@ def _fmt_util(report, field):
 
 def run_board(board, pes, args, rng, dense_row=None):
     from sparrow.hw.dense_engine import DenseEngine
+    from sparrow.hw.engine import EngineConfig
     from sparrow.hw.sd_engine import SDEngine, sd_program
     from sparrow.sw import golden
     cfg = CONFIGS[board]
@@ -99,14 +90,18 @@ def run_board(board, pes, args, rng, dense_row=None):
     row = {"board": board, "in": n_in, "out": n_out, "pes": pes, "dense_lanes": cfg["dense_lanes"],
            "out_lanes": lanes, "bcast": bcast, "placer": args.placer,
            "nonzeros": int((sd.params["coef_sign"] != 0).sum())}
-    row["sd_entries"] = len(sd_program(sd.params["coef_sign"], sd.params["coef_exp"], 1, pes)[0])
+    sd_config = EngineConfig(pes=pes, out_lanes=lanes, bcast=bcast)
+    dense_config = EngineConfig(dense_lanes=cfg["dense_lanes"])
+
     def make_sd():
-        return SDEngine.from_layer(sd, pes, lanes, bcast)
+        return SDEngine.from_layer(sd, sd_config)
+
+    row["sd_entries"] = len(sd_program(sd.params["coef_sign"], sd.params["coef_exp"], 1, pes)[0])
     row["sd_cycles"], row["sd_batch_cycles"] = _cycles(make_sd, sd, x,
                                                        golden.sd_linear_forward, args.simulator)
     if dense_row is None:
         row["dense_cycles"], row["dense_batch_cycles"] = _cycles(
-            lambda: DenseEngine.from_layer(dn, cfg["dense_lanes"]), dn, x, golden.dense_linear_forward,
+            lambda: DenseEngine.from_layer(dn, dense_config), dn, x, golden.dense_linear_forward,
             args.dense_simulator or args.simulator)
     else:
         for key in ("dense_cycles", "dense_batch_cycles", "dense_report", "dense_fmax", "dense_error"):
@@ -121,7 +116,7 @@ def run_board(board, pes, args, rng, dense_row=None):
         out = Path(args.out) / board
         todo = [("sd", make_sd())]
         if dense_row is None:
-            todo.append(("dense", DenseEngine.from_layer(dn, cfg["dense_lanes"])))
+            todo.append(("dense", DenseEngine.from_layer(dn, dense_config)))
         for name, eng in todo:
             sd_tag = f"{pes}" + (f"c{lanes}" if lanes > 1 else "") + (f"b{bcast}" if bcast else "")
             tag = f"{name}{sd_tag if name == 'sd' else ''}_{board.replace('-', '_')}"

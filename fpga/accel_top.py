@@ -6,53 +6,62 @@ The accelerator runs at the board's oscillator (iCEBreaker 12 MHz, ULX3S
 these rates.  LED 0 shows ``error``, LED 1 ``busy`` (where the board has two).
 """
 
+from dataclasses import replace
+
 from amaranth.hdl import Elaboratable, Module
 
 from sparrow import SparrowError
+from sparrow.hw.dense_engine import DenseEngine
+from sparrow.hw.engine import EngineConfig
+from sparrow.hw.engines import multipliers
 
 __all__ = ["AcceleratorTop", "accelerator_design", "fit_dense_lanes"]
 
 
-def accelerator_design(model, board, baud=115200, pes=8):
+def accelerator_design(model, board, baud=115200, config=EngineConfig()):
     """``(top, name, report fields, clock MHz)`` for building ``model``'s accelerator on ``board``.
 
-    The clock MHz is the board's oscillator: the build's timing target.
+    ``config.dense_lanes`` is replaced by :func:`fit_dense_lanes` (when the
+    model has dense layers).  The clock MHz is the board's oscillator: the
+    build's timing target.
     """
     from sparrow.fpga.boards import get_board
     from sparrow.protocol import model_id
-    top = AcceleratorTop(model, get_board(board), baud, pes)
+    board = get_board(board)
+    lanes = fit_dense_lanes(model, board, config)
+    top = AcceleratorTop(model, board, baud, replace(config, dense_lanes=lanes) if lanes else config)
     mhz = top.clk_hz / 1e6
-    extra = {"model": model.name, "pes": pes, "design_kind": "accelerator", "baud": baud,
-             "clock_mhz": mhz, "dense_lanes": top.dense_lanes,
+    extra = {"model": model.name, "pes": config.pes, "design_kind": "accelerator", "baud": baud,
+             "clock_mhz": mhz, "dense_lanes": lanes,
              "layers": [f"{l.name} {l.kind} {l.attrs['in']}->{l.attrs['out']}" for l in model.layers],
              "model_id": f"{model_id(model):08x}"}
     return top, f"{model.name}_accel", extra, mhz
 
 
-def fit_dense_lanes(model, board):
-    """MAC lanes per dense_linear engine so that all engines share the board's DSP blocks.
+def fit_dense_lanes(model, board, config=EngineConfig()):
+    """MAC lanes per dense engine so that all engines share the board's DSP blocks (None: no dense layer).
 
-    The sd_linear and bc_linear engines take theirs first
-    (:func:`~sparrow.hw.engines.multipliers`); the dense engines split the
-    rest evenly, at least one lane and at most 8 each.
+    The other engines take theirs first (:func:`~sparrow.hw.engines.multipliers`
+    with ``config``); the dense engines split the rest evenly, at least one
+    lane and at most 8 each.
     """
-    from sparrow.hw.engines import multipliers
-    dense = [l for l in model.layers if l.kind == "dense_linear"]
+    dense = [l for l in model.layers if l.kind == DenseEngine.kind]
     if not dense:
         return None
-    fixed = sum(multipliers(l, 0) for l in model.layers if l.kind != "dense_linear")
+    fixed = sum(multipliers(l, config) for l in model.layers if l.kind != DenseEngine.kind)
     return max(1, min(8, (board.dsps - fixed) // len(dense)))
 
 
 class AcceleratorTop(Elaboratable):
-    """``model`` on ``board`` with a UART at ``baud``; ``pes`` PEs per sd_linear engine,
-    ``dense_lanes`` MAC lanes per dense_linear engine (default :func:`fit_dense_lanes`).
+    """``model`` on ``board`` with a UART at ``baud``, its engines sized by ``config``
+    (an :class:`~sparrow.hw.engine.EngineConfig`, used as given:
+    :func:`accelerator_design` fits its dense lanes to the board).
 
     Raises SparrowError (one line) when the board has no UART, the baud rate
     does not divide the board clock closely enough, or a layer has no engine.
     """
 
-    def __init__(self, model, board, baud=115200, pes=8, dense_lanes=None):
+    def __init__(self, model, board, baud=115200, config=EngineConfig()):
         from sparrow.hw.accel import Accelerator
         from sparrow.hw.uart import uart_divisor
         platform = board.platform_class()()
@@ -64,9 +73,8 @@ class AcceleratorTop(Elaboratable):
             divisor = uart_divisor(clk_hz, baud)
         except ValueError as exc:
             raise SparrowError(f"--baud {baud}: {exc}") from None
-        self.board, self.clk_hz = board, clk_hz
-        self.dense_lanes = dense_lanes or fit_dense_lanes(model, board)
-        self.accel = Accelerator(model, clk_hz, divisor, pes, self.dense_lanes)
+        self.board, self.clk_hz, self.config = board, clk_hz, config
+        self.accel = Accelerator(model, clk_hz, divisor, config=config)
 
     def elaborate(self, platform):
         from amaranth.build import ResourceError

@@ -19,6 +19,8 @@ import numpy as np
 
 from sparrow import SparrowError
 from sparrow import protocol as P
+from sparrow.hw.engine import EngineConfig
+from sparrow.hw.engines import check_engine_kinds
 
 __all__ = ["Device", "SimulatedBoard", "run_model_on_board"]
 
@@ -93,21 +95,28 @@ class Device:
 
 
 class SimulatedBoard:
-    """The accelerator's RTL under cocotb in a background thread, reachable at :attr:`port`."""
+    """The accelerator's RTL under cocotb in a background thread, reachable at :attr:`port`.
+
+    Parameters
+    ----------
+    model : sparrow.modeldir.Model
+    simulator : str
+        ``"verilator"`` or ``"icarus"``.
+    config : sparrow.hw.engine.EngineConfig
+        Engine parameters of the accelerator.
+    """
 
     DIVISOR = 4            # UART clock cycles per bit in simulation
     CLK_HZ = 1_000_000     # nominal clock the simulated board reports
 
-    def __init__(self, model, simulator, pes):
+    def __init__(self, model, simulator, config=EngineConfig()):
         import tempfile
         import threading
         from pathlib import Path
         from sparrow.hw.accel import Accelerator
         from sparrow.tb.model_sim import sim_verilog
         from sparrow.tb.runner import project_build_dir, run_cocotb
-        if not 1 <= pes <= 1024:
-            raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
-        accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, pes)
+        accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, config=config)
         work = project_build_dir() / "sim"
         work.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="bridge-", dir=work))
@@ -146,21 +155,21 @@ class SimulatedBoard:
             raise SparrowError(f"simulated board: {self.error}")
 
 
-def run_model_on_board(model, x, *, port=None, sim=None, pes=8, baud=115200, timeout=1.0,
-                       progress=None):
+def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), baud=115200,
+                       timeout=1.0, progress=None):
     """Run int8 vectors ``x`` [N, input size] on the board at ``port`` (or the RTL under ``sim``).
 
-    Checks first that the board runs ``model`` (sizes, layer count and model
+    ``config`` sizes the engines of the simulated accelerator (``sim`` only: a
+    board runs what it was built with).  Checks first that the board runs ``model`` (sizes, layer count and model
     id).  Returns ``(y int8 [N, out], cycles per vector, seconds over the link,
     identity dict)``; ``progress(done, total)`` is called after each vector.
     """
-    from sparrow.hw.engines import check_engine_kinds
     check_engine_kinds(model)
     n = len(x)
     x = np.asarray(x).reshape(n, -1)
     board = None
     if sim:
-        board = SimulatedBoard(model, sim, pes)
+        board = SimulatedBoard(model, sim, config)
         port = board.wait_port()
         timeout = max(timeout, 30.0)       # simulated time runs far slower than a board's
     dev = Device(port, baud, timeout=timeout)

@@ -7,15 +7,16 @@ so its LUT count and fmax measure what one more PE costs on a board.
 """
 
 from amaranth.hdl import Module, signed
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from sparrow.hw.component import ValidatedComponent, discard
 from sparrow.hw.pe import ShiftAddPE
+from sparrow.validate import check_int
 
 __all__ = ["PEArrayBench"]
 
 
-class PEArrayBench(wiring.Component):
+class PEArrayBench(ValidatedComponent):
     """``pes`` :class:`~sparrow.hw.pe.ShiftAddPE` s sharing one activation stream.
 
     Parameters
@@ -33,23 +34,27 @@ class PEArrayBench(wiring.Component):
     exp : In(pes * exp_bits)               PE i's exponent in bits [i*exp_bits, (i+1)*exp_bits)
     acc : Out(pes * acc_width)             PE i's accumulator in bits [i*acc_width, ...)
     out_valid : Out(pes)
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``pes`` not in 1..4096 ("PE count must be between 1 and 4096, not 5000"),
+        or a PE parameter refused by :class:`~sparrow.hw.pe.ShiftAddPE`.
     """
 
     def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20):
-        if not isinstance(pes, int) or isinstance(pes, bool) or pes < 1:
-            raise TypeError(f"PE count must be a positive integer, not {pes!r}")
-        if pes > 4096:
-            raise ValueError(f"PE count must be at most 4096, not {pes}")
-        self._pes = pes
+        super().__init__(pes, act_width, exp_bits, acc_width)
+
+    def _validate(self, pes, act_width, exp_bits, acc_width):
+        self._pes = check_int(pes, "PE count", 1, 4096)
         self._pe_args = dict(act_width=act_width, exp_bits=exp_bits, acc_width=acc_width)
-        probe = ShiftAddPE(**self._pe_args)  # validates the PE parameters
-        probe._MustUse__silence = True        # only its checks are wanted, not its logic
-        super().__init__({
+        discard(ShiftAddPE(**self._pe_args))       # its checks only, not its logic
+        return {
             "act": In(signed(act_width)),
             "valid": In(1), "clear": In(1), "last": In(1),
             "sign": In(pes), "zero": In(pes), "exp": In(pes * exp_bits),
-            "acc": Out(pes * probe.acc_width), "out_valid": Out(pes),
-        })
+            "acc": Out(pes * acc_width), "out_valid": Out(pes),
+        }
 
     @property
     def pes(self):

@@ -12,8 +12,8 @@ from amaranth.hdl import Module, Signal, signed, Cat
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparrow.hw.pe import _check_int
-from sparrow.hw.pe_array import _Validated
+from sparrow.hw.component import ValidatedComponent
+from sparrow.validate import check_int, check_range
 
 __all__ = ["BasisUnit", "basis_image", "BASIS_LATENCY"]
 
@@ -30,7 +30,7 @@ def basis_image(basis):
     return [sum(int(v) << (8 * j) for j, v in enumerate(row)) for row in u]
 
 
-class BasisUnit(_Validated):
+class BasisUnit(ValidatedComponent):
     """Computes z for one tile after ``start``; reads x, writes z.
 
     Parameters
@@ -70,14 +70,21 @@ class BasisUnit(_Validated):
         The word at the previous cycle's ``x_addr`` (synchronous read).
     z_addr : Out(range(in)), z_data : Out(signed(z_bits)), z_we : Out(1), z_tag : Out(1)
         Write port of the z buffer (``z_tag``: the tile's ``tag``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``k`` (1..16), ``in_features`` or ``z_bits`` (8..16) out of range, ``k`` not
+        dividing ``in_features``, a basis of the wrong shape or not int8,
+        ``basis_shift`` outside [0, 31].
     """
 
     def __init__(self, k, in_features, basis, basis_shift, z_bits=8):
         super().__init__(k, in_features, basis, basis_shift, z_bits)
 
     def _validate(self, k, in_features, basis, basis_shift, z_bits):
-        _check_int(k, "Group size", 1, 16)
-        _check_int(in_features, "Input count", 1, 1 << 16)
+        check_int(k, "Group size", 1, 16)
+        check_int(in_features, "Input count", 1, 1 << 16)
         if in_features % k:
             raise ValueError(f"Group size {k} does not divide input count {in_features}")
         b = np.asarray(basis)
@@ -86,9 +93,8 @@ class BasisUnit(_Validated):
                              f"not {list(b.shape)}")
         if b.size and (b.min() < -128 or b.max() > 127):
             raise ValueError("Basis values must be int8")
-        if not isinstance(basis_shift, int) or not 0 <= basis_shift <= 31:
-            raise ValueError(f"Basis shift must be an integer in [0, 31], not {basis_shift!r}")
-        _check_int(z_bits, "Z width", 8, 16)
+        check_range(basis_shift, "Basis shift", 0, 31)
+        check_int(z_bits, "Z width", 8, 16)
         self._k, self._in, self._basis, self._shift, self._z_bits = k, in_features, b, basis_shift, z_bits
         self._tiles = b.shape[0]
         return {

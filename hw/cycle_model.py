@@ -21,16 +21,17 @@ speed, so the compressor keeps such a layer dense.
 The SD formula is a model: tests/test_cycle_model.py holds it within 15% of
 RTL simulation on array- and drain-bound layers (stalls on the drain chain
 cost a little more than ``rows_b/C`` per block).  With the layers' actual
-``entries_b`` these formulas give the simulated cycles of the benchmark
-layers exactly (bench/bench_sd.py: 97 and 1345 on the UP5K, 129 and 1548 on
-the ECP5-85F).
+``entries_b`` (:func:`sd_block_cycles`, which ``SDEngine.cycles`` and the
+registry's :func:`sparrow.hw.engines.layer_cycles` use) these formulas give
+the simulated cycles of the benchmark layers exactly (bench/bench_sd.py: 97
+and 1345 on the UP5K, 129 and 1548 on the ECP5-85F).
 """
 
 import math
 
-from sparrow.hw.pe import _check_int
+from sparrow.validate import check_int
 
-__all__ = ["sd_cycles", "dense_cycles", "break_even_ratio"]
+__all__ = ["sd_cycles", "sd_block_cycles", "dense_cycles", "break_even_ratio"]
 
 
 def _check_density(density):
@@ -40,28 +41,44 @@ def _check_density(density):
 
 def sd_cycles(n_in, n_out, density, pes, out_lanes=1, tiles=1):
     """Steady-state cycles per vector of the SD engine on a layer of block density ``density``."""
-    _check_int(n_in, "Input count", 1, 1 << 20)
-    _check_int(n_out, "Output count", 1, 1 << 20)
-    _check_int(pes, "PE count", 1, 4096)
-    _check_int(out_lanes, "Output lane count", 1, 64)
-    _check_int(tiles, "Tile count", 1, 1 << 20)
+    check_int(n_in, "Input count", 1, 1 << 20)
+    check_int(n_out, "Output count", 1, 1 << 20)
+    check_int(pes, "PE count", 1, 4096)
+    check_int(out_lanes, "Output lane count", 1, 64)
+    check_int(tiles, "Tile count", 1, 1 << 20)
     _check_density(density)
     if n_out % tiles:
         raise ValueError(f"Tile count {tiles} does not divide output count {n_out}")
     rows = n_out // tiles
-    array = 0
-    for _ in range(tiles):
-        for start in range(0, rows, pes):
-            rows_b = min(pes, rows - start)
-            array += max(max(1, math.ceil(density * n_in)), math.ceil(rows_b / out_lanes))
+    entries = max(1, math.ceil(density * n_in))
+    blocks = [(entries, min(pes, rows - start)) for start in range(0, rows, pes)] * tiles
+    return sd_block_cycles(n_in, n_out, blocks, out_lanes, tiles)
+
+
+def sd_block_cycles(n_in, n_out, blocks, out_lanes=1, tiles=1):
+    """Steady-state cycles per vector of the SD engine from its row blocks.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Layer sizes.
+    blocks : iterable of (int, int)
+        ``(entries_b, rows_b)`` of every row block of every tile: its code
+        entries (columns with a nonzero in the block, at least 1) and its rows.
+    out_lanes : int
+        Output lanes C.
+    tiles : int
+        Basis tiles T.
+    """
+    array = sum(max(entries, math.ceil(rows / out_lanes)) for entries, rows in blocks)
     return max(n_in, tiles * n_in + 1, math.ceil(n_out / out_lanes), array + 4 * tiles)
 
 
 def dense_cycles(n_in, n_out, lanes):
     """Steady-state cycles per vector of the dense engine with ``lanes`` MAC lanes."""
-    _check_int(n_in, "Input count", 1, 1 << 20)
-    _check_int(n_out, "Output count", 1, 1 << 20)
-    _check_int(lanes, "Dense lane count", 1, 4096)
+    check_int(n_in, "Input count", 1, 1 << 20)
+    check_int(n_out, "Output count", 1, 1 << 20)
+    check_int(lanes, "Dense lane count", 1, 4096)
     blocks = math.ceil(n_out / lanes)
     return max(blocks * n_in + 1, n_out + blocks)
 
@@ -72,7 +89,7 @@ def break_even_ratio(n_in, n_out, pes, dense_lanes, out_lanes=1, tiles=1, steps=
     0.0: the SD engine wins even unpruned; 1.0: it never wins (the layer
     should stay dense).
     """
-    _check_int(steps, "Step count", 1, 1 << 20)
+    check_int(steps, "Step count", 1, 1 << 20)
     target = dense_cycles(n_in, n_out, dense_lanes)
     for i in range(steps + 1):
         sparsity = i / steps

@@ -13,17 +13,15 @@ product maps to one DSP (SB_MAC16 / MULT18X18D).
 
 import numpy as np
 from amaranth.hdl import Module, Signal, signed, Cat, Mux
-from amaranth.lib import stream
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.lib.wiring import connect
 
-from sparrow.hw.pe import _check_int
-from sparrow.hw.pe_array import _Validated, DrainChain, OutputStage
+from sparrow.hw.cycle_model import dense_cycles
+from sparrow.hw.engine import DEFAULT_DENSE_LANES, Engine, EngineConfig
+from sparrow.hw.pe_array import DrainChain, OutputStage
+from sparrow.validate import check_int
 
-__all__ = ["DenseEngine", "dense_image", "dense_acc_width", "DENSE_LANES"]
-
-#: Default MAC lanes: the eight DSPs of the iCE40UP5K.
-DENSE_LANES = 8
+__all__ = ["DenseEngine", "dense_image", "dense_acc_width"]
 
 
 def dense_acc_width(weight):
@@ -48,7 +46,7 @@ def dense_image(weight, lanes):
     return words
 
 
-class DenseEngine(_Validated):
+class DenseEngine(Engine):
     """dense_linear on the RTL: ``y = relu?(sat8(rshift(bias + W x, out_shift)))``.
 
     Parameters
@@ -73,25 +71,49 @@ class DenseEngine(_Validated):
     error : Out(1)
         Sticky: an output was lost (``o.ready`` low) or the drain chain was
         overrun (a sequencer bug; checked by the benches).
+
+    Raises
+    ------
+    TypeError
+        A size or the lane count is not a positive integer ("Lane count must be
+        a positive integer, not 0").
+    ValueError
+        A parameter out of range ("Weight must have shape [out, in], not [...]",
+        "Weight values must be int8", ...).
     """
 
     #: Edges from a column being issued to its block's sums being in the drain chain
     #: (read, operand register, multiply, accumulate, load).
     LATENCY = 5
 
-    def __init__(self, in_features, out_features, weight, bias, out_shift, relu, lanes=DENSE_LANES):
+    kind = "dense_linear"
+
+    def __init__(self, in_features, out_features, weight, bias, out_shift, relu,
+                 lanes=DEFAULT_DENSE_LANES):
         super().__init__(in_features, out_features, weight, bias, out_shift, relu, lanes)
 
     @classmethod
-    def from_layer(cls, layer, lanes=DENSE_LANES):
+    def from_layer(cls, layer, config=EngineConfig()):
+        """The engine of a validated ``sparrow.modeldir.Layer`` of kind dense_linear
+        with ``config.dense_lanes`` MAC lanes."""
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), p["weight"], p["bias"], int(a["out_shift"]),
-                   bool(a["relu"]), lanes)
+                   bool(a["relu"]), config.dense_lanes)
+
+    @classmethod
+    def multipliers(cls, layer, config=EngineConfig()):
+        """One multiplier per MAC lane: ``config.dense_lanes``."""
+        return config.dense_lanes
+
+    @classmethod
+    def cycles(cls, layer, config=EngineConfig()):
+        """Steady-state cycles per vector (:func:`~sparrow.hw.cycle_model.dense_cycles`)."""
+        return dense_cycles(int(layer.attrs["in"]), int(layer.attrs["out"]), config.dense_lanes)
 
     def _validate(self, n_in, n_out, weight, bias, out_shift, relu, lanes):
-        _check_int(n_in, "Input count", 1, 1 << 16)
-        _check_int(n_out, "Output count", 1, 1 << 16)
-        _check_int(lanes, "Lane count", 1, 256)
+        check_int(n_in, "Input count", 1, 1 << 16)
+        check_int(n_out, "Output count", 1, 1 << 16)
+        check_int(lanes, "Lane count", 1, 256)
         w = np.asarray(weight)
         if w.shape != (n_out, n_in):
             raise ValueError(f"Weight must have shape [{n_out}, {n_in}], not {list(w.shape)}")
@@ -102,11 +124,7 @@ class DenseEngine(_Validated):
         self._words = dense_image(w, lanes)
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._blocks = -(-n_out // lanes)
-        return {
-            "i": In(stream.Signature(signed(8))),
-            "o": Out(stream.Signature(signed(8))),
-            "error": Out(1),
-        }
+        return self.stream_members()
 
     def memory_images(self):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
@@ -123,17 +141,9 @@ class DenseEngine(_Validated):
     def lanes(self):
         return self._lanes
 
-    @property
-    def in_features(self):
-        return self._n_in
-
-    @property
-    def out_features(self):
-        return self._n_out
-
-    @property
-    def acc_width(self):
-        return self._acc_width
+    def describe(self):
+        """``lanes``: the MAC lanes."""
+        return {"lanes": self._lanes}
 
     def elaborate(self, platform):
         m = Module()

@@ -1,48 +1,73 @@
-"""The engine that runs each layer kind of a model directory (docs/format.md).
+"""The registry: the engine class of each layer kind of a model directory (docs/format.md).
 
-One place maps a layer kind to its Amaranth engine, for ``sparrow generate``,
-``sparrow sim``, ``sparrow build`` and the demo.
+The one place that maps a layer kind to its :class:`~sparrow.hw.engine.Engine`
+subclass, and that refuses a kind with no engine.  ``sparrow generate``,
+``sparrow sim``, ``sparrow build``, the accelerator and the cycle model reach
+engines only through it; adding an engine is a class in hw/ and one entry here.
 """
 
 from sparrow import SparrowError
+from sparrow.hw.bc_engine import BCEngine
+from sparrow.hw.dense_engine import DenseEngine
+from sparrow.hw.engine import EngineConfig
+from sparrow.hw.sd_engine import SDEngine
 
-__all__ = ["ENGINE_KINDS", "engine_for_layer", "check_engine_kinds", "multipliers"]
+__all__ = ["ENGINES", "engine_class", "engine_for_layer", "check_engine_kinds", "multipliers",
+           "layer_cycles", "model_cycles"]
 
-ENGINE_KINDS = ("sd_linear", "dense_linear", "bc_linear")
+#: Layer kind -> engine class.
+ENGINES = {cls.kind: cls for cls in (SDEngine, DenseEngine, BCEngine)}
 
 
-def engine_for_layer(layer, pes=8, dense_lanes=None):
-    """The engine component for one validated layer.
+def engine_class(kind):
+    """The engine class of layer kind ``kind``.
 
-    ``pes`` sizes sd_linear engines (1..1024), ``dense_lanes`` dense_linear
-    ones (MAC lanes, default :data:`~sparrow.hw.dense_engine.DENSE_LANES`).
+    Raises
+    ------
+    SparrowError
+        ``"kind 'K' has no RTL engine (supported: sd_linear, dense_linear, bc_linear)"``.
     """
-    if layer.kind == "sd_linear":
-        from sparrow.hw.sd_engine import SDEngine
-        return SDEngine.from_layer(layer, pes)
-    if layer.kind == "dense_linear":
-        from sparrow.hw.dense_engine import DenseEngine, DENSE_LANES
-        return DenseEngine.from_layer(layer, dense_lanes or DENSE_LANES)
-    if layer.kind == "bc_linear":
-        from sparrow.hw.bc_engine import BCEngine
-        return BCEngine(layer)
-    raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
-                       f"(supported: {', '.join(ENGINE_KINDS)})")
+    try:
+        return ENGINES[kind]
+    except KeyError:
+        raise SparrowError(f"kind {kind!r} has no RTL engine "
+                           f"(supported: {', '.join(ENGINES)})") from None
+
+
+def _layer_engine_class(layer):
+    try:
+        return engine_class(layer.kind)
+    except SparrowError as exc:
+        raise SparrowError(f"layer {layer.name!r}: {exc}") from None
+
+
+def engine_for_layer(layer, config=EngineConfig()):
+    """The engine component of one validated ``sparrow.modeldir.Layer``.
+
+    Raises
+    ------
+    SparrowError
+        ``"layer 'NAME': kind 'K' has no RTL engine (supported: ...)"``.
+    """
+    return _layer_engine_class(layer).from_layer(layer, config)
 
 
 def check_engine_kinds(model):
-    """Raise SparrowError naming the first layer of ``model`` that no engine runs."""
+    """Refuse ``model`` when one of its layers has no engine (SparrowError as :func:`engine_for_layer`)."""
     for layer in model.layers:
-        if layer.kind not in ENGINE_KINDS:
-            raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
-                               f"(supported: {', '.join(ENGINE_KINDS)})")
+        _layer_engine_class(layer)
 
 
-def multipliers(layer, dense_lanes):
-    """Hardware multipliers (DSP blocks) the layer's engine uses: k for sd_linear
-    (the basis unit), 8 for bc_linear (FFT and complex MAC), the lanes for dense_linear."""
-    if layer.kind == "sd_linear":
-        return int(layer.attrs["k"])
-    if layer.kind == "bc_linear":
-        return 8
-    return dense_lanes
+def multipliers(layer, config=EngineConfig()):
+    """Hardware multipliers (DSP blocks) of the engine of ``layer``."""
+    return _layer_engine_class(layer).multipliers(layer, config)
+
+
+def layer_cycles(layer, config=EngineConfig()):
+    """Cycle model: steady-state clock cycles per input vector of the engine of ``layer``."""
+    return _layer_engine_class(layer).cycles(layer, config)
+
+
+def model_cycles(model, config=EngineConfig()):
+    """``{layer name: steady-state cycles per vector}`` of every layer of ``model``."""
+    return {layer.name: layer_cycles(layer, config) for layer in model.layers}

@@ -6,8 +6,10 @@ power-of-two PE array replicates P times.
 """
 
 from amaranth.hdl import Module, Signal, signed, Mux
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from sparrow.hw.component import ValidatedComponent
+from sparrow.validate import check_int
 
 __all__ = ["ShiftAddPE", "RunningPE", "pe_term_bound", "pe_min_acc_width", "pe_max_terms", "PE_LATENCY"]
 
@@ -15,11 +17,10 @@ __all__ = ["ShiftAddPE", "RunningPE", "pe_term_bound", "pe_min_acc_width", "pe_m
 PE_LATENCY = 2
 
 
-def _check_int(value, name, lo, hi):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+def _check_widths(act_width, exp_bits, acc_width):
+    check_int(act_width, "Activation width", 2, 32)
+    check_int(exp_bits, "Exponent width", 1, 5)
+    check_int(acc_width, "Accumulator width", 2, 64)
 
 
 def pe_term_bound(act_width, exp_bits):
@@ -42,7 +43,7 @@ def pe_max_terms(act_width, exp_bits, acc_width):
     return ((1 << (acc_width - 1)) - 1) // pe_term_bound(act_width, exp_bits)
 
 
-class ShiftAddPE(wiring.Component):
+class ShiftAddPE(ValidatedComponent):
     """Power-of-two multiply-accumulate element (no multiplier).
 
     Each cycle with ``valid`` high, the term ``t = (-1)^sign * act * 2^exp`` (0
@@ -109,27 +110,10 @@ class ShiftAddPE(wiring.Component):
     """
 
     def __init__(self, act_width=8, exp_bits=3, acc_width=20, max_terms=None):
-        try:
-            self._validate(act_width, exp_bits, acc_width, max_terms)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True      # refused, so never elaborated: no warning
-            raise
-        super().__init__({
-            "act": In(signed(act_width)),
-            "sign": In(1),
-            "exp": In(exp_bits),
-            "zero": In(1),
-            "valid": In(1),
-            "clear": In(1),
-            "last": In(1),
-            "acc": Out(signed(acc_width)),
-            "out_valid": Out(1),
-        })
+        super().__init__(act_width, exp_bits, acc_width, max_terms)
 
     def _validate(self, act_width, exp_bits, acc_width, max_terms):
-        _check_int(act_width, "Activation width", 2, 32)
-        _check_int(exp_bits, "Exponent width", 1, 5)
-        _check_int(acc_width, "Accumulator width", 2, 64)
+        _check_widths(act_width, exp_bits, acc_width)
         if max_terms is None:
             max_terms = pe_max_terms(act_width, exp_bits, acc_width)
             if max_terms < 1:
@@ -138,8 +122,7 @@ class ShiftAddPE(wiring.Component):
                                  f"{act_width}-bit activations shifted by up to "
                                  f"{(1 << exp_bits) - 1}; it needs at least {need} bits")
         else:
-            if not isinstance(max_terms, int) or isinstance(max_terms, bool) or max_terms < 1:
-                raise TypeError(f"Maximum term count must be a positive integer, not {max_terms!r}")
+            check_int(max_terms, "Maximum term count", 1, 1 << 64)
             need = pe_min_acc_width(act_width, exp_bits, max_terms)
             if acc_width < need:
                 raise ValueError(f"Accumulator width {acc_width} cannot hold {max_terms} terms of "
@@ -149,6 +132,17 @@ class ShiftAddPE(wiring.Component):
         self._exp_bits = exp_bits
         self._acc_width = acc_width
         self._max_terms = max_terms
+        return {
+            "act": In(signed(act_width)),
+            "sign": In(1),
+            "exp": In(exp_bits),
+            "zero": In(1),
+            "valid": In(1),
+            "clear": In(1),
+            "last": In(1),
+            "acc": Out(signed(acc_width)),
+            "out_valid": Out(1),
+        }
 
     @property
     def act_width(self):
@@ -197,7 +191,7 @@ class ShiftAddPE(wiring.Component):
         return m
 
 
-class RunningPE(wiring.Component):
+class RunningPE(ValidatedComponent):
     """The PE array's shift-add element: a running sum that is never cleared.
 
     Each cycle ``acc <= acc + t`` with ``t = (-1)^sign * act * 2^exp`` when
@@ -220,18 +214,15 @@ class RunningPE(wiring.Component):
     """
 
     def __init__(self, act_width=8, exp_bits=3, acc_width=20):
-        try:
-            _check_int(act_width, "Activation width", 2, 32)
-            _check_int(exp_bits, "Exponent width", 1, 5)
-            _check_int(acc_width, "Accumulator width", 2, 64)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
+        super().__init__(act_width, exp_bits, acc_width)
+
+    def _validate(self, act_width, exp_bits, acc_width):
+        _check_widths(act_width, exp_bits, acc_width)
         self._act_width, self._exp_bits, self._acc_width = act_width, exp_bits, acc_width
-        super().__init__({
+        return {
             "act": In(signed(act_width)), "sign": In(1), "exp": In(exp_bits), "nz": In(1),
             "valid": In(1), "acc": Out(signed(acc_width)),
-        })
+        }
 
     def elaborate(self, platform):
         m = Module()

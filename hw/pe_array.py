@@ -20,12 +20,14 @@ Coefficient code (one per PE, ``exp_bits + 2`` bits, PE p at bits
     value = (-1)^sign * 2^exp
 """
 
-from amaranth.hdl import Module, Signal, Shape, signed, Mux, Cat, Const
-from amaranth.lib import wiring, stream
+from amaranth.hdl import Module, Signal, Shape, signed, Mux, Cat
+from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sparrow.hw.pe import ShiftAddPE, RunningPE, PE_LATENCY, _check_int
+from sparrow.hw.component import ValidatedComponent, discard
+from sparrow.hw.pe import ShiftAddPE, RunningPE, PE_LATENCY
+from sparrow.validate import check_int, check_range
 
 __all__ = ["code_width", "encode_code", "DrainChain", "PEArray", "OutputStage", "rshift_sat"]
 
@@ -42,19 +44,7 @@ def encode_code(sign, exp, exp_bits=3):
     return (1 << (exp_bits + 1)) | (int(sign < 0) << exp_bits) | int(exp)
 
 
-class _Validated(wiring.Component):
-    """Runs ``self._validate(*args)`` before building the signature."""
-
-    def __init__(self, *args):
-        try:
-            signature = self._validate(*args)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True      # refused, so never elaborated: no warning
-            raise
-        super().__init__(signature)
-
-
-class DrainChain(_Validated):
+class DrainChain(ValidatedComponent):
     """Parallel-load, serial-out chain of ``lanes`` signed ``width``-bit words.
 
     ``load`` copies ``data`` (lane i at bits ``[i*width, (i+1)*width)``) into the
@@ -78,15 +68,20 @@ class DrainChain(_Validated):
         (``lanes / load_groups`` consecutive words) loads on bit g; ``load``
         itself then only drives the count.  The copies must equal ``load``
         whenever a count is loaded (garbage elsewhere is hidden by ``o.valid``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``lanes`` (1..4096), ``width`` (1..65536) or ``load_groups`` (1..lanes) out of range.
     """
 
     def __init__(self, lanes, width, load_groups=1):
         super().__init__(lanes, width, load_groups)
 
     def _validate(self, lanes, width, load_groups):
-        _check_int(lanes, "Lane count", 1, 4096)
-        _check_int(width, "Width", 1, 1 << 16)
-        _check_int(load_groups, "Load group count", 1, lanes)
+        check_int(lanes, "Lane count", 1, 4096)
+        check_int(width, "Width", 1, 1 << 16)
+        check_int(load_groups, "Load group count", 1, lanes)
         self._lanes, self._width, self._groups = lanes, width, load_groups
         extra = {"load_words": In(load_groups)} if load_groups > 1 else {}
         return {
@@ -117,7 +112,7 @@ class DrainChain(_Validated):
         return m
 
 
-class PEArray(_Validated):
+class PEArray(ValidatedComponent):
     """P shift-add PEs with a broadcast activation and a drain chain.
 
     Each cycle with ``valid``, PE p adds ``code_p * z`` (code layout in the
@@ -170,6 +165,13 @@ class PEArray(_Validated):
         word at bits ``[c*acc_width, (c+1)*acc_width)``)
         The sums, PE 0 first; ``o.ready`` is ignored (cannot stall).
     overrun : Out(1)            sticky: a sum was lost (never happens when can_last is obeyed)
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``pes`` or ``out_lanes`` out of range, ``out_lanes`` not dividing ``pes``,
+        ``bcast`` outside [0, 4], or widths that :class:`~sparrow.hw.pe.ShiftAddPE`
+        refuses (with ``max_terms=1``).
     """
 
     #: Edges from an entry being taken to its block's sums being in the drain chain
@@ -180,14 +182,12 @@ class PEArray(_Validated):
         super().__init__(pes, act_width, exp_bits, acc_width, out_lanes, bcast)
 
     def _validate(self, pes, act_width, exp_bits, acc_width, out_lanes, bcast):
-        _check_int(pes, "PE count", 1, 1024)
-        _check_int(out_lanes, "Output lane count", 1, 64)
+        check_int(pes, "PE count", 1, 1024)
+        check_int(out_lanes, "Output lane count", 1, 64)
         if pes % out_lanes:
             raise ValueError(f"Output lane count {out_lanes} does not divide PE count {pes}")
-        if not isinstance(bcast, int) or isinstance(bcast, bool) or not 0 <= bcast <= 4:
-            raise ValueError(f"Broadcast stages must be an integer in [0, 4], not {bcast!r}")
-        probe = ShiftAddPE(act_width, exp_bits, acc_width, max_terms=1)
-        probe._MustUse__silence = True
+        check_range(bcast, "Broadcast stages", 0, 4)
+        discard(ShiftAddPE(act_width, exp_bits, acc_width, max_terms=1))    # its checks only
         self._pes, self._act_width, self._exp_bits, self._acc_width = pes, act_width, exp_bits, acc_width
         self._out_lanes, self._bcast = out_lanes, bcast
         payload = signed(acc_width) if out_lanes == 1 else out_lanes * acc_width
@@ -316,7 +316,7 @@ def rshift_sat(m, value, shift, relu, name="y"):
     return y
 
 
-class OutputStage(_Validated):
+class OutputStage(ValidatedComponent):
     """End-of-block arithmetic: ``y[row] = relu?(sat8(rshift(acc + bias[row], out_shift)))``.
 
     Takes the serial sums of blocks of rows (as the drain chain gives them: word
@@ -361,6 +361,13 @@ class OutputStage(_Validated):
     o : Out(stream.Signature(signed(8)))  (C = 1; ``8 * C`` bits for C > 1, row r*C+c
         at bits ``[8c, 8c+8)``)
         Cannot stall: ``o.ready`` is ignored.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A count or width out of range (:func:`sparrow.validate.check_int`), ``tile_rows``
+        not dividing ``rows``, ``out_lanes`` not dividing ``tile_rows``, a bias of the
+        wrong length, ``out_shift`` outside [0, 31].
     """
 
     def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running=False,
@@ -368,11 +375,11 @@ class OutputStage(_Validated):
         super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes)
 
     def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes):
-        _check_int(acc_width, "Accumulator width", 1, 128)
-        _check_int(lanes, "Lane count", 1, 4096)
-        _check_int(rows, "Row count", 1, 1 << 20)
-        _check_int(tile_rows, "Tile row count", 1, 1 << 20)
-        _check_int(out_lanes, "Output lane count", 1, 64)
+        check_int(acc_width, "Accumulator width", 1, 128)
+        check_int(lanes, "Lane count", 1, 4096)
+        check_int(rows, "Row count", 1, 1 << 20)
+        check_int(tile_rows, "Tile row count", 1, 1 << 20)
+        check_int(out_lanes, "Output lane count", 1, 64)
         if rows % tile_rows:
             raise ValueError(f"Tile row count {tile_rows} does not divide row count {rows}")
         if tile_rows % out_lanes:
@@ -381,8 +388,7 @@ class OutputStage(_Validated):
         bias = [int(b) for b in bias]
         if len(bias) != rows:
             raise ValueError(f"Bias must have {rows} values, not {len(bias)}")
-        if not isinstance(out_shift, int) or not 0 <= out_shift <= 31:
-            raise ValueError(f"Output shift must be an integer in [0, 31], not {out_shift!r}")
+        check_range(out_shift, "Output shift", 0, 31)
         self._acc_width, self._lanes, self._rows, self._tile_rows = acc_width, lanes, rows, tile_rows
         self._out_lanes = out_lanes
         rnd = (1 << (out_shift - 1)) if out_shift else 0

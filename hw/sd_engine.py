@@ -26,15 +26,17 @@ block's final entry.  A block with no nonzero column gets one all-zero entry.
 
 import numpy as np
 from amaranth.hdl import Module, Signal, signed, Cat, Array, Const, Mux
-from amaranth.lib import stream
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.lib.wiring import connect
 
 from sparrow.hw.basis import BasisUnit, basis_image
-from sparrow.hw.pe import _check_int, pe_min_acc_width
-from sparrow.hw.pe_array import _Validated, PEArray, OutputStage, code_width, encode_code
+from sparrow.hw.cycle_model import sd_block_cycles
+from sparrow.hw.engine import Engine, EngineConfig
+from sparrow.hw.pe import pe_min_acc_width
+from sparrow.hw.pe_array import PEArray, OutputStage, code_width, encode_code
+from sparrow.validate import check_int, check_range
 
-__all__ = ["SDEngine", "sd_program", "sd_acc_width", "EXP_BITS"]
+__all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "EXP_BITS"]
 
 #: Exponent code width of the model format (coef_exp in [0, 7]).
 EXP_BITS = 3
@@ -53,6 +55,23 @@ def sd_acc_width(coef_sign, coef_exp, z_bits):
     return max(bound.bit_length() + 1, pe_min_acc_width(z_bits, EXP_BITS, 1))
 
 
+def sd_row_blocks(coef_sign, tiles, pes):
+    """The row blocks of the code program: ``[(first row, end row, nonzero columns)]``.
+
+    Tile t's rows are split into blocks of ``pes``; a block's columns are those
+    with a nonzero coefficient in at least one of its rows (ascending), tile 0's
+    blocks first.
+    """
+    s = np.asarray(coef_sign)
+    rows = s.shape[0] // tiles
+    blocks = []
+    for t in range(tiles):
+        for b0 in range(0, rows, pes):
+            r0, r1 = t * rows + b0, t * rows + min(b0 + pes, rows)
+            blocks.append((r0, r1, np.flatnonzero((s[r0:r1] != 0).any(axis=0))))
+    return blocks
+
+
 def sd_program(coef_sign, coef_exp, tiles, pes):
     """The code ROM of an sd_linear layer.
 
@@ -67,16 +86,15 @@ def sd_program(coef_sign, coef_exp, tiles, pes):
     """
     s = np.asarray(coef_sign, dtype=np.int64)
     e = np.asarray(coef_exp, dtype=np.int64)
-    out, n_in = s.shape
-    rows = out // tiles
+    n_in = s.shape[1]
     cw = code_width(EXP_BITS)
     col_bits = max(1, (n_in - 1).bit_length())
     words, tile_ends, first_cols = [], [], []
+    blocks = sd_row_blocks(s, tiles, pes)
+    per_tile = len(blocks) // tiles
     for t in range(tiles):
         entries = []                     # (column, codes, last)
-        for b0 in range(0, rows, pes):
-            r0, r1 = t * rows + b0, t * rows + min(b0 + pes, rows)
-            cols = np.flatnonzero((s[r0:r1] != 0).any(axis=0))
+        for r0, r1, cols in blocks[t * per_tile:(t + 1) * per_tile]:
             block = []
             for c in cols:
                 w = 0
@@ -96,7 +114,7 @@ def sd_program(coef_sign, coef_exp, tiles, pes):
     return words, tile_ends, col_bits, first_cols
 
 
-class SDEngine(_Validated):
+class SDEngine(Engine):
     """sd_linear on the RTL: ``y = relu?(sat8(rshift(bias + C satz(rshift(B x)), out_shift)))``.
 
     Parameters
@@ -136,7 +154,19 @@ class SDEngine(_Validated):
     error : Out(1)
         Sticky: an output was lost (``o.ready`` low) or the drain chain was
         overrun (a sequencer bug; checked by the benches).
+
+    Raises
+    ------
+    TypeError
+        A size or count is not a positive integer ("PE count must be a positive
+        integer, not 0").
+    ValueError
+        A parameter out of range or arrays of the wrong shape ("Coefficient
+        arrays must have shape [out, in]", "Output lane count C does not divide
+        PE count P", "Broadcast stages must be an integer in [0, 4], not 5", ...).
     """
+
+    kind = "sd_linear"
 
     def __init__(self, in_features, out_features, k, basis, coef_sign, coef_exp, bias,
                  basis_shift, out_shift, relu, z_bits=8, pes=8, out_lanes=1, bcast=0):
@@ -144,18 +174,37 @@ class SDEngine(_Validated):
                          basis_shift, out_shift, relu, z_bits, pes, out_lanes, bcast)
 
     @classmethod
-    def from_layer(cls, layer, pes=8, out_lanes=1, bcast=0):
-        """The engine of a validated ``sparrow.modeldir.Layer`` of kind sd_linear."""
+    def from_layer(cls, layer, config=EngineConfig()):
+        """The engine of a validated ``sparrow.modeldir.Layer`` of kind sd_linear.
+
+        Reads ``config.pes``, ``config.out_lanes`` and ``config.bcast``.
+        """
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), int(a["k"]), p["basis"], p["coef_sign"],
                    p["coef_exp"], p["bias"], int(a["basis_shift"]), int(a["out_shift"]),
-                   bool(a["relu"]), int(a.get("z_bits", 8)), pes, out_lanes, bcast)
+                   bool(a["relu"]), int(a.get("z_bits", 8)), config.pes, config.out_lanes,
+                   config.bcast)
+
+    @classmethod
+    def multipliers(cls, layer, config=EngineConfig()):
+        """k: the basis unit's multipliers (the PE array has none)."""
+        return int(layer.attrs["k"])
+
+    @classmethod
+    def cycles(cls, layer, config=EngineConfig()):
+        """Steady-state cycles per vector (:func:`~sparrow.hw.cycle_model.sd_block_cycles`)
+        with the layer's actual code entries per row block."""
+        a = layer.attrs
+        tiles = np.asarray(layer.params["basis"]).shape[0]
+        blocks = [(max(1, len(cols)), r1 - r0)
+                  for r0, r1, cols in sd_row_blocks(layer.params["coef_sign"], tiles, config.pes)]
+        return sd_block_cycles(int(a["in"]), int(a["out"]), blocks, config.out_lanes, tiles)
 
     def _validate(self, n_in, n_out, k, basis, coef_sign, coef_exp, bias, basis_shift,
                   out_shift, relu, z_bits, pes, out_lanes, bcast):
-        _check_int(n_in, "Input count", 1, 1 << 16)
-        _check_int(n_out, "Output count", 1, 1 << 16)
-        _check_int(pes, "PE count", 1, 1024)
+        check_int(n_in, "Input count", 1, 1 << 16)
+        check_int(n_out, "Output count", 1, 1 << 16)
+        check_int(pes, "PE count", 1, 1024)
         s, e = np.asarray(coef_sign), np.asarray(coef_exp)
         if s.shape != (n_out, n_in) or e.shape != (n_out, n_in):
             raise ValueError(f"Coefficient arrays must have shape [{n_out}, {n_in}]")
@@ -167,14 +216,13 @@ class SDEngine(_Validated):
         if tiles < 1 or n_out % tiles:
             raise ValueError(f"Basis tile count {tiles} does not divide output count {n_out}")
         # Checked here too (PEArray, OutputStage) so that nothing is built when refused.
-        _check_int(out_lanes, "Output lane count", 1, 64)
+        check_int(out_lanes, "Output lane count", 1, 64)
         if pes % out_lanes:
             raise ValueError(f"Output lane count {out_lanes} does not divide PE count {pes}")
         if (n_out // tiles) % out_lanes:
             raise ValueError(f"Output lane count {out_lanes} does not divide the rows per tile "
                              f"{n_out // tiles}")
-        if not isinstance(bcast, int) or isinstance(bcast, bool) or not 0 <= bcast <= 4:
-            raise ValueError(f"Broadcast stages must be an integer in [0, 4], not {bcast!r}")
+        check_range(bcast, "Broadcast stages", 0, 4)
         self._basis_unit = BasisUnit(k, n_in, basis, basis_shift, z_bits)
         self._acc_width = sd_acc_width(s, e, z_bits)
         self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width, out_lanes, bcast)
@@ -183,11 +231,7 @@ class SDEngine(_Validated):
         self._words, self._tile_ends, self._col_bits, self._first_cols = sd_program(s, e, tiles, pes)
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
         self._z_bits, self._out_lanes = z_bits, out_lanes
-        return {
-            "i": In(stream.Signature(signed(8))),
-            "o": Out(stream.Signature(signed(8) if out_lanes == 1 else 8 * out_lanes)),
-            "error": Out(1),
-        }
+        return self.stream_members(out_lanes)
 
     @property
     def pes(self):
@@ -197,19 +241,6 @@ class SDEngine(_Validated):
     def out_lanes(self):
         """int8 outputs per beat of ``o`` (row r*C+c at bits [8c, 8c+8))."""
         return self._out_lanes
-
-    @property
-    def in_features(self):
-        return self._n_in
-
-    @property
-    def out_features(self):
-        return self._n_out
-
-    @property
-    def acc_width(self):
-        """PE accumulator width chosen for this layer (bits)."""
-        return self._acc_width
 
     @property
     def program(self):
@@ -242,6 +273,11 @@ class SDEngine(_Validated):
     def entries(self):
         """Number of code entries (array cycles per vector without stalls)."""
         return len(self._words)
+
+    def describe(self):
+        """``pes``, ``code_entries``, ``tile_ends`` and ``first_cols`` of the code program."""
+        return {"pes": self._pes, "code_entries": self.entries, "tile_ends": self._tile_ends,
+                "first_cols": self._first_cols}
 
     def elaborate(self, platform):
         m = Module()

@@ -8,9 +8,10 @@ that the receiver can sample the middle of each bit).
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream
-from amaranth.lib.wiring import Component, In, Out
+from amaranth.lib.wiring import In, Out
 
-from sparrow.hw.pe import _check_int
+from sparrow.hw.component import ValidatedComponent
+from sparrow.validate import check_int
 
 __all__ = ["UARTRx", "UARTTx", "uart_divisor"]
 
@@ -35,13 +36,12 @@ def uart_divisor(clk_hz, baud):
     return divisor
 
 
-class _UART(Component):
+class _UART(ValidatedComponent):
     """A UART side: ``divisor`` checked (4..65535) before the signature is built."""
 
-    def __init__(self, divisor, members):
-        _check_int(divisor, "Divisor", 4, 65535)
-        self._divisor = divisor
-        super().__init__(members)
+    def _validate(self, divisor, members):
+        self._divisor = check_int(divisor, "Divisor", 4, 65535)
+        return members
 
     @property
     def divisor(self):

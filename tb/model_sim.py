@@ -1,9 +1,7 @@
 """Run a model directory layer by layer on the generated RTL (``sparrow sim``).
 
-Each layer runs on its engine's RTL under Verilator or Icarus; activations
-between layers are int8.  :data:`ENGINES` maps a layer kind to a function
-``(layer, x_int8 [N, in], simulator, pes) -> int8 [N, out]``; other areas
-register their kinds there.
+Each layer runs on its engine's RTL (:func:`sparrow.hw.engines.engine_for_layer`)
+under Verilator or Icarus; activations between layers are int8.
 """
 
 import re
@@ -13,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sparrow import SparrowError
-from sparrow.hw.engines import ENGINE_KINDS
+from sparrow.hw.engine import EngineConfig
+from sparrow.hw.engines import check_engine_kinds, engine_for_layer
 
-__all__ = ["ENGINES", "sim_verilog", "run_engine", "simulate_model", "layer_rtl"]
+__all__ = ["sim_verilog", "run_engine", "steady_cycles", "engine_speed", "simulate_model"]
 
 
 _DUMMY_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) +(= 0|= 1'h0);")
@@ -66,6 +64,25 @@ def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, 
     return y, cycles
 
 
+def steady_cycles(make_engine, x, reference, simulator="verilator", *, label="layer",
+                  name="engine"):
+    """``(steady-state cycles per vector, cycles per vector of the batch)`` of an engine.
+
+    Runs ``x`` [N, in], then ``x`` followed by ``x`` reversed (2N vectors), back
+    to back through a fresh ``make_engine()`` each time, both checked against
+    ``reference(xs)`` (int8 [len(xs), out]); steady state is (cycles for 2N -
+    cycles for N) / N, so the pipeline fill (first load, last drain) cancels out.
+    """
+    runs = []
+    for xs in (x, np.concatenate([x, x[::-1]])):
+        expected = reference(xs)
+        y, cycles = run_engine(make_engine(), xs, simulator, label=label, expected=expected,
+                               name=name)
+        np.testing.assert_array_equal(y, expected)
+        runs.append(cycles)
+    return (runs[1] - runs[0]) / len(x), runs[0] / len(x)
+
+
 def engine_speed(engine, simulator, cycles=200_000, name="engine"):
     """Simulated cycles per second of ``engine`` running free (clock from cocotb, no Python per cycle)."""
     from sparrow.tb.runner import run_cocotb, project_build_dir
@@ -93,27 +110,33 @@ def _first_failure(log):
     return " | ".join(l.strip() for l in lines[-5:])
 
 
-def layer_rtl(layer, x, simulator, pes):
-    """int8 outputs [N, out] of one layer's engine (:func:`~sparrow.hw.engines.engine_for_layer`)."""
-    from sparrow.hw.engines import engine_for_layer
-    return run_engine(engine_for_layer(layer, pes), x, simulator, label=layer.name,
-                      name=f"{layer.kind.split('_')[0]}_engine")[0]
+def simulate_model(model, x, simulator="verilator", config=EngineConfig(), progress=None):
+    """Run a validated model on the RTL; x int8 [N, *input_shape] -> int8 [N, output size].
 
+    Parameters
+    ----------
+    model : sparrow.modeldir.Model
+    x : int8 array [N, *input shape]
+    simulator : str
+        ``"verilator"`` or ``"icarus"``.
+    config : sparrow.hw.engine.EngineConfig
+        Engine parameters (PEs, dense lanes, ...).
+    progress : callable or None
+        Called with one line per layer before it runs.
 
-#: Layer kinds with an RTL engine (all run through :func:`layer_rtl`).
-ENGINES = {kind: layer_rtl for kind in ENGINE_KINDS}
-
-
-def simulate_model(model, x, simulator="verilator", pes=8, progress=None):
-    """Run a validated model on the RTL; x int8 [N, *input_shape] -> int8 [N, output size]."""
-    for layer in model.layers:
-        if layer.kind not in ENGINES:
-            raise SparrowError(f"layer {layer.name!r}: kind {layer.kind!r} has no RTL engine "
-                               f"(supported: {', '.join(ENGINES)})")
+    Raises
+    ------
+    SparrowError
+        A layer kind has no engine (:func:`sparrow.hw.engines.check_engine_kinds`).
+    SimulationFailed
+        A simulation did not complete.
+    """
+    check_engine_kinds(model)
     act = np.asarray(x).reshape(len(x), -1).astype(np.int8)
     for layer in model.layers:
         if progress:
             progress(f"{layer.name} ({layer.kind}, {layer.attrs['in']} -> {layer.attrs['out']}) "
                      f"on {simulator}")
-        act = np.asarray(ENGINES[layer.kind](layer, act, simulator, pes)).astype(np.int8)
+        act, _ = run_engine(engine_for_layer(layer, config), act, simulator, label=layer.name,
+                            name=f"{layer.kind.split('_')[0]}_engine")
     return act.reshape(len(act), -1)

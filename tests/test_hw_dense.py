@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sparrow.hw.dense_engine import DenseEngine, dense_image, dense_acc_width
+from sparrow.hw.engine import EngineConfig
 from sparrow.modeldir import Layer
 from sparrow.sw import golden
 from sparrow.tb.model_sim import run_engine
@@ -41,8 +42,9 @@ def test_dense_engine_bit_exact(simulator, case):
     expected = golden.dense_linear_forward(layer, x)
     if case.startswith("extreme"):
         assert (expected == 127).any() and (expected == 0).any()
-    y, cycles = run_engine(DenseEngine.from_layer(layer, lanes), x, simulator, label=layer.name,
-                           expected=expected, gaps=0.1, name="dense_engine")
+    engine = DenseEngine.from_layer(layer, EngineConfig(dense_lanes=lanes))
+    y, cycles = run_engine(engine, x, simulator, label=layer.name, expected=expected, gaps=0.1,
+                           name="dense_engine")
     np.testing.assert_array_equal(y, expected)
     blocks = -(-layer.attrs["out"] // lanes)
     assert cycles >= 24 * blocks * layer.attrs["in"]

@@ -7,6 +7,7 @@ extremes) goes through it in one cocotb run.
 import numpy as np
 import pytest
 
+from sparrow.hw.engine import EngineConfig
 from sparrow.hw.pe_array import PEArray, encode_code
 from sparrow.hw.sd_engine import SDEngine, sd_program, sd_acc_width
 from sparrow.modeldir import Layer
@@ -44,16 +45,17 @@ def _layer_hard(rng):
 
 
 CASES = {
-    # name: (layer factory, PEs[, output lanes, broadcast stages])
+    # name: (layer factory, engine parameters)
     "small-relu-T2": (lambda r: random_layer("sd_linear", r, name="small", in_=12, out=10, k=4,
-                                            tiles=2, density=0.4, relu=True), 4),
-    "hard-T3-z12": (_layer_hard, 4),
+                                            tiles=2, density=0.4, relu=True), EngineConfig(pes=4)),
+    "hard-T3-z12": (_layer_hard, EngineConfig(pes=4)),
     "sparse-stalls": (lambda r: random_layer("sd_linear", r, name="sparse", in_=16, out=24, k=2,
-                                             density=0.03, out_shift=4), 8, 2, 0),
+                                             density=0.03, out_shift=4),
+                      EngineConfig(pes=8, out_lanes=2)),
     "P1-k1": (lambda r: random_layer("sd_linear", r, name="p1", in_=5, out=3, k=1, density=0.7,
-                                     relu=True), 1),
+                                     relu=True), EngineConfig(pes=1)),
     "wide-k8-P16": (lambda r: random_layer("sd_linear", r, name="wide", in_=64, out=40, k=8,
-                                           density=0.2), 16, 4, 2),
+                                           density=0.2), EngineConfig(pes=16, out_lanes=4, bcast=2)),
 }
 
 
@@ -61,12 +63,12 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_sd_engine_bit_exact(simulator, case):
     rng = np.random.default_rng(sum(map(ord, case)))
-    make, pes, *wide = CASES[case]
+    make, config = CASES[case]
     layer = make(rng)
     n = 12 if case == "wide-k8-P16" else 24
     x = _inputs(rng, n, layer.attrs["in"])
     expected = golden.sd_linear_forward(layer, x)
-    engine = SDEngine.from_layer(layer, pes, *wide)
+    engine = SDEngine.from_layer(layer, config)
     y, cycles = run_engine(engine, x, simulator, label=layer.name, expected=expected,
                            gaps=0.2 if case == "small-relu-T2" else 0.0, name="sd_engine")
     np.testing.assert_array_equal(y, expected)

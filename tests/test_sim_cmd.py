@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from sparrow.cli import main
+from sparrow.modeldir import save_model
+from sparrow.sw.randmodel import random_layer, random_model
 
 
-def _write_model(path, rng, extra_layer=None):
+def _write_model(path, rng):
     """A two-layer model (sd_linear T=2 relu -> dense_linear) written by hand as numpy arrays."""
     path.mkdir()
     n_in, hid, n_out, k = 12, 10, 8, 3
@@ -27,8 +29,6 @@ def _write_model(path, rng, extra_layer=None):
         {"name": "fc2", "kind": "dense_linear", "in": hid, "out": n_out, "out_shift": 8,
          "relu": False, "params": "fc2.npz"},
     ]
-    if extra_layer:
-        layers.append(extra_layer(path, rng))
     (path / "manifest.json").write_text(json.dumps({
         "format": "sparrow-model", "version": 1, "name": "hand", "input": {"shape": [n_in], "scale_exp": -4},
         "layers": layers, "output": {"scale_exp": -3}}))
@@ -55,12 +55,6 @@ def test_sim_equals_golden(tmp_path, simulator, capsys):
     assert len(np.unique(y)) > 5          # not a constant output
 
 
-def _bc_layer(path, rng):
-    np.savez(path / "fc3.npz", w=np.zeros((2, 2, 4), np.int8), bias=np.zeros(8, np.int32))
-    return {"name": "fc3", "kind": "bc_linear", "in": 8, "out": 8, "k": 4, "out_shift": 4,
-            "relu": False, "params": "fc3.npz"}
-
-
 def _one_line_error(capsys, argv):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
@@ -85,12 +79,16 @@ def test_sim_errors(tmp_path, capsys):
     assert not (tmp_path / "y.npy").exists()
 
 
-def test_sim_unsupported_kind(tmp_path, capsys, monkeypatch):
-    from sparrow.tb import model_sim
-    monkeypatch.delitem(model_sim.ENGINES, "bc_linear", raising=False)
+def test_sim_unsupported_kind(tmp_path, capsys):
+    """A valid model with a layer kind that no engine runs (a convolution) is refused up front."""
     rng = np.random.default_rng(2)
-    n_in = _write_model(tmp_path / "m", rng, extra_layer=_bc_layer)
-    np.save(tmp_path / "ok.npy", np.zeros((2, n_in), np.int8))
+    layers = [random_layer("dense_conv2d", rng, name="conv", in_ch=2, out_ch=3),
+              random_layer("flatten", rng, name="flat"),
+              random_layer("dense_linear", rng, name="fc", in_=48, out=4)]
+    save_model(random_model(layers, (2, 4, 4)), tmp_path / "m")
+    np.save(tmp_path / "ok.npy", np.zeros((2, 2, 4, 4), np.int8))
     err = _one_line_error(capsys, ["sim", str(tmp_path / "m"), "--inputs", str(tmp_path / "ok.npy"),
                                    "--out", str(tmp_path / "y.npy")])
-    assert "layer 'fc3': kind 'bc_linear' has no RTL engine" in err
+    assert err.endswith("layer 'conv': kind 'dense_conv2d' has no RTL engine "
+                        "(supported: sd_linear, dense_linear, bc_linear)")
+    assert not (tmp_path / "y.npy").exists()

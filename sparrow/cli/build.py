@@ -56,21 +56,21 @@ def model_design(args):
     """``(component, name, extra, target_mhz)`` for ``--model``: the accelerator, or one layer's engine."""
     from sparrow import SparrowError
     from sparrow.modeldir import load_model
+    from sparrow.cli.common import engine_config
     from sparrow.hw.engines import engine_for_layer
     pes = 8 if args.pes is None else args.pes
-    if not 1 <= pes <= 1024:
-        raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
+    config = engine_config(pes)
     model = load_model(args.model)
     if args.layer is None:
         from sparrow.fpga.accel_top import accelerator_design
-        return accelerator_design(model, args.board, args.baud, pes)
+        return accelerator_design(model, args.board, args.baud, config)
     layer = next((l for l in model.layers if l.name == args.layer), None)
     if layer is None:
         raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
                            f"(layers: {', '.join(l.name for l in model.layers)})")
     extra = {"model": model.name, "pes": pes, "design_kind": "layer", "layer": layer.name,
              "kind": layer.kind, "shape": [layer.attrs["in"], layer.attrs["out"]]}
-    return engine_for_layer(layer, pes), f"{model.name}_{layer.name}", extra, None
+    return engine_for_layer(layer, config), f"{model.name}_{layer.name}", extra, None
 
 
 def run(args):

@@ -81,8 +81,9 @@ def stage_sim(model, x, y_gold, simulator, n, pes):
     import numpy as np
     from sparrow import SparrowError
     from sparrow.tb.model_sim import simulate_model
+    from sparrow.hw.engine import EngineConfig
     t = time.monotonic()
-    y = simulate_model(model, x[:n], simulator, pes=pes, progress=lambda m: _say(f"sim: {m}"))
+    y = simulate_model(model, x[:n], simulator, EngineConfig(pes=pes), progress=lambda m: _say(f"sim: {m}"))
     bad = np.flatnonzero((y != y_gold[:n]).any(axis=1))
     if len(bad):
         i = int(bad[0])
@@ -99,10 +100,11 @@ def stage_host(model, x, y_gold, n, pes):
     import numpy as np
     from sparrow import SparrowError
     from sparrow.fpga.host import Device, SimulatedBoard
+    from sparrow.hw.engine import EngineConfig
     t = time.monotonic()
     _say(f"host: starting the accelerator's RTL in Verilator ({len(model.layers)} engines "
          f"behind the UART)")
-    board = SimulatedBoard(model, "verilator", pes)
+    board = SimulatedBoard(model, "verilator", EngineConfig(pes=pes))
     try:
         dev = Device(board.wait_port(), timeout=30)
         ident = dev.identify()
@@ -125,12 +127,13 @@ def stage_host(model, x, y_gold, n, pes):
 
 def stage_build(out, model_dir, pes, seed, boards):
     from sparrow.fpga.accel_top import accelerator_design
+    from sparrow.hw.engine import EngineConfig
     from sparrow.fpga.build import build_design
     from sparrow.modeldir import load_model
     model = load_model(model_dir)
     builds = {}
     for board in boards:
-        top, name, extra, mhz = accelerator_design(model, board, pes=pes)
+        top, name, extra, mhz = accelerator_design(model, board, config=EngineConfig(pes=pes))
         builds[board] = build_design(top, board, out / f"{board}-{name}", name=name, seed=seed,
                                      target_mhz=mhz, extra=extra)
     return builds

@@ -4,11 +4,12 @@
     sparrow generate MODEL_DIR [--pes P] --out DIR
 
 The first writes ``DIR/pe.v`` (top module ``pe``), one shift-add PE, and
-``pe.json``.  The second writes, per layer of a model directory (sd_linear and
-dense_linear), ``<layer>.v`` (top ``engine_<layer>``, parameters built into its
+``pe.json``.  The second writes, per layer of a model directory (every layer
+kind with an engine in :mod:`sparrow.hw.engines`), ``<layer>.v`` (top ``engine_<layer>``, parameters built into its
 ROM initialisers) and the same ROM contents as ``$readmemh`` images
 ``<layer>.<rom>.hex``, plus ``generate.json`` describing every file, width,
-depth and word layout (see ``docs/design-sd.md``).
+depth and word layout, plus the engine's own fields (``describe()``; see
+``docs/design-sd.md``).
 """
 
 import json
@@ -60,37 +61,31 @@ def run(args):
     if not target.is_dir():
         raise SparrowError(f"{args.target!r} is neither a unit ({', '.join(UNITS)}) "
                            f"nor a model directory")
-    return _generate_model(target, out, args.pes)
+    from sparrow.cli.common import engine_config
+    return _generate_model(target, out, engine_config(args.pes))
 
 
 def _module_name(layer_name):
     return "engine_" + re.sub(r"[^A-Za-z0-9_]", "_", layer_name)
 
 
-def _generate_model(model_dir, out, pes):
+def _generate_model(model_dir, out, config):
     from amaranth.back import verilog
     from sparrow.modeldir import load_model
     from sparrow.hw.engines import check_engine_kinds, engine_for_layer
     from sparrow.hw.images import write_images
-    if not 1 <= pes <= 1024:
-        raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
     model = load_model(model_dir)
     check_engine_kinds(model)
-    doc = {"model": model.name, "pes": pes, "layers": []}
+    doc = {"model": model.name, "pes": config.pes, "layers": []}
     for layer in model.layers:
-        engine = engine_for_layer(layer, pes)
+        engine = engine_for_layer(layer, config)
         top = _module_name(layer.name)
         vfile = out / f"{layer.name}.v"
         images = write_images(engine.memory_images(), out, layer.name)
         vfile.write_text(verilog.convert(engine, name=top, emit_src=False))
         entry = {"name": layer.name, "kind": layer.kind, "top": top, "verilog": vfile.name,
                  "in": engine.in_features, "out": engine.out_features,
-                 "acc_width": engine.acc_width, "memories": images}
-        if layer.kind == "sd_linear":
-            entry.update(pes=engine.pes, code_entries=engine.entries,
-                         tile_ends=engine.program[1], first_cols=engine.program[3])
-        else:
-            entry.update(lanes=engine.lanes)
+                 "acc_width": engine.acc_width, "memories": images, **engine.describe()}
         doc["layers"].append(entry)
         print(f"wrote {vfile} (top {top}) and {len(images)} memory images")
     (out / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")

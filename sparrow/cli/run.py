@@ -5,7 +5,7 @@ id) and sends every input vector over the host protocol, resending a frame
 whose reply is lost or corrupted (:mod:`sparrow.fpga.host`).
 """
 
-from sparrow.cli.common import add_model_io
+from sparrow.cli.common import add_model_io, engine_config
 
 
 def configure(parser):
@@ -37,13 +37,14 @@ def run(args):
     from sparrow.arrays import load_model_inputs, save_npy_atomic
     from sparrow.fpga.host import run_model_on_board
     from sparrow.modeldir import load_model
+    config = engine_config(args.pes)
     model = load_model(args.model)
     x = load_model_inputs(model, args.inputs)
     if args.sim:
         print(f"[run] starting the {args.sim} simulation of {model.name}'s accelerator "
               f"(compiles on first use)", file=sys.stderr, flush=True)
     y, cycles, seconds, ident = run_model_on_board(
-        model, x, port=args.port, sim=args.sim, pes=args.pes, baud=args.baud,
+        model, x, port=args.port, sim=args.sim, config=config, baud=args.baud,
         timeout=args.timeout, progress=_progress)
     save_npy_atomic(args.out, y)
     mean = float(np.mean(cycles)) if cycles else 0.0

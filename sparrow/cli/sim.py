@@ -5,7 +5,7 @@ engine under the chosen simulator, int8 activations between layers), and
 writes int8 outputs [N, output size], one row per input, like ``sparrow golden``.
 """
 
-from sparrow.cli.common import add_model_io
+from sparrow.cli.common import add_model_io, engine_config
 
 
 def configure(parser):
@@ -18,15 +18,13 @@ def configure(parser):
 
 def run(args):
     import sys
-    from sparrow import SparrowError
     from sparrow.arrays import load_model_inputs, save_npy_atomic
     from sparrow.modeldir import load_model
     from sparrow.tb.model_sim import simulate_model
-    if not 1 <= args.pes <= 1024:
-        raise SparrowError(f"--pes must be between 1 and 1024, not {args.pes}")
+    config = engine_config(args.pes)
     model = load_model(args.model)
     x = load_model_inputs(model, args.inputs)
-    y = simulate_model(model, x, args.simulator, args.pes,
+    y = simulate_model(model, x, args.simulator, config,
                        progress=lambda msg: print(f"sim: {msg}", file=sys.stderr, flush=True))
     save_npy_atomic(args.out, y)
     print(f"sim: {model.name}: {y.shape[0]} samples on {args.simulator} -> {args.out} "
