@@ -63,14 +63,9 @@ class DenseEngine(Engine):
 
     Members
     -------
-    i : In(stream.Signature(signed(8)))
-    o : Out(stream.Signature(signed(8)))
-        Output elements, y[0] first.  The engine cannot stall its output: the
-        consumer must hold ``o.ready`` high (a value offered while it is low
-        is lost and sets ``error``).
-    error : Out(1)
-        Sticky: an output was lost (``o.ready`` low) or the drain chain was
-        overrun (a sequencer bug; checked by the benches).
+    i, o, error
+        As :class:`~sparrow.hw.engine.Engine` (one int8 per output beat); the
+        drain chain's overrun (a sequencer bug) also sets ``error``.
 
     Raises
     ------
@@ -246,9 +241,5 @@ class DenseEngine(Engine):
         m.d.sync += done.eq(l3)
         m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(done), chain.load_count.eq(lanes[3])]
         connect(m, chain.o, post.i)
-        m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
-        dropped = Signal()
-        with m.If(self.o.valid & ~self.o.ready):
-            m.d.sync += dropped.eq(1)
-        m.d.comb += self.error.eq(chain.overrun | dropped)
+        self.drive_output(m, post.o, chain.overrun)
         return m

@@ -9,7 +9,7 @@ accelerator and the cycle model reach engines only through it.
 
 from dataclasses import dataclass
 
-from amaranth.hdl import signed
+from amaranth.hdl import Signal, signed
 from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 
@@ -70,7 +70,10 @@ class Engine(ValidatedComponent):
     i : In(stream.Signature(signed(8)))
         Input vector elements, x[0] first.
     o : Out(stream.Signature(signed(8)))  (``8 * out_lanes`` bits with several output lanes)
-        Output elements, y[0] first (lane c of beat r holds y[r*C + c] at bits [8c, 8c+8)).
+        Output elements, y[0] first (lane c of beat r holds y[r*C + c] at bits
+        [8c, 8c+8)).  An engine cannot stall its output: the consumer must
+        hold ``o.ready`` high (a value offered while it is low is lost and
+        sets ``error``).
     error : Out(1)
         Sticky: the engine lost an output or detected an internal overrun.
     """
@@ -105,6 +108,18 @@ class Engine(ValidatedComponent):
     def memory_images(self):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
         raise NotImplementedError
+
+    def drive_output(self, m, source, fault):
+        """Drive ``o`` from the stream ``source``, which cannot stall, and ``error``.
+
+        ``error`` is ``fault`` (an internal overrun) or a sticky flag set when
+        a value was offered while ``o.ready`` was low (that value is lost).
+        """
+        m.d.comb += [self.o.payload.eq(source.payload), self.o.valid.eq(source.valid)]
+        dropped = Signal()
+        with m.If(self.o.valid & ~self.o.ready):
+            m.d.sync += dropped.eq(1)
+        m.d.comb += self.error.eq(fault | dropped)
 
     def describe(self):
         """Engine-specific fields for ``generate.json`` (sizes of its program, lanes, ...)."""

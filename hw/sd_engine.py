@@ -144,16 +144,10 @@ class SDEngine(Engine):
 
     Members
     -------
-    i : In(stream.Signature(signed(8)))
-        Input vector elements, x[0] first.
-    o : Out(stream.Signature(signed(8)))  (``out_lanes`` = 1; ``8 * out_lanes`` bits otherwise)
-        Output elements, y[0] first; with C lanes, beat r holds y[r*C + c] at
-        bits ``[8c, 8c+8)``.  The engine cannot stall its output: the
-        consumer must hold ``o.ready`` high (a value offered while it is low
-        is lost and sets ``error``).
-    error : Out(1)
-        Sticky: an output was lost (``o.ready`` low) or the drain chain was
-        overrun (a sequencer bug; checked by the benches).
+    i, o, error
+        As :class:`~sparrow.hw.engine.Engine`, with ``out_lanes`` int8 per
+        output beat; the drain chain's overrun (a sequencer bug) also sets
+        ``error``.
 
     Raises
     ------
@@ -421,9 +415,5 @@ class SDEngine(Engine):
                     m.next = "WAIT"
 
         connect(m, arr.o, post.i)
-        m.d.comb += [self.o.payload.eq(post.o.payload), self.o.valid.eq(post.o.valid)]
-        dropped = Signal()
-        with m.If(self.o.valid & ~self.o.ready):
-            m.d.sync += dropped.eq(1)
-        m.d.comb += self.error.eq(arr.overrun | dropped)
+        self.drive_output(m, post.o, arr.overrun)
         return m
