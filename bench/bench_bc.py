@@ -71,25 +71,21 @@ def _dense_from_bc(lay):
 
 
 def part_cycles(n=256, k=16, vectors=2, simulator="verilator"):
-    from sparrow.hw.bc_engine import BCEngine, bc_cycles
+    from sparrow.hw.engines import engine_for_layer, layer_cycles
     from sparrow import fixedfft as golden_bc
     from sparrow.sw import golden
     from sparrow.tb.model_sim import run_engine
     rng = np.random.default_rng(1)
     lay = _bc_layer(rng, n, n, k)
     x = rng.integers(-128, 128, size=(vectors, n))
-    _, bc_total = run_engine(BCEngine(lay), x, simulator, expected=golden_bc.bc_linear_forward(lay, x),
-                             label="bc", name="bench_bc_engine")
-    out = {"bc": bc_total / vectors, "bc_model": bc_cycles(k, n, n)}
-    try:
-        from sparrow.hw.dense_engine import DenseEngine
-        dense = _dense_from_bc(lay)
-        _, d_total = run_engine(DenseEngine.from_layer(dense), x, simulator,
-                                expected=golden.dense_linear_forward(dense, x), label="dense",
-                                name="bench_dense_engine")
-        out["dense"] = d_total / vectors
-    except ImportError:
-        out["dense"] = None
+    _, bc_total = run_engine(engine_for_layer(lay), x, simulator,
+                             expected=golden_bc.bc_linear_forward(lay, x), label="bc", name="bench_bc_engine")
+    out = {"bc": bc_total / vectors, "bc_model": layer_cycles(lay)}
+    dense = _dense_from_bc(lay)
+    _, d_total = run_engine(engine_for_layer(dense), x, simulator,
+                            expected=golden.dense_linear_forward(dense, x), label="dense",
+                            name="bench_dense_engine")
+    out["dense"] = d_total / vectors
     print(f"\n## cycles per vector, {n}x{n} layer ({simulator} RTL simulation, {vectors} vectors)\n")
     print(f"bc_linear k={k} (BCEngine): {out['bc']:.0f} cycles (model {out['bc_model']})")
     if out["dense"]:
@@ -129,18 +125,13 @@ def _flat_fft(k):
 
 def part_fpga(boards, n=256, k=16, seed=1, out_dir="build/bench/bc", cycles=None, dense=True):
     from sparrow.fpga.build import build_design
-    from sparrow.hw.bc_engine import BCEngine, bc_cycles
+    from sparrow.hw.engines import engine_for_layer, layer_cycles
     rng = np.random.default_rng(1)
     lay = _bc_layer(rng, n, n, k)
-    designs = [(f"fft{k}", lambda: _flat_fft(k)), (f"bc_engine_{n}_k{k}", lambda: BCEngine(lay))]
-    try:
-        from sparrow.hw.dense_engine import DenseEngine
-        if not dense:
-            raise ImportError
-        designs.append((f"dense_engine_{n}", lambda: DenseEngine.from_layer(_dense_from_bc(lay))))
-    except ImportError:
-        pass
-    cyc = cycles or {"bc": bc_cycles(k, n, n), "dense": None}
+    designs = [(f"fft{k}", lambda: _flat_fft(k)), (f"bc_engine_{n}_k{k}", lambda: engine_for_layer(lay))]
+    if dense:
+        designs.append((f"dense_engine_{n}", lambda: engine_for_layer(_dense_from_bc(lay))))
+    cyc = cycles or {"bc": layer_cycles(lay), "dense": None}
     results = {}
     for board in boards:
         print(f"\n## {board}: resources and fmax (nextpnr seed {seed})\n")

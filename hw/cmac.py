@@ -10,11 +10,13 @@ rounding shift ``s1`` and the clamp of :func:`sparrow.fixedfft.cmac`.
 """
 
 from amaranth.hdl import Module, Signal, Mux, signed
-from amaranth.lib import wiring, data, stream
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from sparrow.fixedfft import DATA_BITS
+from sparrow.hw.component import ValidatedComponent
 from sparrow.hw.fft import MUL_LATENCY, mul_op_layout, mul_res_layout
+from sparrow.validate import check_int
 
 __all__ = ["ComplexMAC", "CMAC_LATENCY", "cmac_min_acc_width", "operand_layout", "result_layout"]
 
@@ -45,14 +47,7 @@ def result_layout(out_bits, lanes):
     return data.ArrayLayout(data.StructLayout({"re": signed(out_bits), "im": signed(out_bits)}), lanes)
 
 
-def _check(value, name, lo, hi):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
-
-
-class ComplexMAC(wiring.Component):
+class ComplexMAC(ValidatedComponent):
     """Complex MAC over ``lanes`` parallel accumulators, rounding shift and clamp.
 
     Each beat on ``inp`` multiplies ``x * w[l]`` exactly (pr = xr*wr - xi*wi,
@@ -98,17 +93,15 @@ class ComplexMAC(wiring.Component):
         A parameter is not an integer in its range.
     """
 
-    def __init__(self, acc_width, shift, out_bits=20, lanes=2):
-        self._MustUse__silence = True          # until validated: a refused unit is never elaborated
-        _check(acc_width, "Accumulator width", 34, 64)
-        _check(shift, "Shift", 1, 40)
-        _check(out_bits, "Output width", 2, 32)
-        _check(lanes, "Lane count", 1, 2)
+    def _validate(self, acc_width, shift, out_bits=20, lanes=2):
+        check_int(acc_width, "Accumulator width", 34, 64)
+        check_int(shift, "Shift", 1, 40)
+        check_int(out_bits, "Output width", 2, 32)
+        check_int(lanes, "Lane count", 1, 2)
         if cmac_min_acc_width(1, shift) > acc_width:
             raise ValueError(f"Accumulator width {acc_width} cannot hold one product plus the "
                              f"rounding constant of a {shift}-bit shift")
         self._acc_width, self._shift, self._out_bits, self._lanes = acc_width, shift, out_bits, lanes
-        self._MustUse__silence = False
         members = {
             "inp": In(stream.Signature(operand_layout(lanes))),
             "res_valid": Out(1),
@@ -116,7 +109,7 @@ class ComplexMAC(wiring.Component):
         }
         if lanes == 2:
             members.update({"ext_op": Out(mul_op_layout()), "ext_res": In(mul_res_layout())})
-        super().__init__(members)
+        return members
 
     @property
     def acc_width(self):

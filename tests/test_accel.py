@@ -10,6 +10,7 @@ import pytest
 from sparrow import SparrowError
 from sparrow import protocol as P
 from sparrow.hw.accel import Accelerator
+from sparrow.hw.engine import EngineConfig
 from sparrow.hw.uart import uart_divisor
 from sparrow.sw.golden import run_model
 from sparrow.sw.randmodel import random_layer, random_model
@@ -35,7 +36,7 @@ def test_accelerator_equals_golden_over_uart(tmp_path, simulator):
     x = rng.integers(-128, 128, size=(4, 16)).astype(np.int8)
     x[0] = -128                                         # full-scale corner
     expected = run_model(model, x)
-    acc = Accelerator(model, CLK_HZ, DIVISOR, pes=4)
+    acc = Accelerator(model, CLK_HZ, DIVISOR, EngineConfig(pes=4))
     np.savez(tmp_path / "data.npz", x=x, expected=expected, divisor=DIVISOR,
              model_id=P.model_id(model), layers=len(model.layers), clk_hz=CLK_HZ)
     run_cocotb(sim_verilog(acc, "accel"), "accel", "sparrow.tb.accel_tb", simulator,

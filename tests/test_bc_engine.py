@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from sparrow.hw.bc_engine import BCEngine, bc_cycles, write_images, spectra_images
-from sparrow.modeldir import Layer
+from sparrow.hw.bc_engine import BCEngine, write_images
+from sparrow.hw.component import discard
+from sparrow.hw.engine import Engine, EngineConfig
 from sparrow import fixedfft as golden_bc
 from sparrow.sw.randmodel import random_layer
 from sparrow.tb.model_sim import run_engine
@@ -19,48 +20,91 @@ def _layer(rng, k, n_in, n_out, **kw):
 def test_parameter_errors():
     rng = np.random.default_rng(0)
     with pytest.raises(TypeError, match="^Layer must be a bc_linear sparrow.modeldir.Layer"):
-        BCEngine(random_layer("dense_linear", rng))
+        BCEngine.from_layer(random_layer("dense_linear", rng))
     lay = _layer(rng, 4, 8, 8)
     lay.attrs["k"] = 12
     with pytest.raises(ValueError, match=r"^FFT size must be a power of two from 4 to 64, not 12$"):
-        BCEngine(lay)
+        BCEngine.from_layer(lay)
     lay = _layer(rng, 4, 8, 8)
     lay.attrs["out"] = 10
     with pytest.raises(ValueError, match=r"^Output count must be a multiple of k=4 up to 65536, not 10$"):
-        BCEngine(lay)
+        BCEngine.from_layer(lay)
     lay = _layer(rng, 4, 8, 8)
     lay.attrs["fft_frac"] = 17
     with pytest.raises(ValueError, match=r"^fft_frac must be an integer between 0 and 16, not 17$"):
-        BCEngine(lay)
+        BCEngine.from_layer(lay)
     lay = _layer(rng, 4, 8, 8)
     lay.params["w"] = lay.params["w"][:1]
     with pytest.raises(ValueError, match=r"^w must be int8 of shape \[2, 2, 4\]$"):
-        BCEngine(lay)
+        BCEngine.from_layer(lay)
 
 
-def test_images(tmp_path):
-    rng = np.random.default_rng(1)
-    lay = _layer(rng, 8, 16, 24, name="fc")
+def test_engine_interface():
+    lay = _layer(np.random.default_rng(2), 16, 64, 48)
+    engine = discard(BCEngine.from_layer(lay, EngineConfig(pes=4)))
+    assert BCEngine.kind == "bc_linear" and isinstance(engine, Engine)
+    assert BCEngine.multipliers(lay) == 8
+    assert (engine.in_features, engine.out_features, engine.k) == (64, 48, 16)
+    assert engine.describe() == {"lanes": 2}
+    assert set(engine.signature.members) == {"i", "o", "error"}
+
+
+def _documented_spectrum(w):
+    """round(2^(8-L) * DFT(w)[m]) for m in [0, k/2], saturated to 16 bits (docs/format.md, step 2)."""
+    k = w.shape[-1]
+    spectrum = np.fft.rfft(w.astype(np.float64)) * 2.0 ** (8 - (k.bit_length() - 1))
+    rounded = lambda v: np.clip(np.floor(v + 0.5), -(1 << 15), (1 << 15) - 1).astype(np.int64)
+    return rounded(spectrum.real), rounded(spectrum.imag)
+
+
+def _documented_ws_words(w):
+    """Word ((q*nb + j)*H + m) = {im, re of W_2q+1,j[m], im, re of W_2q,j[m]}, 16 bits each,
+    W_2q,j[m].re at bit 0; a missing block row 2q+1 (odd count) is zero (docs/design-fft.md)."""
+    wr, wi = _documented_spectrum(w)
+    nbo, nb, h = wr.shape
+    words = []
+    for q in range((nbo + 1) // 2):
+        for j in range(nb):
+            for m in range(h):
+                word = 0
+                for lane, row in enumerate((2 * q, 2 * q + 1)):
+                    if row < nbo:
+                        lane_bits = (int(wr[row, j, m]) & 0xFFFF) | (int(wi[row, j, m]) & 0xFFFF) << 16
+                        word |= lane_bits << (32 * lane)
+                words.append(word)
+    return words
+
+
+def _documented_bias(layer):
+    """b'[o] = floor((bias[o] + R) / 2^(s - Fe)), R = 2^(s-1) (0 for s = 0), Fe = min(fft_frac, s)."""
+    s = layer.attrs["out_shift"]
+    fe = min(layer.attrs.get("fft_frac", 5), s)
+    r = (1 << (s - 1)) if s else 0
+    return [(int(b) + r) >> (s - fe) for b in layer.params["bias"]]
+
+
+@pytest.mark.parametrize("k, n_in, n_out, extra", [(8, 16, 24, {}), (4, 12, 8, {"out_shift": 0}),
+                                                   (64, 128, 192, {"fft_frac": 9})])
+def test_images(tmp_path, k, n_in, n_out, extra):
+    """The ROM images equal an independent packing of numpy's rounded DFT, as documented."""
+    rng = np.random.default_rng(k + n_in)
+    lay = _layer(rng, k, n_in, n_out, name="fc")
+    lay.attrs.update(extra)
+    lay.params["w"][0, 0] = -128                             # full-scale block: saturates bin 0
     paths = write_images(lay, tmp_path)
     assert sorted(p.name for p in paths) == ["fc.bc.json", "fc.bias.hex", "fc.ws.hex"]
     meta = json.loads((tmp_path / "fc.bc.json").read_text())
-    c = golden_bc.layer_constants(lay)
     words = [int(s, 16) for s in (tmp_path / "fc.ws.hex").read_text().split()]
-    assert BCEngine(lay).memory_images()["ws"][1] == words
-    # 3 block rows padded to 4 = 2 pairs; one 64-bit word per (pair, input block, bin)
-    assert len(words) == meta["images"]["ws"]["depth"] == 2 * 2 * 5
+    expected = _documented_ws_words(np.asarray(lay.params["w"]))
+    assert len(words) == meta["images"]["ws"]["depth"] == ((n_out // k + 1) // 2) * (n_in // k) * (k // 2 + 1)
     assert meta["images"]["ws"]["width"] == 64
-    sx = lambda v: v - (1 << 16) if v >> 15 else v
-    field = lambda sh: np.array([sx((w >> sh) & 0xFFFF) for w in words]).reshape(2, 2, 5)
-    re = np.stack([field(0), field(32)], axis=1).reshape(4, 2, 5)      # row 2q, row 2q+1
-    im = np.stack([field(16), field(48)], axis=1).reshape(4, 2, 5)
-    assert (re[:3] == c["wr"]).all() and (im[:3] == c["wi"]).all() and not re[3].any()
+    mismatch = [i for i, (got, want) in enumerate(zip(words, expected)) if got != want]
+    assert not mismatch, (mismatch[0], hex(words[mismatch[0]]), hex(expected[mismatch[0]]))
+    assert discard(BCEngine.from_layer(lay)).memory_images()["ws"][1] == words
     bw = meta["images"]["bias"]["width"]
     b = [int(s, 16) for s in (tmp_path / "fc.bias.hex").read_text().split()]
-    b = np.array([v - (1 << bw) if v >> (bw - 1) else v for v in b])
-    assert (b == c["bias_adj"]).all()
-    assert meta["cycles_per_vector"] == bc_cycles(8, 16, 24)
-    assert spectra_images(lay)["ws"][1] == words
+    assert [v - (1 << bw) if v >> (bw - 1) else v for v in b] == _documented_bias(lay)
+    assert meta["cycles_per_vector"] == BCEngine.cycles(lay)
 
 
 # (simulator, k, in, out, relu, extra attributes): odd block counts, full-scale inputs,
@@ -91,10 +135,10 @@ def test_engine_bit_exact(simulator, k, n_in, n_out, relu, extra):
     x[2] = np.where(np.arange(n_in) % 2, 127, -128)
     expected = golden_bc.bc_linear_forward(lay, x)
     assert len(np.unique(expected)) > 3
-    y, cycles = run_engine(BCEngine(lay), x, simulator, expected=expected, label=lay.name,
+    y, cycles = run_engine(BCEngine.from_layer(lay), x, simulator, expected=expected, label=lay.name,
                            name=f"bc_engine{k}")
     assert (y == expected).all()
-    model = nvec * bc_cycles(k, n_in, n_out)
+    model = nvec * BCEngine.cycles(lay)
     assert model - 8 <= cycles <= model + 4, (cycles, model)
 
 
@@ -109,7 +153,8 @@ def test_engine_backpressure(tmp_path, simulator):
     path = tmp_path / "bc.npz"
     np.savez(path, x=x, expected=golden_bc.bc_linear_forward(lay, x), p_valid=0.6, p_ready=0.4,
              seed=5)
-    run_cocotb(sim_verilog(BCEngine(lay), "bc_engine_bp"), "bc_engine_bp", "sparrow.tb.bc_engine_tb",
+    run_cocotb(sim_verilog(BCEngine.from_layer(lay), "bc_engine_bp"), "bc_engine_bp",
+               "sparrow.tb.bc_engine_tb",
                simulator, extra_env={"BC_TB_DATA": path}, log_file=tmp_path / "sim.log")
 
 
@@ -117,11 +162,12 @@ def test_sparrow_sim_runs_bc_models(tmp_path):
     """`sparrow sim` (simulate_model) on a two-layer bc_linear model equals `sparrow golden`."""
     from sparrow.sw.golden import run_model
     from sparrow.sw.randmodel import random_model
-    from sparrow.tb.model_sim import ENGINES, simulate_model
-    assert "bc_linear" in ENGINES
+    from sparrow.hw.engines import engine_for_layer
+    from sparrow.tb.model_sim import simulate_model
     rng = np.random.default_rng(11)
     model = random_model([_layer(rng, 8, 32, 16, name="fc1", relu=True),
                           _layer(rng, 4, 16, 8, name="fc2")], [32])
+    assert all(type(discard(engine_for_layer(layer, EngineConfig()))) is BCEngine for layer in model.layers)
     x = rng.integers(-128, 128, size=(4, 32)).astype(np.int8)
     y = simulate_model(model, x, "icarus")
     assert (y == run_model(model, x)).all()

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from sparrow import SparrowError
 from sparrow.fpga.host import Device, SimulatedBoard
+from sparrow.hw.engine import EngineConfig
 from sparrow.modeldir import save_model
 from sparrow.sw.golden import run_model
 from sparrow.sw.randmodel import random_layer, random_model
@@ -41,7 +41,7 @@ def test_driver_refuses_a_board_running_another_model(tmp_path):
     board_model, other = two_layer_model(1), two_layer_model(9)
     save_model(other, tmp_path / "other")
     np.save(tmp_path / "x.npy", np.zeros((1, 12), dtype=np.int8))
-    board = SimulatedBoard(board_model, "verilator", 4)
+    board = SimulatedBoard(board_model, "verilator", EngineConfig(pes=4))
     port = board.wait_port()
     dev = Device(port, timeout=30)
     assert dev.identify()["out_size"] == 5
@@ -64,5 +64,7 @@ def test_run_errors_are_one_line(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith("sparrow run: error: cannot open serial port")
     r = sparrow("run", str(tmp_path / "m"), "--inputs", str(tmp_path / "x.npy"), "--out", "y.npy")
     assert r.returncode == 2 and "one of the arguments --port --sim is required" in r.stderr
-    with pytest.raises(SparrowError, match="--pes must be between 1 and 1024"):
-        SimulatedBoard(two_layer_model(1), "verilator", 0)
+    r = sparrow("run", str(tmp_path / "m"), "--sim", "verilator", "--pes", "0",
+                "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "sparrow run: error: --pes must be between 1 and 1024, not 0"
