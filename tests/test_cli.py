@@ -1,14 +1,8 @@
 """The `sparrow` command line: dispatch, one-line errors, doctor."""
 
-import subprocess
-import sys
 
 from sparrow.cli import COMMANDS
-
-
-def sparrow(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "sparrow", *args], capture_output=True,
-                          text=True, timeout=timeout)
+from clirun import sparrow
 
 
 def test_unknown_subcommand_is_one_line_exit_2():

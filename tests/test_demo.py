@@ -1,13 +1,7 @@
 """``sparrow demo`` end to end (without board builds: tests/test_fpga_build.py covers those)."""
 
 import json
-import subprocess
-import sys
-
-
-def _sparrow(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sparrow.cli", *args], capture_output=True,
-                          text=True, cwd=cwd)
+from clirun import sparrow as _sparrow
 
 
 def test_demo_compresses_simulates_and_reports(tmp_path):

@@ -1,18 +1,12 @@
 """``sparrow flash``: the openFPGALoader command per board, and clear errors (no board is attached here)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from sparrow.fpga.build import build_design
 from sparrow.fpga.pe_array_bench import PEArrayBench
-
-
-def sparrow(*args):
-    return subprocess.run([sys.executable, "-m", "sparrow", *args], capture_output=True, text=True,
-                          timeout=300)
+from clirun import sparrow
 
 
 def one_error_line(r):

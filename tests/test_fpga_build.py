@@ -1,8 +1,6 @@
 """Real place and route of the PE array for both board families, reports parsed from nextpnr."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -11,11 +9,7 @@ from sparrow.fpga.build import build_design
 from sparrow.fpga.pe_array_bench import PEArrayBench
 from sparrow.fpga.report import parse_nextpnr_report
 from sparrow.hw.component import discard
-
-
-def sparrow(*args):
-    return subprocess.run([sys.executable, "-m", "sparrow", *args], capture_output=True,
-                          text=True, timeout=900)
+from clirun import sparrow
 
 
 @pytest.mark.parametrize("board, lut_field", [("icebreaker", "lc"), ("ulx3s-85f", "lut")])

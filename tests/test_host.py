@@ -1,7 +1,5 @@
 """``sparrow run``: the host driver against the accelerator's RTL (``--sim``), and its errors."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,11 +9,7 @@ from sparrow.hw.engine import EngineConfig
 from sparrow.modeldir import save_model
 from sparrow.sw.golden import run_model
 from sparrow.sw.randmodel import random_layer, random_model
-
-
-def sparrow(*args):
-    return subprocess.run([sys.executable, "-m", "sparrow", *args], capture_output=True, text=True,
-                          timeout=900)
+from clirun import sparrow
 
 
 def two_layer_model(seed, name="hand"):

@@ -1,8 +1,6 @@
 """Model directory: round trip, validation messages, atomic save, and the golden CLI."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ import pytest
 from sparrow import SparrowError
 from sparrow.modeldir import load_model, save_model
 from sparrow.sw.randmodel import random_layer, random_model
+from clirun import sparrow as _cli
 
 
 def _every_kind_model():
@@ -147,10 +146,6 @@ def test_save_validates_first_and_is_atomic(saved):
     assert sorted(p.name for p in saved.iterdir()) == before
     assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".")] == []
     load_model(saved)
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "sparrow", *map(str, args)], capture_output=True, text=True)
 
 
 def test_golden_cli_hand_written_model(tmp_path):

@@ -7,6 +7,7 @@ import torch
 from sparrow import SparrowError
 from sparrow.modeldir import load_model, save_model
 from sparrow.sw.pipeline import compress_digits
+from clirun import sparrow as _cli
 
 FAST = {
     "dense-int8": {"qat_epochs": 2},
@@ -121,12 +122,6 @@ def test_compress_one_call_with_a_method_config():
     model = qm.method.export(qm)
     assert [l.kind for l in model.layers] == ["sd_linear", "sd_linear"]
     assert cfg.density == 0.5 and cfg.record()["density"] == 0.5      # the configuration is unchanged
-
-
-def _cli(*args):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "sparrow", *map(str, args)], capture_output=True, text=True)
 
 
 def test_compress_eval_golden_cli(tmp_path):
