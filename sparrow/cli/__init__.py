@@ -22,6 +22,7 @@ COMMANDS = {
     "compress": ("sparrow.cli.compress", "train/compress a model and write a model directory"),
     "golden":   ("sparrow.cli.golden",   "run a model directory on the integer golden model"),
     "eval":     ("sparrow.cli.eval",     "accuracy of a model directory on the digits test split"),
+    "embed":    ("sparrow.cli.embed",    "sentence embeddings of a compressed MiniLM directory (or the original)"),
     "generate": ("sparrow.cli.generate", "generate Verilog (and memory images) for a unit or model"),
     "sim":      ("sparrow.cli.sim",      "run a model directory on the generated RTL (Verilator/Icarus)"),
     "build":    ("sparrow.cli.build",    "place and route for a board and write a JSON report"),
