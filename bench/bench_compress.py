@@ -3,6 +3,13 @@
     python -m sparrow.bench.bench_compress            # digits (8 runs) + MiniLM
     python -m sparrow.bench.bench_compress --no-minilm
     python -m sparrow.bench.bench_compress --no-minilm --seeds 0 1 2 3 4 5 --json out.json
+    python -m sparrow.bench.bench_compress --search --methods smartdeal admm --trials 20
+
+``--search``: the accuracy-budget search (``sparrow compress --max-drop``,
+:mod:`sparrow.sw.search`) on the digits models and on a model of our own
+making (a 48-64-32-5 MLP on a synthetic 5-class task, written to ONNX and
+imported like a user's): storage, validation and test accuracy against fp32,
+runs and search time.
 
 Digits: each model is trained in fp32 (60 epochs, seed s), compressed by each
 method with the settings of ``sparrow.sw.pipeline.METHOD_CONFIGS``, exported,
@@ -35,7 +42,13 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--no-minilm", action="store_true")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--search", action="store_true", help="the accuracy-budget search instead of the fixed settings")
+    ap.add_argument("--trials", type=int, default=20, help="--search: trials after the sensitivity probes")
+    ap.add_argument("--max-drop", type=float, default=1.0, help="--search: budget in pp (default 1.0)")
+    ap.add_argument("--own", nargs="*", default=None, help="--search: also (or, with --models none, only) the own model")
     args = ap.parse_args(argv)
+    if args.search:
+        return search_table(args)
 
     from sparrow.sw.pipeline import compress_digits
     rows = []
@@ -71,6 +84,59 @@ def main(argv=None):
               f"storage {m['storage_ratio']:.2f}x vs fp32 (biases {m['bias_bits']} bits beside), "
               f"mean cosine {m['mean_cosine']:.4f} (min {m['min_cosine']:.4f}) on {m['held_out_sentences']} "
               f"held-out sentences, {time.time() - t0:.0f} s: {ok}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+def own_model(directory, seed=0):
+    """(model.onnx path, data.npz path): a 48-64-32-5 MLP trained on a synthetic 5-class task, as a user brings it."""
+    import numpy as np
+    import torch
+    from torch import nn
+    from sparrow.sw.numerics import pin
+    from sparrow.sw.randmodel import synthetic_task, train_float, write_onnx
+    pin()       # the fp32 model's bits too depend on the CPU's kernels (sparrow.sw.numerics)
+    data = synthetic_task(seed=seed, sizes=(2000, 500, 500), features=48, noise=2.2)
+    torch.manual_seed(seed)
+    model = train_float(nn.Sequential(nn.Linear(48, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)),
+                        data, epochs=40, seed=seed)
+    np.savez(f"{directory}/own.npz", **data)
+    write_onnx(model, (48,), f"{directory}/own-mlp.onnx")
+    return f"{directory}/own-mlp.onnx", f"{directory}/own.npz"
+
+
+def search_table(args):
+    """The budget search on each model and method: one table row each."""
+    import tempfile
+    from sparrow.sw.pipeline import compress_model, digits_search_setup
+    rows = []
+    print(f"| model | method | storage vs fp32 | val delta pp | test fp32 | test golden | test delta pp | runs "
+          f"(pruned) | search s | budget |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    tmp = tempfile.mkdtemp(prefix="sparrow-bench-")
+    models = [m for m in args.models if m != "none"] + (["own-mlp"] if args.own is not None else [])
+    for name in models:
+        for method in args.methods:
+            for seed in args.seeds:
+                if name == "own-mlp":
+                    model, data = own_model(tmp, seed)
+                    kw = {}
+                else:
+                    model, data, hand, start = digits_search_setup(name, method, seed)
+                    kw = {"overrides": hand, "start": start, "name": name}
+                _, r = compress_model(model, data, method, max_drop=args.max_drop, seed=seed, trials=args.trials,
+                                      progress=False, **kw)
+                s = r.get("search", {})
+                trace = r.get("search_trace", [])
+                pruned = sum(1 for t in trace if t["state"].startswith("pruned"))
+                r.update(seed=seed, model=name)
+                rows.append(r)
+                print(f"| {name} | {method} | {r['storage_ratio']:.1f}x | {r['val_delta_pp']:+.2f} | "
+                      f"{100 * r['fp32_accuracy']:.2f}% | {100 * r['golden_accuracy']:.2f}% | {r['delta_pp']:+.2f} | "
+                      f"{len(trace)} ({pruned}) | {s.get('seconds', r['seconds']):.0f} | "
+                      f"{'met' if s.get('met', True) else 'MISSED'} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -1,6 +1,9 @@
-"""Array I/O shared by every command: int8 input files in, atomic .npy files out.
+"""Array I/O shared by every command: input files in (int8 codes or real values), atomic .npy files out.
 
-A user mistake (missing file, not an array, wrong dtype or shape) raises
+An input file holds either int8 codes (used as they are) or real values
+(float16/32/64), which are quantised with the model's own input scale
+(:func:`quantize_real`, docs/format.md "Inputs").  A user mistake (missing
+file, not an array, wrong dtype or shape, NaN) raises
 :class:`sparrow.SparrowError` with one line naming the file and what is wrong.
 """
 
@@ -12,11 +15,24 @@ import numpy as np
 
 from sparrow import SparrowError
 
-__all__ = ["load_inputs", "load_model_inputs", "save_npy_atomic"]
+__all__ = ["load_inputs", "load_model_inputs", "quantize_real", "save_npy_atomic"]
 
 
-def load_inputs(path):
-    """The int8 array of the ``.npy`` file ``path``."""
+def quantize_real(x, scale_exp):
+    """int8 codes of real inputs ``x`` on the grid 2**scale_exp.
+
+    code = clamp(floor(x / 2**scale_exp + 1/2), -128, 127), computed in float64
+    (round half up, as the format's ``rshift``; the division by a power of two is
+    exact).  ``x`` must be finite.
+    """
+    v = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("inputs hold NaN or infinite values")
+    codes = np.floor(np.ldexp(v, -int(scale_exp)) + 0.5)
+    return np.clip(codes, -128, 127).astype(np.int8)
+
+
+def _read(path):
     path = Path(path)
     if not path.is_file():
         raise SparrowError(f"{path}: inputs file does not exist")
@@ -26,6 +42,12 @@ def load_inputs(path):
         raise SparrowError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else exc!r})")
     if not isinstance(x, np.ndarray):
         raise SparrowError(f"{path}: expected one .npy array, got an .npz archive")
+    return x
+
+
+def load_inputs(path):
+    """The int8 array of the ``.npy`` file ``path``."""
+    x = _read(path)
     if x.dtype != np.int8:
         raise SparrowError(f"{path}: inputs have dtype {x.dtype}, expected int8")
     return x
@@ -34,16 +56,27 @@ def load_inputs(path):
 def load_model_inputs(model, path):
     """The int8 inputs of ``path`` as [N, input size] for ``model`` (N >= 1).
 
-    The file may hold [N, *input_shape] or [N, input size]; any other shape is
-    refused with one line giving the shapes the model takes.
+    The file may hold [N, *input_shape] or [N, input size], as int8 codes or as
+    real values (float16, float32, float64) that are quantised with the model's
+    ``input.scale_exp`` (:func:`quantize_real`); any other dtype or shape, and
+    NaN or infinite values, are refused with one line.
     """
-    x = load_inputs(path)
+    path = Path(path)
+    x = _read(path)
+    if x.dtype != np.int8 and x.dtype.kind != "f":
+        raise SparrowError(f"{path}: inputs have dtype {x.dtype}, expected int8 codes or float real values")
     shape = tuple(model.input_shape)
     size = int(np.prod(shape))
-    if x.ndim >= 2 and x.shape[0] >= 1 and (x.shape[1:] == shape or x.shape[1:] == (size,)):
-        return x.reshape(x.shape[0], size)
-    raise SparrowError(f"{path}: inputs have shape {list(x.shape)}, expected [N, {size}] or "
-                       f"[N, {', '.join(map(str, shape))}] with N >= 1 for model {model.name!r}")
+    if not (x.ndim >= 2 and x.shape[0] >= 1 and (x.shape[1:] == shape or x.shape[1:] == (size,))):
+        raise SparrowError(f"{path}: inputs have shape {list(x.shape)}, expected [N, {size}] or "
+                           f"[N, {', '.join(map(str, shape))}] with N >= 1 for model {model.name!r}")
+    x = x.reshape(x.shape[0], size)
+    if x.dtype.kind == "f":
+        if not np.all(np.isfinite(x)):
+            bad = int(np.argwhere(~np.isfinite(x))[0][0])
+            raise SparrowError(f"{path}: inputs hold NaN or infinite values (first in row {bad})")
+        x = quantize_real(x, model.input_scale_exp)
+    return x
 
 
 def save_npy_atomic(path, array):

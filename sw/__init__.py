@@ -12,10 +12,10 @@ loads on first use.
 _LAYERS = ("SDLinear", "SDConv2d", "BCLinear", "BCConv2d", "QLinear", "QConv2d")
 
 
-def compress(model, config, data=None, progress=None):
+def compress(model, config, data=None, progress=None, monitor=None):
     """Compress an fp32 ``nn.Sequential`` (see :func:`sparrow.sw.compressor.compress`)."""
     from sparrow.sw.compressor import compress as _compress
-    return _compress(model, config, data, progress)
+    return _compress(model, config, data, progress, monitor)
 
 
 def export_model(qm, name=None, meta=None):

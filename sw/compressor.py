@@ -47,14 +47,15 @@ def make_config(options):
     return base.replace(**options)
 
 
-def compress(model, config, data=None, progress=None):
+def compress(model, config, data=None, progress=None, monitor=None):
     """Compress an fp32 ``nn.Sequential``; returns a :class:`QuantModel`.
 
     ``config``: a :class:`~sparrow.sw.config.MethodConfig` of one method (or its
     dict form, see :func:`make_config`).  With ``data = (x_train, y_train)`` the
     method's training recipe and QAT run and the model ends calibrated, in quant
     mode, ready for ``qm.method.export(qm)``; ``progress`` (tqdm-like) is
-    updated once per epoch, ``config.epochs`` times in all.  ``qm.method`` is
+    updated once per epoch, ``config.epochs`` times in all; ``monitor(qm, phase)``
+    runs after every training phase (:class:`~sparrow.sw.qmodel.Trainer`).  ``qm.method`` is
     the :class:`~sparrow.sw.methods.Method`, ``qm.config`` the configuration.
     """
     if isinstance(config, Mapping):
@@ -72,7 +73,7 @@ def compress(model, config, data=None, progress=None):
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    trainer = Trainer(*data, config, teacher=teacher, progress=progress)
+    trainer = Trainer(*data, config, teacher=teacher, progress=progress, monitor=monitor)
     method.recipe(qm, trainer)
     trainer.qat(qm, config.qat_epochs, QAT_LR if config.qat_lr is None else config.qat_lr, config.seed + 2)
     return qm

@@ -28,7 +28,7 @@ __all__ = ["MethodConfig", "per_layer", "layer_value", "check_density", "check_r
 # The order in which set options follow the reported defaults in record().
 _OPTIONAL_ORDER = ("fix_lr", "retrain_lr", "qat_lr", "freeze_window", "permute", "tiles", "z_bits", "criterion",
                    "l1", "small_fraction", "small_density", "distill", "kd_alpha", "kd_temp", "augment",
-                   "break_even")
+                   "break_even", "dense")
 _CONTEXT = ("input_shape", "input_exp", "name", "seed")
 MAX_EPOCHS = 100000
 

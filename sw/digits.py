@@ -69,8 +69,9 @@ def make_model(name, seed=0):
 
 
 def set_threads(n=1):
-    import torch
-    torch.set_num_threads(n)
+    """Pin the CPU numerics and use ``n`` threads (:func:`sparrow.sw.numerics.pin`)."""
+    from sparrow.sw.numerics import pin
+    return pin(n)
 
 
 def tensors(name, pixels, labels=None, dtype=None):

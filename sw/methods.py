@@ -36,7 +36,7 @@ from sparrow.sw.layers import BCConv2d, BCLinear, QConv2d, QLinear, SDConv2d, SD
 from sparrow.sw.prune import CRITERIA, block_mask, cubic_density, make_criterion
 from sparrow.sw.qmodel import (PARAM_LAYERS, conv_args, dims, export_model, fuse_relu, layer_names, param_names,
                                permute_for_blocks)
-from sparrow.validate import check_choice, check_int, check_number, check_range
+from sparrow.validate import check_bool, check_choice, check_int, check_number, check_range
 
 __all__ = ["METHODS", "register", "Method", "SmartDeal", "Circulant", "ADMM", "DenseInt8", "LayerShape",
            "SmartDealConfig", "CirculantConfig", "ADMMConfig", "DenseInt8Config"]
@@ -121,9 +121,12 @@ class _BlockConfig(MethodConfig):
     small_fraction: float | None = None
     small_density: float | None = None
     break_even: object = None
+    dense: object = None
 
     def check(self):
         object.__setattr__(self, "density", per_layer(self.density, "density", check_density))
+        if self.dense is not None:
+            object.__setattr__(self, "dense", per_layer(self.dense, "dense", check_bool))
         object.__setattr__(self, "block", per_layer(self.block, "block", check_block))
         object.__setattr__(self, "levels", per_layer(self.levels, "levels", check_levels))
         if self.tiles is not None:
@@ -159,6 +162,10 @@ class _BlockPruned(Method):
         block = _largest_divisor(n_out // tiles, layer_value(c.block, name, 4))
         return dict(k=k, tiles=tiles, block=block, levels=layer_value(c.levels, name, 8),
                     z_bits=8 if c.z_bits is None else c.z_bits)
+
+    def layer_params(self, n_in, n_out, name):
+        """(k, tiles, block, levels, z_bits) of one layer as this method builds it (SDLinear keyword arguments)."""
+        return self._params(n_in, n_out, name, k=self.BASIS_K)
 
     def density(self, layer, total_weights):
         """Target density of one layer (a :class:`LayerShape`) in a model of ``total_weights`` weights.
@@ -200,10 +207,16 @@ class _BlockPruned(Method):
 
         def block_of(m, n_in, n_out):
             shape = self._shape(m, names[id(m)])
-            return shape.block, self.density(shape, total)
+            return shape.block, 1.0 if self.is_dense(shape.name) else self.density(shape, total)
         permute_for_blocks(seq, block_of)
 
+    def is_dense(self, name):
+        """Whether layer ``name`` stays a dense int8 layer (option ``dense``: the dense engine runs it)."""
+        return bool(layer_value(self.config.dense, name, False))
+
     def make_layer(self, module, relu, name):
+        if self.is_dense(name):
+            return _dense_int8(module, relu)
         n_in, n_out = dims(module)
         p = self._params(n_in, n_out, name, k=self.BASIS_K)
         fixed = self.BASIS_K == 1
@@ -256,6 +269,8 @@ class SmartDealConfig(_BlockConfig):
         Layers below this fraction of the weights keep at least this density.
     break_even : {layer: ratio} or None
         A layer whose target sparsity is below its ratio stays dense.
+    dense : bool or per layer
+        Layers kept as dense int8 layers (``dense_linear``, run by the dense engine) instead of sd layers.
     """
 
     k: int = 4
@@ -291,8 +306,9 @@ class SmartDeal(_BlockPruned):
 
     def make_layer(self, module, relu, name):
         q = super().make_layer(module, relu, name)
-        with torch.no_grad():
-            q.decompose_(module.weight.detach(), iters=self.config.als_iters)
+        if isinstance(q, SDLinear):
+            with torch.no_grad():
+                q.decompose_(module.weight.detach(), iters=self.config.als_iters)
         return q
 
     def recipe(self, qm, trainer):
@@ -321,21 +337,30 @@ class SmartDeal(_BlockPruned):
 
 # --------------------------------------------------------------------------- circulant
 
+def check_circulant_k(value, name):
+    """A circulant block size: 4, 8, 16, 32 or 64, or 0 (keep the layer dense int8)."""
+    check_choice(value, name, CIRCULANT_KS + (0,))
+
+
+CIRCULANT_KS = (4, 8, 16, 32, 64)
+
+
 @dataclasses.dataclass(frozen=True)
 class CirculantConfig(MethodConfig):
     """Block-circulant: k x k circulant blocks (one length-k vector each) where k divides in and out.
 
     Parameters (beside :class:`~sparrow.sw.config.MethodConfig`'s)
     ----------
-    k : int
+    k : int or per layer
         Preferred block size (4, 8, 16, 32 or 64); a layer it does not fit tries 16, 8, 4, else stays dense int8.
+        0 keeps a layer dense int8 (per layer, e.g. ``{"fc2": 0, "default": 16}``).
     epochs : int
         Finetuning epochs of the projected model (float forward, int8 w in the last epochs' export).
     lr : float
         Finetuning learning rate.
     """
 
-    k: int = 16
+    k: object = 16
     epochs: int = 30
     lr: float = 2e-3
 
@@ -344,7 +369,7 @@ class CirculantConfig(MethodConfig):
     EPOCH_FIELDS: ClassVar[tuple] = ("epochs", "qat_epochs")
 
     def check(self):
-        check_choice(self.k, "k", (4, 8, 16, 32, 64))
+        object.__setattr__(self, "k", per_layer(self.k, "k", check_circulant_k))
 
 
 @register
@@ -353,9 +378,16 @@ class Circulant(Method):
 
     Config = CirculantConfig
 
+    def block_size(self, n_in, n_out, name):
+        """k of one layer (None: dense int8): the configured k, else 16, 8, 4, where it divides in and out."""
+        want = layer_value(self.config.k, name, 16)
+        if want == 0:
+            return None
+        return next((k for k in (want, 16, 8, 4) if n_in % k == 0 and n_out % k == 0), None)
+
     def make_layer(self, module, relu, name):
         n_in, n_out = dims(module)
-        k = next((k for k in (self.config.k, 16, 8, 4) if n_in % k == 0 and n_out % k == 0), None)
+        k = self.block_size(n_in, n_out, name)
         if k is None:
             return _dense_int8(module, relu)
         if isinstance(module, nn.Conv2d):
@@ -380,7 +412,7 @@ class ADMMConfig(_BlockConfig):
 
     Parameters (beside :class:`~sparrow.sw.config.MethodConfig`'s)
     ----------
-    block, levels, density, tiles, z_bits, freeze_window, permute, small_fraction, small_density, break_even
+    block, levels, density, tiles, z_bits, freeze_window, permute, small_fraction, small_density, break_even, dense
         As for :class:`SmartDealConfig` (tiles default 1, z_bits default 8).
     admm_epochs : int
         Epochs of W training with the ADMM penalty; Z and U are updated once per epoch.
@@ -422,8 +454,9 @@ class ADMM(_BlockPruned):
 
     def make_layer(self, module, relu, name):
         q = super().make_layer(module, relu, name)
-        with torch.no_grad():
-            q.coef.copy_(module.weight.detach().reshape(q.out_features, q.in_features))
+        if isinstance(q, SDLinear):
+            with torch.no_grad():
+                q.coef.copy_(module.weight.detach().reshape(q.out_features, q.in_features))
         return q
 
     def _project(self, crit, w, m, density):

@@ -32,7 +32,8 @@ def block_mask(scores, density, block, tiles=1):
     nb = scores.numel()
     keep = max(1, int(round(density * nb)))
     flat = scores.flatten()
-    idx = torch.topk(flat, keep).indices
+    # a stable sort: ties go to the lower index whatever the kernel (topk's choice among ties is unspecified)
+    idx = torch.sort(flat, descending=True, stable=True).indices[:keep]
     m = torch.zeros(nb, dtype=torch.float32)
     m[idx] = 1.0
     return m.reshape(scores.shape).repeat_interleave(block, dim=0)

@@ -236,19 +236,25 @@ class Trainer:
     ``fit(qm, epochs, lr, seed, **kw)`` runs :func:`sparrow.sw.digits.train`
     (Adam, cosine learning rate) with distillation from ``teacher`` (None: plain
     cross-entropy), the configuration's ``kd_alpha``, ``kd_temp``, ``augment``,
-    and ``progress`` (updated once per epoch).
+    and ``progress`` (updated once per epoch).  ``monitor(qm, phase)``, when
+    given, runs after every phase (0, 1, ...; QAT last) and may raise to stop
+    the recipe (the budget search prunes hopeless trials this way).
     """
 
-    def __init__(self, x, y, config, teacher=None, progress=None):
-        self.x, self.y, self.progress = x, y, progress
+    def __init__(self, x, y, config, teacher=None, progress=None, monitor=None):
+        self.x, self.y, self.progress, self.monitor = x, y, progress, monitor
+        self.phase = 0
         self.opts = {"teacher": teacher, "augment": config.augment}
         for key in ("kd_alpha", "kd_temp"):
             if getattr(config, key) is not None:
                 self.opts[key] = getattr(config, key)
 
     def fit(self, qm, epochs, lr, seed, **kw):
-        return train(qm, self.x, self.y, epochs=epochs, lr=lr, seed=seed, progress=self.progress,
-                     **self.opts, **kw)
+        train(qm, self.x, self.y, epochs=epochs, lr=lr, seed=seed, progress=self.progress, **self.opts, **kw)
+        if self.monitor is not None:
+            self.monitor(qm, self.phase)
+        self.phase += 1
+        return qm
 
     def qat(self, qm, epochs, lr, seed):
         """Calibrate, switch to the integer-exact forward, finetune ``epochs`` (float32 during training)."""

@@ -248,3 +248,20 @@ def test_criteria_plug_in_through_their_hooks():
     # 0.5 * sum_b ||b|| / (||b|| + 1e-3): two blocks of norms sqrt(2) and 0.01 * sqrt(2)
     n0, n1 = math.sqrt(2), 0.01 * math.sqrt(2)
     assert float(reg().detach()) == pytest.approx(0.5 * (n0 / (n0 + 1e-3) + n1 / (n1 + 1e-3)), rel=1e-5)
+
+
+def test_block_mask_breaks_ties_by_index():
+    from sparrow.sw.prune import block_mask
+    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0], [0.5, 2.0, 3.0, 0.0]])      # five blocks tie at 2.0
+    m = block_mask(scores, 0.5, 1)                                             # keep 4 of 8
+    assert m.tolist() == [[0, 1, 1, 1], [0, 0, 1, 0]]
+
+
+def test_numerics_pin_records_what_is_in_effect():
+    import os
+    from sparrow.sw.numerics import pin
+    if os.environ.get("SPARROW_NATIVE_NUMERICS") == "1" or os.environ.get("MKL_CBWR", "COMPATIBLE") != "COMPATIBLE":
+        pytest.skip("numerics pinned otherwise by the environment")
+    state = pin(1)
+    assert state["threads"] == 1 and state["onednn"] is False and state["mkl_cbwr"] == "COMPATIBLE"
+    assert set(state) == {"cpu_capability", "mkl_cbwr", "onednn", "threads", "torch"}

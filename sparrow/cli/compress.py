@@ -1,5 +1,14 @@
 """``sparrow compress --model M --method X --out DIR``: train/compress a model and write a model directory.
 
+``--model FILE --data DATA.npz``: your own model, a ``torch.export`` program
+(``.pt2``) or an ONNX file (``.onnx``), imported and checked against the file's
+own program (:mod:`sparrow.sw.importer`), with your data
+(:mod:`sparrow.sw.data`); compressed to the accuracy budget ``--max-drop``
+(default 1.0 pp of validation accuracy, :mod:`sparrow.sw.search`), the search
+trace written beside the model as ``search.json``.  The built-in models search
+the same way when ``--max-drop`` is given (their hand-tuned settings are the
+first trial); without it they use those settings as before.
+
 Digits models are trained in fp32, compressed, exported and checked (golden
 accuracy, golden == fake-quantised torch forward); the report goes into the
 manifest's ``meta``.  ``--model minilm`` runs the SmartDeal post-training
@@ -17,12 +26,15 @@ do not change the model and are not recorded.
 import dataclasses
 import json
 
+import numpy as np
+
 from sparrow import SparrowError
 from sparrow.hw.cycle_model import break_even_ratio
 from sparrow.hw.engine import DEFAULT_DENSE_LANES
 from sparrow.sw.methods import METHODS
 
 MODELS = ("digits-mlp", "digits-cnn", "minilm")
+OBJECTIVES = ("storage", "cycles")
 
 
 def _density(text):
@@ -34,7 +46,22 @@ def _density(text):
 
 
 def configure(parser):
-    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--model", required=True, metavar="NAME|FILE",
+                        help=f"a built-in model ({', '.join(MODELS)}) or your fp32 model: FILE.pt2 (torch.export) "
+                             "or FILE.onnx")
+    parser.add_argument("--data", metavar="DATA.npz",
+                        help="with a model file: x_train, y_train, x_val, y_val (optional x_test, y_test)")
+    parser.add_argument("--max-drop", type=float, metavar="PP",
+                        help="accuracy budget: the most compressed model whose golden validation accuracy is within "
+                             "PP points of fp32 (default 1.0 for a model file, unless --density or --k fix the "
+                             "settings; built-in models search only when given)")
+    parser.add_argument("--trials", type=int, default=20, help="search trials after the sensitivity probes (default 20)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="stop starting search trials after S seconds")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="storage",
+                        help="what the search minimises: stored weight bits (default) or hardware cycles per vector "
+                             "(the cycle model for --pes and --board)")
+    parser.add_argument("--pes", type=int, default=8, help="--objective cycles: PEs per sd_linear engine (default 8)")
+    parser.add_argument("--board", help="--objective cycles: the board whose DSPs the dense engines share")
     parser.add_argument("--method", required=True, choices=tuple(METHODS))
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced atomically)")
     parser.add_argument("--seed", type=int, default=0)
@@ -109,14 +136,132 @@ def _compress_minilm(args, o):
     return 0
 
 
+def cycle_cost(pes=8, board=None, dense_lanes=None):
+    """``cost(model) -> cycles per vector`` of a model directory on the hardware's cycle model.
+
+    The sum over layers of :func:`sparrow.hw.engines.layer_cycles` with ``pes`` PEs
+    per sd engine and, for dense engines, ``dense_lanes`` MAC lanes (default: the
+    board's DSPs, at most 256, else the engine default); a convolution counts as
+    its linear engine once per output position.  Pooling and flatten cost nothing.
+    """
+    from sparrow.hw.engine import EngineConfig
+    from sparrow.hw.engines import layer_cycles
+    from sparrow.modeldir import Layer
+    if dense_lanes is None and board is not None:
+        from sparrow.fpga.boards import get_board
+        dense_lanes = max(1, min(256, get_board(board).dsps))
+    if not 1 <= pes <= 1024:
+        raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
+    config = EngineConfig(pes=pes, dense_lanes=dense_lanes or DEFAULT_DENSE_LANES)
+
+    def cost(model):
+        shape, total = tuple(model.input_shape), 0
+        for layer in model.layers:
+            a = layer.attrs
+            if layer.kind.endswith("conv2d"):
+                _, h, w = shape
+                oh = (h + 2 * a["padding"] - a["kh"]) // a["stride"] + 1
+                ow = (w + 2 * a["padding"] - a["kw"]) // a["stride"] + 1
+                lin = {k: v for k, v in a.items() if k not in ("in_ch", "out_ch", "kh", "kw", "stride", "padding")}
+                lin.update({"in": a["in_ch"] * a["kh"] * a["kw"], "out": a["out_ch"]})
+                total += oh * ow * layer_cycles(Layer(layer.name, layer.kind.replace("conv2d", "linear"), lin,
+                                                      layer.params), config)
+                shape = (a["out_ch"], oh, ow)
+            elif layer.kind == "maxpool2d":
+                c, h, w = shape
+                shape = (c, (h - a["kernel"]) // a["stride"] + 1, (w - a["kernel"]) // a["stride"] + 1)
+            elif layer.kind == "flatten":
+                shape = (int(np.prod(shape)),)
+            else:
+                total += layer_cycles(layer, config)
+                shape = (a["out"],)
+        return float(total)
+    return cost
+
+
+def _short(settings):
+    """Settings for a line of text: floats to 3 digits."""
+    if isinstance(settings, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in settings.items()) + "}"
+    return f"{settings:.3g}" if isinstance(settings, float) else str(settings)
+
+
+def _print_report(rep, out):
+    split = rep.get("split", "test")
+    print(f"{rep['model']} {rep['method']}: fp32 {100 * rep['fp32_accuracy']:.2f}%  "
+          f"golden int8 {100 * rep['golden_accuracy']:.2f}% ({rep['delta_pp']:+.2f} pp) on the {split} split  "
+          f"storage {rep['storage_ratio']:.1f}x vs fp32 ({rep['weight_bits']} weight bits, "
+          f"biases {rep['bias_bits']} bits)  {rep['nonzero']}/{rep['weights']} nonzero  "
+          f"{rep['seconds']:.1f} s")
+    s = rep.get("search")
+    if s:
+        state = "within" if s["met"] else "NOT within (the most accurate run was kept)"
+        print(f"search ({s['objective']}, budget {s['max_drop_pp']:g} pp): {s['runs']} runs in {s['seconds']:.0f} s, "
+              f"chosen run {s['chosen_run']} {_short(s['chosen'])}: val {100 * rep['golden_val_accuracy']:.2f}% "
+              f"({rep['val_delta_pp']:+.2f} pp vs fp32 {100 * rep['fp32_val_accuracy']:.2f}%), {state} budget")
+    print(f"golden vs fake-quantised torch: {rep['golden_vs_torch_mismatching_samples']} of "
+          f"{rep['test_samples']} {split} samples differ -> {out}")
+
+
+def _run_search(args, o):
+    """A model file with --data, or a built-in digits model with --max-drop: the budget search."""
+    from sparrow.sw.pipeline import compress_model, digits_search_setup, save_compressed
+    builtin = args.model in MODELS
+    if args.trials < 1:
+        raise SparrowError(f"--trials must be a positive integer, not {args.trials}")
+    # a model file searches by default; settings the search would choose, given on their own, mean one run
+    fixed = builtin is False and args.max_drop is None and any(k in o for k in ("density", "levels", "k"))
+    max_drop = None if fixed else args.max_drop if args.max_drop is not None else 1.0
+    if max_drop is not None and any(k in o for k in ("density", "k")):
+        raise SparrowError("--density / --k: the budget search chooses them; give them without --max-drop for one "
+                           "run with those settings")
+    cost = cycle_cost(args.pes, args.board) if args.objective == "cycles" else None
+    overrides, start, name = dict(o), None, None
+    if builtin:
+        fp32, data, hand, start = digits_search_setup(args.model, args.method, args.seed)
+        overrides = {**hand, **overrides}
+        model, name = fp32, args.model
+    else:
+        if not args.data:
+            raise SparrowError("--data DATA.npz is needed with a model file")
+        model, data = args.model, args.data
+    try:
+        m, rep = compress_model(model, data, args.method, max_drop=max_drop, seed=args.seed, overrides=overrides,
+                                name=name, trials=args.trials, objective=args.objective, cost=cost, start=start,
+                                timeout=args.timeout, progress=not args.quiet)
+    except ValueError as exc:
+        raise SparrowError(f"compress: {exc}")
+    save_compressed(m, rep, args.out)
+    if "import_check" in m.meta:
+        c = m.meta["import_check"]
+        print(f"import: {args.model} equals its {c['reference']} program on {c['samples']} samples "
+              f"(max |difference| {c['max_abs_diff']:.2g}, tolerance {c['tolerance']:.2g}; "
+              f"argmax agrees on {c['argmax_agree']})")
+    _print_report(rep, args.out)
+    return 0
+
+
 def run(args):
     if args.model == "minilm":
         if args.method != "smartdeal":
             raise SparrowError("minilm: only --method smartdeal is supported (post-training decomposition)")
         return _compress_minilm(args, _overrides(args))
+    from sparrow.sw.numerics import pin
+    pin()           # before the first torch operation of the process (sparrow.sw.numerics)
+    if args.model not in MODELS and not args.model.endswith((".pt2", ".onnx")):
+        raise SparrowError(f"--model: {args.model!r} is neither a built-in model ({', '.join(MODELS)}) "
+                           "nor a .pt2 / .onnx file")
+    if args.model in MODELS and args.data:
+        raise SparrowError(f"--data: the built-in model {args.model} brings its own data")
+    if args.max_drop is not None and not 0 <= args.max_drop <= 100:
+        raise SparrowError(f"--max-drop must be in [0, 100] percentage points, not {args.max_drop:g}")
+    options = {f.name for f in dataclasses.fields(METHODS[args.method].Config)}
+    if args.model not in MODELS or args.max_drop is not None:
+        if args.break_even:
+            raise SparrowError("--break-even: not used by the budget search (use --objective cycles)")
+        return _run_search(args, {k: v for k, v in _overrides(args).items() if k in options})
     from sparrow.modeldir import save_model
     from sparrow.sw.pipeline import compress_digits
-    options = {f.name for f in dataclasses.fields(METHODS[args.method].Config)}
     o = {k: v for k, v in _overrides(args).items() if k in options}
     auto = o.get("break_even") == "auto"
     lanes = DEFAULT_DENSE_LANES if args.dense_lanes is None else args.dense_lanes
@@ -141,3 +286,40 @@ def run(args):
     print(f"golden vs fake-quantised torch: {rep['golden_vs_torch_mismatching_samples']} of "
           f"{rep['test_samples']} test samples differ -> {args.out}")
     return 0
+
+
+def compress(model, data, method="smartdeal", *, out=None, max_drop=1.0, seed=0, trials=20, objective="storage",
+             pes=8, board=None, timeout=None, progress=False, **options):
+    """Compress your fp32 model to an accuracy budget and (with ``out``) write its model directory.
+
+    ``sparrow.compress("model.onnx", "data.npz", "smartdeal", out="model-sd")``
+    does what ``sparrow compress --model model.onnx --data data.npz --method
+    smartdeal --out model-sd`` does: import ``model`` (a ``.pt2`` torch.export
+    program, an ``.onnx`` file, or an ``nn.Sequential``) and check it against
+    the file's own program; check ``data`` (``DATA.npz`` or a dict of its
+    arrays); search the method's per-layer settings for the most compressed
+    model whose golden validation accuracy is within ``max_drop`` points of
+    fp32 (``max_drop=None``: one run with the method's defaults); ``options``
+    are options of the method's configuration (``prune_epochs=20``, ...).
+    ``objective="cycles"`` minimises the hardware cycle model's cycles for
+    ``pes`` PEs (and ``board``'s DSPs) instead of storage.
+
+    Returns ``(model, report)``: the :class:`sparrow.modeldir.Model` and a dict
+    (accuracies, storage, the search and its trace).  Raises
+    :class:`SparrowError` (one line) for a refused model, bad data or options.
+    """
+    from sparrow.sw.pipeline import compress_model, save_compressed
+    cost = None
+    if objective == "cycles":
+        cost = cycle_cost(pes, board)
+    elif objective != "storage":
+        raise SparrowError(f"objective must be 'storage' or 'cycles', not {objective!r}")
+    try:
+        model, report = compress_model(model, data, method, max_drop=max_drop, seed=seed, overrides=options or None,
+                                       trials=trials, objective=objective, cost=cost, timeout=timeout,
+                                       progress=progress)
+    except (ValueError, TypeError) as exc:
+        raise SparrowError(f"compress: {exc}") from None
+    if out is not None:
+        save_compressed(model, report, out)
+    return model, report

@@ -1,7 +1,9 @@
 """``sparrow golden DIR --inputs X.npy --out Y.npy``: run a model directory on the integer golden model.
 
-X is int8 of shape [N, *input_shape] (or [N, prod(input_shape)]), one row per
-sample; Y is int8 [N, output size], written atomically.
+X holds int8 codes or real values (float, quantised with the model's input
+scale: docs/format.md "Inputs") of shape [N, *input_shape] or
+[N, prod(input_shape)], one row per sample; Y is int8 [N, output size],
+written atomically.
 """
 
 from sparrow.cli.common import add_model_io
@@ -13,11 +15,11 @@ def configure(parser):
 
 def run(args):
     from sparrow import SparrowError
-    from sparrow.arrays import load_inputs, save_npy_atomic
+    from sparrow.arrays import load_model_inputs, save_npy_atomic
     from sparrow.modeldir import load_model
     from sparrow.sw.golden import run_model
     model = load_model(args.model)
-    x = load_inputs(args.inputs)
+    x = load_model_inputs(model, args.inputs)
     try:
         y = run_model(model, x)
     except SparrowError as exc:
