@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 JOBS    ?= 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-sim fuzz clean clean-cache
 
 setup:
 	@scripts/setup.sh
@@ -17,5 +17,17 @@ test: setup
 bench: setup
 	$(PY) -m sparrow.bench.run_all
 
+# Simulation speed (README table) and the long fuzzing profile (MINUTES of it).
+MINUTES ?= 10
+bench-sim: setup
+	$(PY) -m sparrow.bench.bench_sim
+
+fuzz: setup
+	$(PY) -m sparrow.bench.bench_fuzz --minutes $(MINUTES)
+
+# Compiled simulators live in $SPARROW_CACHE (default ~/.cache/sparrow): `make clean-cache`.
 clean:
 	rm -rf build sim_build .pytest_cache
+
+clean-cache:
+	rm -rf $${SPARROW_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/sparrow}/sim

@@ -8,7 +8,7 @@ Yosys maps each registered product to a DSP (SB_MAC16 on iCE40 with
 """
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed, Cat
+from amaranth.hdl import Module, Signal, signed, Cat, Const
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -45,6 +45,11 @@ class BasisUnit(ValidatedComponent):
         0..31, the rounding right shift of the dot products.
     z_bits : int
         8..16, the signed width z is saturated to.
+    rom_attrs : dict, optional
+        Attributes of the basis ROM (``sparrow_rom`` for run-time loading).
+    runtime_shift : bool
+        Take the shift from the port ``shift`` (In(5): a simulation build loads
+        it at run time) instead of ``basis_shift``.
 
     Members
     -------
@@ -79,10 +84,11 @@ class BasisUnit(ValidatedComponent):
         ``basis_shift`` outside [0, 31].
     """
 
-    def __init__(self, k, in_features, basis, basis_shift, z_bits=8):
-        super().__init__(k, in_features, basis, basis_shift, z_bits)
+    def __init__(self, k, in_features, basis, basis_shift, z_bits=8, rom_attrs=None,
+                 runtime_shift=False):
+        super().__init__(k, in_features, basis, basis_shift, z_bits, rom_attrs, runtime_shift)
 
-    def _validate(self, k, in_features, basis, basis_shift, z_bits):
+    def _validate(self, k, in_features, basis, basis_shift, z_bits, rom_attrs, runtime_shift):
         check_int(k, "Group size", 1, 16)
         check_int(in_features, "Input count", 1, 1 << 16)
         if in_features % k:
@@ -97,7 +103,10 @@ class BasisUnit(ValidatedComponent):
         check_int(z_bits, "Z width", 8, 16)
         self._k, self._in, self._basis, self._shift, self._z_bits = k, in_features, b, basis_shift, z_bits
         self._tiles = b.shape[0]
-        return {
+        self._rom_attrs = dict(rom_attrs or {})
+        self._runtime_shift = bool(runtime_shift)
+        shift = {"shift": In(5)} if self._runtime_shift else {}
+        return {**shift,
             "start": In(1), "tile": In(range(max(self._tiles, 2))), "tag": In(1),
             "running": Out(1), "read_done": Out(1), "busy": Out(1), "done": Out(1),
             "x_addr": Out(range(max(in_features // k, 2))), "x_data": In(8 * k),
@@ -113,7 +122,7 @@ class BasisUnit(ValidatedComponent):
         m = Module()
         k, n = self._k, self._in
         m.submodules.rom = rom = Memory(shape=8 * k, depth=self._tiles * n,
-                                        init=basis_image(self._basis))
+                                        init=basis_image(self._basis), attrs=self._rom_attrs)
         rd = rom.read_port()
 
         running = self.running
@@ -156,8 +165,11 @@ class BasisUnit(ValidatedComponent):
             prods.append(p)
         total = Signal(signed(16 + k.bit_length()))
         m.d.sync += total.eq(sum(prods))
-        s = self._shift
-        rounded = (total + (1 << (s - 1))) >> s if s else total
+        if self._runtime_shift:      # 2^(s-1) for s >= 1, 0 for s = 0
+            rounded = (total + (Const(1, 32) << self.shift >> 1)) >> self.shift
+        else:
+            s = self._shift
+            rounded = (total + (1 << (s - 1))) >> s if s else total
         zmax, zmin = (1 << (self._z_bits - 1)) - 1, -(1 << (self._z_bits - 1))
         z = Signal(signed(self._z_bits))
         rnd = Signal(signed(len(total) + 1))

@@ -37,12 +37,13 @@ from sparrow import fixedfft as G
 from sparrow.hw.cmac import CMAC_LATENCY, cmac_min_acc_width
 from sparrow.hw.bc_units import (BlockGeometry, FrequencyMAC, InputLoader, OutputReader,
                                  SpectrumReader, SpectrumSplitter, bin_order)
-from sparrow.hw.engine import Engine, EngineConfig
+from sparrow.hw.engine import GENERIC_BIAS_WIDTH, Engine, EngineConfig, rom_attrs
 from sparrow.hw.fft import FFTUnit, fft_cycles
 from sparrow.hw.images import write_images as write_hex
 from sparrow.modeldir import Layer
 
-__all__ = ["BCEngine", "bc_cycles", "bin_order", "write_images", "memory_images", "spectra_images"]
+__all__ = ["BCEngine", "bc_cycles", "bin_order", "write_images", "memory_images", "spectra_images",
+           "generic_bias_width"]
 
 #: Cycles after the last MAC issue until the last Z word is in the FFT buffer
 #: (read, CMAC pipeline, Hermitian partner write).
@@ -89,7 +90,16 @@ def bc_cycles(k, n_in, n_out):
     return total + (k if nbo % 2 else 2 * k) + 1
 
 
-def spectra_images(layer):
+def generic_bias_width(layer):
+    """Adjusted-bias width of a ``generic`` build: what any int32 bias needs at the layer's
+    ``out_shift`` and ``fft_frac`` (a structure, not a value, so models share the build)."""
+    extremes = np.array([-(1 << 31), (1 << 31) - 1], np.int64)
+    a = layer.attrs
+    adj = G.adjusted_bias(extremes, a["out_shift"], G.frac_bits(a))
+    return max(GENERIC_BIAS_WIDTH, _bias_width(adj))
+
+
+def spectra_images(layer, bias_width=None):
     """Memory images of one bc_linear layer: dict name -> (width, list of unsigned words).
 
     ``ws``: weight spectra of a block-row pair, word ((q*nb + j)*H + m) =
@@ -109,7 +119,7 @@ def spectra_images(layer):
     ws = [re[2 * i] | (im[2 * i] << 16) | (re[2 * i + 1] << 32) | (im[2 * i + 1] << 48)
           for i in range(len(re) // 2)]
     b = c["bias_adj"]
-    bw = _bias_width(b)
+    bw = _bias_width(b) if bias_width is None else bias_width
     bias = (b & ((1 << bw) - 1)).tolist()
     return {"ws": (64, ws), "bias": (bw, bias)}
 
@@ -120,9 +130,10 @@ def _bias_width(b):
     return max(2, lim.bit_length() + 1)
 
 
-def memory_images(layer):
-    """``{name: (width, words, layout)}`` of the engine's ROMs, exactly as the RTL holds them."""
-    images = spectra_images(layer)
+def memory_images(layer, bias_width=None):
+    """``{name: (width, words, layout)}`` of the engine's ROMs, exactly as the RTL holds them
+    (``bias_width``: that of a ``generic`` build, :func:`generic_bias_width`)."""
+    images = spectra_images(layer, bias_width)
     c = G.layer_constants(layer)
     h = c["k"] // 2 + 1
     return {
@@ -171,6 +182,9 @@ class BCEngine(Engine):
         A bc_linear layer (attributes ``in``, ``out``, ``k``, ``out_shift``,
         ``relu``, optional ``fft_frac``; params ``w`` int8 [out/k, in/k, k],
         ``bias`` [out]).  Its weights become ROM contents.
+    generic : bool
+        A simulation build whose widths depend on the structure only
+        (:func:`generic_bias_width`; see :class:`~sparrow.hw.engine.EngineConfig`).
 
     Members
     -------
@@ -198,7 +212,7 @@ class BCEngine(Engine):
 
     kind = "bc_linear"
 
-    def _validate(self, layer):
+    def _validate(self, layer, generic=False):
         if not isinstance(layer, Layer) or layer.kind != "bc_linear":
             raise TypeError(f"Layer must be a bc_linear sparrow.modeldir.Layer, not {layer!r}")
         attrs, params = layer.attrs, layer.params
@@ -223,16 +237,18 @@ class BCEngine(Engine):
         if np.asarray(params.get("bias")).shape != (n_out,):
             raise ValueError(f"bias must have shape [{n_out}]")
         self._layer = layer
+        self._generic = bool(generic)
         self._constants = G.layer_constants(layer)
-        self._images = spectra_images(layer)
+        self._bias_width = generic_bias_width(layer) if generic else None
+        self._images = spectra_images(layer, self._bias_width)
         self._n_in, self._n_out, self._k = n_in, n_out, k
         self._acc_width = max(34, cmac_min_acc_width(self._constants["nb"], self._constants["s1"]))
         return self.stream_members()
 
     @classmethod
     def from_layer(cls, layer, config=EngineConfig()):
-        """The engine of a bc_linear layer (``config`` has no bc_linear parameter today)."""
-        return cls(layer)
+        """The engine of a bc_linear layer (of ``config`` it reads ``generic`` only)."""
+        return cls(layer, config.generic)
 
     @classmethod
     def multipliers(cls, layer, config=EngineConfig()):
@@ -258,7 +274,7 @@ class BCEngine(Engine):
 
     def memory_images(self):
         """``{name: (width, words, layout)}`` of the ROMs (for ``sparrow generate``)."""
-        return memory_images(self._layer)
+        return memory_images(self._layer, self._bias_width)
 
     @property
     def cycles_per_vector(self):
@@ -273,10 +289,12 @@ class BCEngine(Engine):
         m.submodules.fft = fft = FFTUnit(geo.k)
         m.submodules.loader = loader = InputLoader(geo, consts["g"])
         m.submodules.splitter = splitter = SpectrumSplitter(geo)
-        m.submodules.reader = reader = SpectrumReader(geo, self._images["ws"][1])
+        m.submodules.reader = reader = SpectrumReader(geo, self._images["ws"][1],
+                                                      rom_attrs("ws", self._generic))
         m.submodules.mac = mac = FrequencyMAC(geo, self._acc_width, consts["s1"])
         m.submodules.readout = readout = OutputReader(geo, self._images["bias"], consts["fe"],
-                                                      bool(self._layer.attrs["relu"]))
+                                                      bool(self._layer.attrs["relu"]),
+                                                      rom_attrs("bias", self._generic))
         wiring.connect(m, wiring.flipped(self.i), loader.i)
         wiring.connect(m, readout.o, wiring.flipped(self.o))
         wiring.connect(m, reader.mac, mac.inp)

@@ -254,6 +254,8 @@ class SpectrumReader(wiring.Component):
     geometry : BlockGeometry
     weight_words : list of int
         The weight-spectrum ROM (``ws`` of :func:`sparrow.hw.bc_engine.spectra_images`).
+    rom_attrs : dict, optional
+        Attributes of that ROM (``sparrow_rom`` for run-time loading).
 
     Members
     -------
@@ -278,8 +280,9 @@ class SpectrumReader(wiring.Component):
         The pair's last beat is issued this cycle.
     """
 
-    def __init__(self, geometry, weight_words):
+    def __init__(self, geometry, weight_words, rom_attrs=None):
         self._geometry, self._weight_words = geometry, list(weight_words)
+        self._rom_attrs = dict(rom_attrs or {})
         words = geometry.n_blocks_in * geometry.bins
         super().__init__({
             "start": In(1),
@@ -300,7 +303,8 @@ class SpectrumReader(wiring.Component):
         geo = self._geometry
         k, h, nb = geo.k, geo.bins, geo.n_blocks_in
         rom_words = len(self._weight_words)
-        m.submodules.ws = ws = Memory(shape=unsigned(64), depth=rom_words, init=self._weight_words)
+        m.submodules.ws = ws = Memory(shape=unsigned(64), depth=rom_words, init=self._weight_words,
+                                      attrs=self._rom_attrs)
         ws_read = ws.read_port()
 
         order, last_position = bin_order(k)
@@ -440,6 +444,8 @@ class OutputReader(wiring.Component):
     frac_bits : int
         Fe, the final right shift.
     relu : bool
+    rom_attrs : dict, optional
+        Attributes of the bias ROM (``sparrow_rom`` for run-time loading).
 
     Members
     -------
@@ -460,8 +466,9 @@ class OutputReader(wiring.Component):
         The buffer position read next.
     """
 
-    def __init__(self, geometry, bias_image, frac_bits, relu):
+    def __init__(self, geometry, bias_image, frac_bits, relu, rom_attrs=None):
         self._geometry, self._bias_image = geometry, bias_image
+        self._rom_attrs = dict(rom_attrs or {})
         self._frac_bits, self._relu = frac_bits, relu
         super().__init__({
             "begin": In(1),
@@ -480,7 +487,7 @@ class OutputReader(wiring.Component):
         k, pairs = geo.k, geo.out_pairs
         bias_width, bias_words = self._bias_image
         m.submodules.bias = bias = Memory(shape=unsigned(bias_width), depth=len(bias_words),
-                                          init=bias_words)
+                                          init=bias_words, attrs=self._rom_attrs)
         bias_read = bias.read_port()
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=OUT_FIFO_DEPTH)
         wiring.connect(m, fifo.r_stream, wiring.flipped(self.o))

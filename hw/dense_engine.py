@@ -17,7 +17,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import connect
 
 from sparrow.hw.cycle_model import dense_cycles
-from sparrow.hw.engine import DEFAULT_DENSE_LANES, Engine, EngineConfig
+from sparrow.hw.engine import (DEFAULT_DENSE_LANES, GENERIC_BIAS_WIDTH, Engine, EngineConfig,
+                               consts_image, consts_rom, rom_attrs)
 from sparrow.hw.pe_array import DrainChain, OutputStage
 from sparrow.validate import check_int
 
@@ -60,6 +61,11 @@ class DenseEngine(Engine):
     relu : bool
     lanes : int
         MAC lanes D, 1..256 (default 8).
+    generic : bool
+        A simulation build whose widths depend on the structure only (see
+        :class:`~sparrow.hw.engine.EngineConfig`): the accumulator holds any
+        int8 weights' sums, the bias ROM any int32, and the shift and ReLU
+        flag come from a one-word ROM ``consts``.
 
     Members
     -------
@@ -84,16 +90,16 @@ class DenseEngine(Engine):
     kind = "dense_linear"
 
     def __init__(self, in_features, out_features, weight, bias, out_shift, relu,
-                 lanes=DEFAULT_DENSE_LANES):
-        super().__init__(in_features, out_features, weight, bias, out_shift, relu, lanes)
+                 lanes=DEFAULT_DENSE_LANES, generic=False):
+        super().__init__(in_features, out_features, weight, bias, out_shift, relu, lanes, generic)
 
     @classmethod
     def from_layer(cls, layer, config=EngineConfig()):
         """The engine of a validated ``sparrow.modeldir.Layer`` of kind dense_linear
-        with ``config.dense_lanes`` MAC lanes."""
+        with ``config.dense_lanes`` MAC lanes (and ``config.generic``)."""
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), p["weight"], p["bias"], int(a["out_shift"]),
-                   bool(a["relu"]), config.dense_lanes)
+                   bool(a["relu"]), config.dense_lanes, config.generic)
 
     @classmethod
     def multipliers(cls, layer, config=EngineConfig()):
@@ -105,7 +111,7 @@ class DenseEngine(Engine):
         """Steady-state cycles per vector (:func:`~sparrow.hw.cycle_model.dense_cycles`)."""
         return dense_cycles(int(layer.attrs["in"]), int(layer.attrs["out"]), config.dense_lanes)
 
-    def _validate(self, n_in, n_out, weight, bias, out_shift, relu, lanes):
+    def _validate(self, n_in, n_out, weight, bias, out_shift, relu, lanes, generic):
         check_int(n_in, "Input count", 1, 1 << 16)
         check_int(n_out, "Output count", 1, 1 << 16)
         check_int(lanes, "Lane count", 1, 256)
@@ -114,8 +120,13 @@ class DenseEngine(Engine):
             raise ValueError(f"Weight must have shape [{n_out}, {n_in}], not {list(w.shape)}")
         if w.size and (w.min() < -128 or w.max() > 127):
             raise ValueError("Weight values must be int8")
-        self._acc_width = dense_acc_width(w)
-        self._post = OutputStage(self._acc_width, lanes, n_out, n_out, bias, out_shift, relu)
+        self._generic = generic = bool(generic)
+        # generic: the widest sums of the structure (every weight -128)
+        self._acc_width = dense_acc_width(np.full((1, n_in), 128) if generic else w)
+        self._post = OutputStage(self._acc_width, lanes, n_out, n_out, bias, out_shift, relu,
+                                 bias_width=GENERIC_BIAS_WIDTH if generic else None,
+                                 rom_attrs=rom_attrs("bias", generic), runtime_shift=generic)
+        self._consts = (0, out_shift, relu)
         self._words = dense_image(w, lanes)
         self._n_in, self._n_out, self._lanes = n_in, n_out, lanes
         self._blocks = -(-n_out // lanes)
@@ -125,12 +136,15 @@ class DenseEngine(Engine):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
         D = self._lanes
         bw, bias = self._post.bias_image
-        return {
+        images = {
             "weight": (8 * D, list(self._words),
                        f"word b*{self._n_in} + j = weight[b*{D} + d, j] in lane d (bits [8d, 8d+8)), "
                        f"int8, rows past {self._n_out} zero"),
             "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw}-bit two's complement"),
         }
+        if self._generic:
+            images["consts"] = consts_image(*self._consts)
+        return images
 
     @property
     def lanes(self):
@@ -144,13 +158,17 @@ class DenseEngine(Engine):
         m = Module()
         n, D, NB = self._n_in, self._lanes, self._blocks
         m.submodules.post = post = self._post
+        if self._generic:            # out_shift and ReLU loaded at run time
+            _, out_shift, relu = consts_rom(m, *self._consts)
+            m.d.comb += [post.shift.eq(out_shift), post.relu.eq(relu)]
         m.submodules.chain = chain = DrainChain(D, self._acc_width)
         # Two x banks (address MSB): the loader fills one while the MACs read the other.
         jbits = max(1, (n - 1).bit_length())
         m.submodules.xbuf = xbuf = Memory(shape=signed(8), depth=2 << jbits, init=[])
         xw, xr = xbuf.write_port(), xbuf.read_port()
         m.submodules.wrom = wrom = Memory(shape=8 * D, depth=NB * n, init=self._words,
-                                          attrs={"ram_style": "block", "rom_style": "block"})
+                                          attrs=rom_attrs("weight", self._generic,
+                                                          {"ram_style": "block", "rom_style": "block"}))
         wr = wrom.read_port()
         xfull = [Signal(name=f"xfull{i}") for i in range(2)]
         x_set, x_clr = Signal(2), Signal(2)

@@ -16,7 +16,43 @@ from amaranth.lib.wiring import In, Out
 from sparrow.hw.component import ValidatedComponent
 from sparrow.validate import check_int, check_range
 
-__all__ = ["EngineConfig", "Engine", "DEFAULT_DENSE_LANES"]
+__all__ = ["EngineConfig", "Engine", "DEFAULT_DENSE_LANES", "ROM_ATTR", "rom_attrs",
+           "GENERIC_BIAS_WIDTH", "CONSTS_WIDTH", "consts_image", "consts_rom"]
+
+#: Attribute naming a ROM whose contents a simulation loads at run time (``generic`` builds).
+ROM_ATTR = "sparrow_rom"
+
+#: Bias ROM width of ``generic`` builds: any int32 bias plus a rounding constant below 2^31.
+GENERIC_BIAS_WIDTH = 33
+
+#: Width of the ``consts`` ROM of generic sd/dense builds: basis_shift [0, 5),
+#: out_shift [5, 10), relu [10].
+CONSTS_WIDTH = 11
+
+
+def consts_image(basis_shift, out_shift, relu):
+    """``(width, words, layout)`` of the one-word ``consts`` ROM of a generic sd/dense build."""
+    word = int(basis_shift) | (int(out_shift) << 5) | (int(bool(relu)) << 10)
+    return (CONSTS_WIDTH, [word], "basis_shift at bits [0, 5) (0 for dense_linear), out_shift at "
+                                  "[5, 10), relu at bit 10; loaded at run time (generic builds)")
+
+
+def consts_rom(m, basis_shift, out_shift, relu):
+    """The ``consts`` ROM in module ``m``; returns its ``(basis_shift, out_shift, relu)`` fields."""
+    from amaranth.lib.memory import Memory
+    _, words, _ = consts_image(basis_shift, out_shift, relu)
+    m.submodules.consts = rom = Memory(shape=CONSTS_WIDTH, depth=1, init=words,
+                                       attrs={ROM_ATTR: "consts"})
+    read = rom.read_port(domain="comb")
+    return read.data[0:5], read.data[5:10], read.data[10]
+
+
+def rom_attrs(name, generic, attrs=None):
+    """Memory attributes of a parameter ROM: ``attrs`` plus ``sparrow_rom = name`` when ``generic``."""
+    out = dict(attrs or {})
+    if generic:
+        out[ROM_ATTR] = name
+    return out
 
 #: Default MAC lanes of a dense engine: the eight DSPs of the iCE40UP5K.
 DEFAULT_DENSE_LANES = 8
@@ -36,6 +72,17 @@ class EngineConfig:
         int8 outputs per beat of an sd_linear engine, 1..64 (divides ``pes``).
     bcast : int
         Broadcast register stages of an sd_linear PE array, 0..4.
+    generic : bool
+        Simulation builds (default False: the build for a board).  Every width
+        and depth then depends on the layer's structure only (sizes, k, tiles,
+        z_bits, the bc_linear shift and relu, and the rounded code-ROM depth of
+        :func:`sparrow.hw.sd_engine.code_rom_depth`), never on parameter values, and the ROMs that
+        hold parameter values carry the attribute ``sparrow_rom = "<name>"``
+        (the name of :meth:`Engine.memory_images`; sd and dense engines also
+        take their shifts and ReLU flag from a one-word ROM ``consts``,
+        :func:`consts_image`), so that the simulation
+        runner loads them at run time and one compiled simulator serves every
+        model of the same structure.  The outputs are the same bit for bit.
 
     Raises
     ------
@@ -47,12 +94,15 @@ class EngineConfig:
     dense_lanes: int = DEFAULT_DENSE_LANES
     out_lanes: int = 1
     bcast: int = 0
+    generic: bool = False
 
     def __post_init__(self):
         check_int(self.pes, "PE count", 1, 1024)
         check_int(self.dense_lanes, "Dense lane count", 1, 256)
         check_int(self.out_lanes, "Output lane count", 1, 64)
         check_range(self.bcast, "Broadcast stages", 0, 4)
+        if not isinstance(self.generic, bool):
+            raise TypeError(f"generic must be a bool, not {self.generic!r}")
         if self.pes % self.out_lanes:
             raise ValueError(f"Output lane count {self.out_lanes} does not divide PE count {self.pes}")
 

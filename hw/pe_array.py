@@ -20,7 +20,7 @@ Coefficient code (one per PE, ``exp_bits + 2`` bits, PE p at bits
     value = (-1)^sign * 2^exp
 """
 
-from amaranth.hdl import Module, Signal, Shape, signed, Mux, Cat
+from amaranth.hdl import Module, Signal, Shape, signed, Mux, Cat, Const
 from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -303,10 +303,17 @@ def rshift_sat(m, value, shift, relu, name="y"):
 
     rshift(v, s) = floor((v + 2^(s-1)) / 2^s), v for s = 0; the rounding
     constant is added by the caller (folded into the bias), this only shifts.
+    ``shift`` and ``relu`` are constants, or signals (a run-time shift and flag).
     """
-    shifted = value >> shift if shift else value
+    if isinstance(shift, int):
+        shifted = value >> shift if shift else value
+    else:
+        shifted = value >> shift
     y = Signal(signed(8), name=name)
-    lo = 0 if relu else -128
+    if isinstance(relu, (bool, int)):
+        lo = 0 if relu else -128
+    else:
+        lo = Mux(relu, Const(0, signed(9)), Const(-128, signed(9)))
     with m.If(shifted > 127):
         m.d.comb += y.eq(127)
     with m.Elif(shifted < lo):
@@ -353,6 +360,15 @@ class OutputStage(ValidatedComponent):
         ``lanes``-deep RAM, initially 0), modulo ``2^acc_width``.
     out_lanes : int
         Rows per word and per output beat C (1..64).
+    bias_width : int, optional
+        Width of one bias in the ROM (default: what the biases need; a larger
+        value gives a structure that does not depend on the bias values).
+    rom_attrs : dict, optional
+        Attributes of the bias ROM (``sparrow_rom`` for run-time loading).
+    runtime_shift : bool
+        Take the shift and the ReLU flag from the ports ``shift`` and ``relu``
+        (a simulation build loads them at run time) instead of ``out_shift``
+        and ``relu``; the bias ROM still holds the rounding constant of ``out_shift``.
 
     Members
     -------
@@ -371,10 +387,12 @@ class OutputStage(ValidatedComponent):
     """
 
     def __init__(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running=False,
-                 out_lanes=1):
-        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes)
+                 out_lanes=1, bias_width=None, rom_attrs=None, runtime_shift=False):
+        super().__init__(acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes,
+                         bias_width, rom_attrs, runtime_shift)
 
-    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes):
+    def _validate(self, acc_width, lanes, rows, tile_rows, bias, out_shift, relu, running, out_lanes,
+                  bias_width, rom_attrs, runtime_shift):
         check_int(acc_width, "Accumulator width", 1, 128)
         check_int(lanes, "Lane count", 1, 4096)
         check_int(rows, "Row count", 1, 1 << 20)
@@ -395,11 +413,21 @@ class OutputStage(ValidatedComponent):
         self._bias = [b + rnd for b in bias]
         self._out_shift, self._relu, self._running = out_shift, bool(relu), bool(running)
         self._bias_width = max(max(abs(b) for b in self._bias).bit_length() + 1, 2)
+        if bias_width is not None:
+            if bias_width < self._bias_width:
+                raise ValueError(f"Bias width {bias_width} is below the {self._bias_width} bits "
+                                 f"the biases need")
+            self._bias_width = bias_width
+        self._rom_attrs = dict(rom_attrs or {})
+        self._runtime_shift = bool(runtime_shift)
         C = out_lanes
-        return {
+        members = {
             "i": In(stream.Signature(signed(acc_width) if C == 1 else C * acc_width)),
             "o": Out(stream.Signature(signed(8) if C == 1 else 8 * C)),
         }
+        if self._runtime_shift:
+            members.update(shift=In(5), relu=In(1))
+        return members
 
     @property
     def bias_image(self):
@@ -414,7 +442,8 @@ class OutputStage(ValidatedComponent):
         C = self._out_lanes
         L, R, TR = self._lanes, self._rows // C, self._tile_rows // C
         bw, aw = self._bias_width, self._acc_width
-        m.submodules.bias = bias = Memory(shape=C * bw, depth=R, init=self.bias_image[1])
+        m.submodules.bias = bias = Memory(shape=C * bw, depth=R, init=self.bias_image[1],
+                                          attrs=self._rom_attrs)
         rd = bias.read_port()
 
         lane = Signal(range(L))
@@ -459,7 +488,10 @@ class OutputStage(ValidatedComponent):
                 m.d.comb += acc1.eq(snap[c * aw:(c + 1) * aw])
             total = Signal(signed(max(aw, bw) + 1), name=f"total{c}")
             m.d.sync += total.eq(acc1 + bias_word[c * bw:(c + 1) * bw].as_signed())
-            ys.append(rshift_sat(m, total, self._out_shift, self._relu, name=f"y{c}"))
+            if self._runtime_shift:
+                ys.append(rshift_sat(m, total, self.shift, self.relu, name=f"y{c}"))
+            else:
+                ys.append(rshift_sat(m, total, self._out_shift, self._relu, name=f"y{c}"))
         m.d.sync += [self.o.payload.eq(Cat(*ys)), self.o.valid.eq(v2)]
         m.d.comb += self.i.ready.eq(1)
         return m

@@ -31,12 +31,13 @@ from amaranth.lib.wiring import connect
 
 from sparrow.hw.basis import BasisUnit, basis_image
 from sparrow.hw.cycle_model import sd_block_cycles
-from sparrow.hw.engine import Engine, EngineConfig
+from sparrow.hw.engine import (GENERIC_BIAS_WIDTH, Engine, EngineConfig, consts_image, consts_rom,
+                               rom_attrs)
 from sparrow.hw.pe import pe_min_acc_width
 from sparrow.hw.pe_array import PEArray, OutputStage, code_width, encode_code
 from sparrow.validate import check_int, check_range
 
-__all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "EXP_BITS"]
+__all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "code_rom_depth", "EXP_BITS"]
 
 #: Exponent code width of the model format (coef_exp in [0, 7]).
 EXP_BITS = 3
@@ -53,6 +54,21 @@ def sd_acc_width(coef_sign, coef_exp, z_bits):
     mag = np.where(s != 0, np.int64(1) << np.where(s != 0, e, 0), 0)
     bound = int(mag.sum(axis=1).max(initial=0)) << (z_bits - 1)
     return max(bound.bit_length() + 1, pe_min_acc_width(z_bits, EXP_BITS, 1))
+
+
+def code_rom_depth(entries, max_entries, generic=False):
+    """Depth of the code ROM: the program's ``entries`` plus one zero word.
+
+    With ``generic`` (simulation builds shared by every model of one structure)
+    the depth is rounded up to a power of two, at least 16, and capped at
+    ``max_entries + 1`` (every row block with every column: the largest program
+    of the structure), so programs of up to 15 entries share a build, 16..31
+    the next, 32..63 the next, and so on.
+    """
+    depth = entries + 1
+    if generic:
+        depth = min(max(16, 1 << (depth - 1).bit_length()), max(depth, max_entries + 1))
+    return depth
 
 
 def sd_row_blocks(coef_sign, tiles, pes):
@@ -141,6 +157,13 @@ class SDEngine(Engine):
     bcast : int
         Broadcast register stages of the PE array (0..4; 0 for small arrays,
         1-2 for hundreds of PEs: see :class:`~sparrow.hw.pe_array.PEArray`).
+    generic : bool
+        A simulation build whose widths and depths depend on the structure
+        only (see :class:`~sparrow.hw.engine.EngineConfig`): the accumulator
+        holds any coefficients' sums, the bias ROM any int32, the code ROM
+        :func:`code_rom_depth` words, the per-tile tables (first column,
+        end address) are a ROM ``tiles`` and the shifts and ReLU flag a ROM
+        ``consts`` instead of constants.
 
     Members
     -------
@@ -163,21 +186,21 @@ class SDEngine(Engine):
     kind = "sd_linear"
 
     def __init__(self, in_features, out_features, k, basis, coef_sign, coef_exp, bias,
-                 basis_shift, out_shift, relu, z_bits=8, pes=8, out_lanes=1, bcast=0):
+                 basis_shift, out_shift, relu, z_bits=8, pes=8, out_lanes=1, bcast=0, generic=False):
         super().__init__(in_features, out_features, k, basis, coef_sign, coef_exp, bias,
-                         basis_shift, out_shift, relu, z_bits, pes, out_lanes, bcast)
+                         basis_shift, out_shift, relu, z_bits, pes, out_lanes, bcast, generic)
 
     @classmethod
     def from_layer(cls, layer, config=EngineConfig()):
         """The engine of a validated ``sparrow.modeldir.Layer`` of kind sd_linear.
 
-        Reads ``config.pes``, ``config.out_lanes`` and ``config.bcast``.
+        Reads ``config.pes``, ``config.out_lanes``, ``config.bcast`` and ``config.generic``.
         """
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), int(a["k"]), p["basis"], p["coef_sign"],
                    p["coef_exp"], p["bias"], int(a["basis_shift"]), int(a["out_shift"]),
                    bool(a["relu"]), int(a.get("z_bits", 8)), config.pes, config.out_lanes,
-                   config.bcast)
+                   config.bcast, config.generic)
 
     @classmethod
     def multipliers(cls, layer, config=EngineConfig()):
@@ -195,7 +218,7 @@ class SDEngine(Engine):
         return sd_block_cycles(int(a["in"]), int(a["out"]), blocks, config.out_lanes, tiles)
 
     def _validate(self, n_in, n_out, k, basis, coef_sign, coef_exp, bias, basis_shift,
-                  out_shift, relu, z_bits, pes, out_lanes, bcast):
+                  out_shift, relu, z_bits, pes, out_lanes, bcast, generic):
         check_int(n_in, "Input count", 1, 1 << 16)
         check_int(n_out, "Output count", 1, 1 << 16)
         check_int(pes, "PE count", 1, 1024)
@@ -217,12 +240,24 @@ class SDEngine(Engine):
             raise ValueError(f"Output lane count {out_lanes} does not divide the rows per tile "
                              f"{n_out // tiles}")
         check_range(bcast, "Broadcast stages", 0, 4)
-        self._basis_unit = BasisUnit(k, n_in, basis, basis_shift, z_bits)
-        self._acc_width = sd_acc_width(s, e, z_bits)
+        generic = bool(generic)
+        self._generic = generic
+        self._basis_unit = BasisUnit(k, n_in, basis, basis_shift, z_bits,
+                                     rom_attrs=rom_attrs("basis", generic), runtime_shift=generic)
+        self._consts = (basis_shift, out_shift, relu)
+        if generic:      # the widest sums of the structure: every coefficient +-2^7
+            self._acc_width = sd_acc_width(np.ones((1, n_in)), np.full((1, n_in), 7), z_bits)
+        else:
+            self._acc_width = sd_acc_width(s, e, z_bits)
         self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width, out_lanes, bcast)
         self._post = OutputStage(self._acc_width, pes // out_lanes, n_out, n_out // tiles, bias,
-                                 out_shift, relu, running=True, out_lanes=out_lanes)
+                                 out_shift, relu, running=True, out_lanes=out_lanes,
+                                 bias_width=GENERIC_BIAS_WIDTH if generic
+                                 else None, rom_attrs=rom_attrs("bias", generic),
+                                 runtime_shift=generic)
         self._words, self._tile_ends, self._col_bits, self._first_cols = sd_program(s, e, tiles, pes)
+        max_entries = tiles * -(-(n_out // tiles) // pes) * n_in
+        self._code_depth = code_rom_depth(len(self._words), max_entries, generic)
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
         self._z_bits, self._out_lanes = z_bits, out_lanes
         return self.stream_members(out_lanes)
@@ -241,27 +276,49 @@ class SDEngine(Engine):
         """``(words, tile_ends, col_bits, first_cols)`` of the code ROM."""
         return self._words, self._tile_ends, self._col_bits, self._first_cols
 
+    def _tile_table(self):
+        """``(width, words)`` of the ``tiles`` ROM of a generic build: per tile, LSB first,
+        its end address, its first entry's column and that entry's ``last`` flag."""
+        P, cw = self._pes, code_width(EXP_BITS)
+        pcb = max(1, (self._code_depth - 1).bit_length())
+        words = []
+        for t in range(self._tiles):
+            start = self._tile_ends[t - 1] if t else 0
+            first_last = (self._words[start] >> (P * cw + self._col_bits)) & 1
+            words.append(self._tile_ends[t] | (self._first_cols[t] << pcb)
+                         | (first_last << (pcb + self._col_bits)))
+        return pcb + self._col_bits + 1, words
+
     def memory_images(self):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
         P, cw = self._pes, code_width(EXP_BITS)
         bw, bias = self._post.bias_image
         k = self._k
-        return {
-            "codes": (P * cw + self._col_bits + 2, list(self._words) + [0],
+        pad = self._code_depth - len(self._words)
+        images = {
+            "codes": (P * cw + self._col_bits + 2, list(self._words) + [0] * pad,
                       f"one entry per (row block, nonzero column); LSB first: {P} codes of {cw} bits "
                       f"(PE p at bits [{cw}p, {cw}p+{cw}): exp[0:3], sign[3], nz[4]), "
                       f"next entry's column[{P * cw}:{P * cw + self._col_bits}] (0 after a tile's last), "
                       f"last[{P * cw + self._col_bits}] (end of a row block), next entry's "
                       f"last[{P * cw + self._col_bits + 1}] (0 after a tile's last); tile t ends at address "
                       f"tile_ends[t] = {self._tile_ends}, its first entry's column is "
-                      f"first_cols[t] = {self._first_cols}; then one zero word (the issue stage "
-                      f"reads one word past the last entry)"),
+                      f"first_cols[t] = {self._first_cols}; then {pad} zero word(s) (the issue "
+                      f"stage reads one word past the last entry)"),
             "basis": (8 * k, basis_image(self._basis_unit._basis),
                       f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits [8j, 8j+8), int8"),
             "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw // self._out_lanes}-bit "
                                f"two's complement, {self._out_lanes} row(s) per word (row "
                                f"w*{self._out_lanes}+c at bits [{bw // self._out_lanes}c, ...))"),
         }
+        if self._generic:
+            images["consts"] = consts_image(*self._consts)
+            tw, tiles = self._tile_table()
+            pcb = max(1, (self._code_depth - 1).bit_length())
+            images["tiles"] = (tw, tiles, f"word t: tile t's end address at bits [0, {pcb}), its first "
+                                          f"entry's column at [{pcb}, {pcb + self._col_bits}), that "
+                                          f"entry's last flag at bit {pcb + self._col_bits}")
+        return images
 
     @property
     def entries(self):
@@ -280,6 +337,9 @@ class SDEngine(Engine):
         m.submodules.basis = bu = self._basis_unit
         m.submodules.array = arr = self._array
         m.submodules.post = post = self._post
+        if self._generic:            # shifts and ReLU loaded at run time
+            basis_shift, out_shift, relu = consts_rom(m, *self._consts)
+            m.d.comb += [bu.shift.eq(basis_shift), post.shift.eq(out_shift), post.relu.eq(relu)]
 
         # Two x banks and two z banks: the loader fills one x bank while the basis
         # unit reads the other; the basis unit writes one z bank while the array
@@ -291,9 +351,11 @@ class SDEngine(Engine):
         m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=2 << zbits, init=[])
         zw, zr = zbuf.write_port(), zbuf.read_port()
         # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
-        m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 2,
-                                           depth=len(self._words) + 1, init=self._words + [0],
-                                           attrs={"ram_style": "block", "rom_style": "block"})
+        depth = self._code_depth
+        m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 2, depth=depth,
+                                           init=self._words + [0] * (depth - len(self._words)),
+                                           attrs=rom_attrs("codes", self._generic,
+                                                           {"ram_style": "block", "rom_style": "block"}))
         cr = crom.read_port()
 
         xfull = [Signal(name=f"xfull{b}") for b in range(2)]
@@ -369,16 +431,29 @@ class SDEngine(Engine):
         # (the tile's first column comes from a table).  A stall holds both.
         ib = Signal()
         it = Signal(range(max(T, 2)))
-        pc = Signal(range(len(self._words) + 1))
-        tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[it]
-        first_col = Array(Const(v, self._col_bits) for v in self._first_cols)[it]
+        pc = Signal(range(depth))
+        if self._generic:    # per-tile tables in a ROM that a simulation loads at run time
+            tw, tiles = self._tile_table()
+            pcb = max(1, (depth - 1).bit_length())
+            m.submodules.tiles = trom = Memory(shape=tw, depth=T, init=tiles,
+                                               attrs=rom_attrs("tiles", True))
+            tr = trom.read_port(domain="comb")
+            m.d.comb += tr.addr.eq(it)
+            tile_end = tr.data[:pcb]
+            first_col = tr.data[pcb:pcb + self._col_bits]
+        else:
+            tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[it]
+            first_col = Array(Const(v, self._col_bits) for v in self._first_cols)[it]
         s1_valid = Signal()
         issuing = Signal()
         # The last flag of the entry at the ROM output, in a flop (loaded like the
         # column: from the previous word's look-ahead bit or the tile's table), so
         # that fire/advance (the ROM and z-read enables, the PEs' valid) start at flops.
-        first_last = Array(Const((self._words[a] >> (P * cw + self._col_bits)) & 1, 1)
-                           for a in [0] + self._tile_ends[:-1])[it]
+        if self._generic:
+            first_last = tr.data[pcb + self._col_bits]
+        else:
+            first_last = Array(Const((self._words[a] >> (P * cw + self._col_bits)) & 1, 1)
+                               for a in [0] + self._tile_ends[:-1])[it]
         last1 = Signal()
         fire = s1_valid & (~last1 | arr.can_last)
         advance = ~s1_valid | fire

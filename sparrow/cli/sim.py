@@ -1,8 +1,11 @@
 """``sparrow sim DIR --inputs X.npy --out Y.npy [--simulator verilator|icarus] [--pes P]``.
 
-Runs a model directory on the generated RTL, layer by layer (each layer on its
-engine under the chosen simulator, int8 activations between layers), and
-writes int8 outputs [N, output size], one row per input, like ``sparrow golden``.
+Runs a model directory on the generated RTL (each layer on its engine, the
+engines chained in one run of the stream bench under the chosen simulator,
+int8 activations between layers), and writes int8 outputs [N, output size],
+one row per input, like ``sparrow golden``.  The compiled simulator is cached
+per model structure (``$SPARROW_CACHE``, default ``~/.cache/sparrow``): a model
+with new weights of the same shapes starts without a compile.
 """
 
 from sparrow.cli.common import add_model_io, engine_config
@@ -24,9 +27,13 @@ def run(args):
     config = engine_config(args.pes)
     model = load_model(args.model)
     x = load_model_inputs(model, args.inputs)
-    y = simulate_model(model, x, args.simulator, config,
+    stats = {}
+    y = simulate_model(model, x, args.simulator, config, stats=stats,
                        progress=lambda msg: print(f"sim: {msg}", file=sys.stderr, flush=True))
     save_npy_atomic(args.out, y)
+    build = (f"compiled in {stats['compile_seconds']:.1f} s" if stats["compile_seconds"]
+             else "cached build")
     print(f"sim: {model.name}: {y.shape[0]} samples on {args.simulator} -> {args.out} "
-          f"(int8 {list(y.shape)})")
+          f"(int8 {list(y.shape)}; {stats['total_cycles']} cycles in {stats['seconds']:.2f} s, "
+          f"{stats['total_cycles'] / max(stats['seconds'], 1e-9) / 1e6:.2f} M cycles/s; {build})")
     return 0

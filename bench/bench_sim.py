@@ -1,0 +1,155 @@
+"""Benchmark: simulation speed of the stream bench, per engine and for ``sparrow sim`` of digits-mlp.
+
+For each design (one engine of each kind alone, and the digits-mlp model of
+``sparrow compress --model digits-mlp --method smartdeal`` on the 360 test
+samples) and each simulator:
+
+* **cold**: wall time of the first run in an empty build cache (conversion,
+  compile, run) and the compile time alone;
+* **new weights**: wall time of a run of a model of the same structure and
+  its compile time (0.0: the cached build is used).  For the engines alone
+  every parameter value is redrawn (signs flipped, exponents, bases, weights
+  and biases new; same shapes and sparsity pattern, so the same code-ROM
+  depth); for digits-mlp it is the model retrained and compressed with
+  another seed (its calibration picks other shifts: they load at run time);
+* simulated **cycles/s** and **vectors/s** of that run (simulation time only,
+  the simulator's start-up excluded).
+
+    python -m sparrow.bench.bench_sim [--simulators verilator,icarus] [--vectors 256]
+                                      [--no-digits] [--json build/bench/sim.json]
+
+Each run uses a fresh temporary ``$SPARROW_CACHE``, so "cold" is cold.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sparrow.modeldir import Model, validate_model
+
+#: The engines alone: kind -> random_layer arguments and engine parameters.
+ENGINES = {
+    "sd_linear": ({"in_": 64, "out": 128, "k": 4, "density": 0.15, "relu": True}, {"pes": 8}),
+    "dense_linear": ({"in_": 64, "out": 32, "relu": True}, {"dense_lanes": 8}),
+    "bc_linear": ({"in_": 64, "out": 64, "k": 16}, {}),
+}
+
+
+def _redraw(model, rng):
+    """The same structure with new parameter values (same sparsity pattern)."""
+    layers = []
+    for layer in model.layers:
+        p = {k: np.array(v) for k, v in layer.params.items()}
+        if layer.kind == "sd_linear":
+            flip = rng.choice(np.array([-1, 1], np.int8), size=p["coef_sign"].shape)
+            p["coef_sign"] = (p["coef_sign"] * flip).astype(np.int8)
+            p["coef_exp"] = rng.integers(0, 8, size=p["coef_exp"].shape).astype(np.uint8)
+            p["basis"] = rng.integers(-128, 128, size=p["basis"].shape).astype(np.int8)
+        elif layer.kind == "dense_linear":
+            p["weight"] = rng.integers(-128, 128, size=p["weight"].shape).astype(np.int8)
+        elif layer.kind == "bc_linear":
+            p["w"] = rng.integers(-128, 128, size=p["w"].shape).astype(np.int8)
+        p["bias"] = rng.integers(-2000, 2001, size=p["bias"].shape).astype(np.int32)
+        layers.append(type(layer)(layer.name, layer.kind, dict(layer.attrs), p))
+    return validate_model(Model(name=model.name, input_shape=model.input_shape,
+                                input_scale_exp=model.input_scale_exp,
+                                output_scale_exp=model.output_scale_exp, layers=layers))
+
+
+def _timed_sim(model, x, simulator, config):
+    from sparrow.sw.golden import run_model
+    from sparrow.tb.model_sim import simulate_model
+    stats = {}
+    t = time.perf_counter()
+    y = simulate_model(model, x, simulator, config, stats=stats)
+    wall = time.perf_counter() - t
+    if not np.array_equal(y, run_model(model, x)):
+        raise AssertionError(f"{model.name} on {simulator}: RTL != golden")
+    return wall, stats
+
+
+def measure(name, model, x, simulator, config, rng, new_model=None):
+    """One row: cold and new-weights runs of ``model`` on ``x`` (``new_model``, default
+    :func:`_redraw` of ``model``)."""
+    with tempfile.TemporaryDirectory(prefix="sparrow-bench-sim-") as cache:
+        old = os.environ.get("SPARROW_CACHE")
+        os.environ["SPARROW_CACHE"] = cache
+        try:
+            cold_wall, cold = _timed_sim(model, x, simulator, config)
+            new_wall, new = _timed_sim(new_model or _redraw(model, rng), x, simulator, config)
+        finally:
+            if old is None:
+                del os.environ["SPARROW_CACHE"]
+            else:
+                os.environ["SPARROW_CACHE"] = old
+    return {"design": name, "simulator": simulator, "vectors": len(x),
+            "cold_wall_s": round(cold_wall, 2), "cold_compile_s": round(cold["compile_seconds"], 2),
+            "new_weights_wall_s": round(new_wall, 2),
+            "new_weights_compile_s": round(new["compile_seconds"], 2),
+            "cycles": new["total_cycles"], "sim_s": round(new["seconds"], 3),
+            "cycles_per_s": round(new["total_cycles"] / max(new["seconds"], 1e-9)),
+            "vectors_per_s": round(len(x) / max(new["seconds"], 1e-9))}
+
+
+def print_table(rows):
+    print()
+    print("| design | simulator | vectors | cold: wall s (compile s) | new weights: wall s (compile s) "
+          "| cycles | sim s | cycles/s | vectors/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['design']} | {r['simulator']} | {r['vectors']} | {r['cold_wall_s']:.1f} "
+              f"({r['cold_compile_s']:.1f}) | {r['new_weights_wall_s']:.1f} "
+              f"({r['new_weights_compile_s']:.1f}) | {r['cycles']} | {r['sim_s']:.3f} | "
+              f"{r['cycles_per_s'] / 1e6:.2f} M | {r['vectors_per_s']:,} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--simulators", default="verilator,icarus")
+    ap.add_argument("--vectors", type=int, default=256, help="vectors per engine run (default 256)")
+    ap.add_argument("--no-digits", action="store_true", help="skip sparrow sim of digits-mlp")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
+    args = ap.parse_args(argv)
+    from sparrow.hw.engine import EngineConfig
+    from sparrow.sw.randmodel import random_layer, random_model
+    rng = np.random.default_rng(0)
+    designs = []
+    for kind, (layer_args, engine) in ENGINES.items():
+        layer = random_layer(kind, rng, name=kind.split("_")[0], **layer_args)
+        model = random_model([layer], (layer.attrs["in"],), name=kind)
+        x = rng.integers(-128, 128, size=(args.vectors, layer.attrs["in"])).astype(np.int8)
+        label = f"{kind} {layer.attrs['in']}x{layer.attrs['out']}" + (
+            f" k={layer.attrs['k']}" if "k" in layer.attrs else "")
+        designs.append((label, model, x, EngineConfig(**engine), None))
+    if not args.no_digits:
+        from sparrow.sw import digits
+        from sparrow.sw.pipeline import compress_digits
+        print("[bench_sim] compressing digits-mlp (smartdeal)", file=sys.stderr, flush=True)
+        model, _ = compress_digits("digits-mlp", "smartdeal", seed=0, progress=False)
+        retrained, _ = compress_digits("digits-mlp", "smartdeal", seed=1, progress=False)
+        _, _, pixels, _ = digits.load_split()
+        designs.append(("sparrow sim digits-mlp", model, digits.quantize_inputs(pixels),
+                        EngineConfig(pes=8), retrained))
+    rows = []
+    for simulator in args.simulators.split(","):
+        for name, model, x, config, new_model in designs:
+            t = time.time()
+            rows.append(measure(name, model, x, simulator, config, np.random.default_rng(1),
+                                new_model))
+            print(f"[bench_sim] {name} on {simulator} done in {time.time() - t:.0f} s",
+                  file=sys.stderr, flush=True)
+    print_table(rows)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
