@@ -1,4 +1,4 @@
-"""Your own model: .pt2 and .onnx import (equal to the original), refused ops, data checks, compress -> golden."""
+"""Your own model: .pt2 and .onnx import (equal to the original), refused ops, data checks, compress -> golden -> sim."""
 
 
 import numpy as np
@@ -312,6 +312,15 @@ def test_user_models_compress_and_golden_equals_fake_quant_torch(user, tmp_path,
     assert back.meta["method"] == method and back.meta["import_check"]["samples"] == 400
     kinds = {l.kind for l in back.layers}
     assert kinds <= ({"bc_linear", "dense_linear"} if method == "circulant" else {"sd_linear"})
+    # the same model directory on the RTL: float inputs in, bit-exact with golden on both simulators
+    np.save(tmp_path / "x.npy", user["data"]["x_test"][:12])
+    r = _cli("golden", tmp_path / "m", "--inputs", tmp_path / "x.npy", "--out", tmp_path / "golden.npy")
+    assert r.returncode == 0, r.stderr
+    for simulator in ("verilator", "icarus"):
+        r = _cli("sim", tmp_path / "m", "--inputs", tmp_path / "x.npy", "--out", tmp_path / f"{simulator}.npy",
+                 "--simulator", simulator, "--pes", "4")
+        assert r.returncode == 0, r.stderr
+        assert np.array_equal(np.load(tmp_path / f"{simulator}.npy"), np.load(tmp_path / "golden.npy")), simulator
 
 
 def test_cnn_onnx_compresses_with_bit_exact_golden(user, tmp_path):
