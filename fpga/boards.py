@@ -14,7 +14,10 @@ class Board:
     ``target_mhz`` is the clock constraint handed to nextpnr (timing-driven
     placement aims for it; the report gives the fmax actually achieved).
     ``luts``, ``dsps``, ``bram_bits`` are the device's totals, used to refuse
-    models that cannot fit before any tool runs.
+    models that cannot fit before any tool runs.  ``bridge`` and ``max_baud``:
+    the USB-serial bridge of the host link and the fastest rate used on it,
+    3 Mbaud on both: the FT231X's maximum (48 MHz / 16) and, for the FT2232H
+    (12 Mbaud at most, 12 MHz / n), its 3 MHz-base rate, exact on both chips.
     """
     name: str
     module: str          # amaranth_boards module
@@ -26,6 +29,8 @@ class Board:
     dsps: int
     bram_bits: int
     description: str
+    bridge: str = ""         # the USB-serial bridge on the host link
+    max_baud: int = 115200   # the fastest UART rate sparrow uses on that bridge
 
     def platform_class(self):
         import importlib
@@ -35,13 +40,16 @@ class Board:
 BOARDS = {b.name: b for b in (
     Board("icebreaker", "icebreaker", "ICEBreakerPlatform", "ice40", "iCE40UP5K", 48.0,
           luts=5280, dsps=8, bram_bits=30 * 4096 + 4 * 256 * 1024,
-          description="1BitSquared iCEBreaker (iCE40UP5K-SG48, 12 MHz clock)"),
+          description="1BitSquared iCEBreaker (iCE40UP5K-SG48, 12 MHz clock)",
+          bridge="FT2232H", max_baud=3_000_000),
     Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "ecp5", "LFE5U-12F", 100.0,
           luts=12288, dsps=28, bram_bits=32 * 18432,
-          description="Radiona ULX3S (ECP5 LFE5U-12F, 25 MHz clock)"),
+          description="Radiona ULX3S (ECP5 LFE5U-12F, 25 MHz clock)",
+          bridge="FT231X", max_baud=3_000_000),
     Board("ulx3s-85f", "ulx3s", "ULX3S_85F_Platform", "ecp5", "LFE5U-85F", 100.0,
           luts=83640, dsps=156, bram_bits=208 * 18432,
-          description="Radiona ULX3S (ECP5 LFE5U-85F, 25 MHz clock)"),
+          description="Radiona ULX3S (ECP5 LFE5U-85F, 25 MHz clock)",
+          bridge="FT231X", max_baud=3_000_000),
     Board("orangecrab-25f", "orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform", "ecp5", "LFE5U-25F",
           100.0, luts=24288, dsps=28, bram_bits=56 * 18432,
           description="Good Stuff Department OrangeCrab r0.2 (ECP5 LFE5U-25F, 48 MHz clock)"),

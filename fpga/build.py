@@ -20,7 +20,7 @@ from sparrow.fpga.boards import get_board
 from sparrow.fpga.harness import Harness
 from sparrow.fpga.report import parse_nextpnr_report, count_ice40_ffs, summarise
 
-__all__ = ["build_design", "tool_versions"]
+__all__ = ["build_design", "build_accelerator", "design_fmax", "pick_clock", "tool_versions"]
 
 
 def tool_versions(family):
@@ -86,9 +86,12 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
 
     platform = spec.platform_class()()
     target = float(target_mhz or spec.target_mhz)
-    platform.resources[platform.default_clk, 0].clock = Clock(target * 1e6)
     from amaranth.lib import wiring
     top = Harness(component) if isinstance(component, wiring.Component) else component
+    if isinstance(top, Harness) or getattr(top, "pll", None) is None:
+        # The unit runs at the board clock: constrain it to the target.  A top with a PLL
+        # constrains the PLL's output itself, and the oscillator keeps its real frequency.
+        platform.resources[platform.default_clk, 0].clock = Clock(target * 1e6)
     report_file = f"{name}.nextpnr.json"
     nextpnr_opts = f"--seed {seed} --report {report_file} --timing-allow-fail"
     if placer:
@@ -140,4 +143,88 @@ def build_design(component, board, out_dir, *, name="top", seed=1, target_mhz=No
     if progress:
         print(f"[build] {name} on {spec.name}: {summarise(report)} ({seconds:.0f} s)",
               file=sys.stderr, flush=True)
+    return report
+
+
+def design_fmax(report):
+    """The fmax (MHz) of a report's design clock: the lowest achieved over its clocks."""
+    fmax = report["fmax_mhz"]
+    if not fmax:
+        raise SparrowError(f"nextpnr reported no clock for {report['design']}")
+    return min(f["achieved"] for f in fmax.values())
+
+
+def pick_clock(family, osc_mhz, limit_mhz, baud, tolerance=0.01):
+    """The fastest PLL clock (MHz) at or below ``limit_mhz`` at which ``baud`` has a divisor within ``tolerance``.
+
+    1% by default, half of what :func:`~sparrow.hw.uart.uart_divisor` accepts:
+    the choice among PLL clocks is wide, so the link keeps its margin for the
+    host bridge's own error.  Raises SparrowError (one line) when there is none.
+    """
+    from sparrow.fpga.pll import pll_clocks
+    from sparrow.hw.uart import uart_divisor
+    for mhz in pll_clocks(family, osc_mhz):
+        if mhz > limit_mhz:
+            continue
+        try:
+            divisor = uart_divisor(mhz * 1e6, baud)
+        except ValueError:
+            continue
+        if abs(mhz * 1e6 / divisor - baud) <= tolerance * baud:
+            return mhz
+    raise SparrowError(f"no PLL clock up to {limit_mhz:.1f} MHz carries {baud} baud within "
+                       f"{100 * tolerance:g}%")
+
+
+def build_accelerator(model, board, out_dir, *, config, baud=None, clock_mhz=None, seed=1,
+                      margin=0.03, progress=True):
+    """Build ``model``'s accelerator for ``board`` with its PLL; return the report dict.
+
+    With ``clock_mhz`` the PLL is set to the closest clock it makes, and a
+    design that does not meet it after place and route is refused (one line).
+    Without it a first place and route (the PLL at the board's target
+    frequency) learns fmax; the final build runs at the fastest PLL clock at
+    most ``fmax * (1 - margin)`` that carries ``baud`` within 2%, stepping
+    down once more if the final placement misses it.  ``baud`` defaults to
+    the board bridge's fastest rate (:attr:`Board.max_baud`).  The report
+    adds ``clock_hz``, ``fmax_hz``, ``baud``, ``uart_divisor``, ``pll`` and,
+    when learnt, ``learn_fmax_hz``.
+    """
+    from sparrow.fpga.accel_top import accelerator_design
+    from sparrow.fpga.pll import pll_for
+    spec = get_board(board)
+    out_dir = Path(out_dir)
+    baud = baud or spec.max_baud
+    osc_mhz = float(spec.platform_class()().default_clk_frequency) / 1e6
+    learnt = None
+    if clock_mhz is None:
+        top, name, extra, mhz = accelerator_design(model, board, baud, config,
+                                                   clock_mhz=spec.target_mhz, check_baud=False)
+        learn = build_design(top, board, out_dir / "learn", name=name, seed=seed, target_mhz=mhz,
+                             extra=extra, progress=progress)
+        learnt = design_fmax(learn)
+        clock = pick_clock(spec.family, osc_mhz, learnt * (1 - margin), baud)
+        tries = 2
+    else:
+        clock = pll_for(spec.family, osc_mhz, clock_mhz).f_out
+        tries = 1
+    while True:
+        top, name, extra, mhz = accelerator_design(model, board, baud, config, clock_mhz=clock)
+        report = build_design(top, board, out_dir, name=name, seed=seed, target_mhz=mhz,
+                              extra=extra, progress=progress)
+        fmax = design_fmax(report)
+        tries -= 1
+        if fmax >= mhz or tries == 0:
+            break
+        clock = pick_clock(spec.family, osc_mhz, min(fmax, mhz) * (1 - margin), baud)
+    report.update({"fmax_hz": round(fmax * 1e6), "learn_fmax_hz": learnt and round(learnt * 1e6),
+                   "clock_margin": margin})
+    _write_json_atomic(out_dir / f"{name}.report.json", report)
+    if fmax < mhz:
+        for suffix in (".bin", ".bit"):
+            (out_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        asked = f"--clock {clock_mhz:g}" if clock_mhz is not None else "the clock picked from fmax"
+        raise SparrowError(f"{asked}: {name} meets only {fmax:.1f} MHz on {spec.name} after place "
+                           f"and route (PLL clock {mhz:.3f} MHz, seed {seed}); choose --clock "
+                           f"{fmax * (1 - margin):.0f} or less (report: {out_dir / (name + '.report.json')})")
     return report

@@ -2,16 +2,23 @@
 
 :class:`Device` talks :mod:`sparrow.protocol` over a serial port
 (pyserial; a device path or any pyserial URL such as ``socket://host:port``):
-``identify()``, ``status()``, ``run(x)``.  ``sparrow run DIR --port PORT
+``identify()``, ``status()``, ``run(x)`` (one vector, ``R``) and
+``stream(x)`` (protocol version 2: ``B`` batches, a window of two frames in
+flight, sequence numbers, go-back-N recovery).  ``sparrow run DIR --port PORT
 --inputs X.npy --out Y.npy`` checks that the board runs the model directory
-``DIR`` (same sizes and model id) and sends every input vector, resending a
-frame whose reply is lost or corrupted.
+``DIR`` (same sizes and model id) and sends every input vector, resending
+frames whose replies are lost or corrupted.
 
 ``--sim verilator|icarus`` instead of ``--port`` runs the same driver against
 the accelerator's RTL: the simulated board listens on a local TCP port
 (``tb/accel_tb.py``'s bridge) and the driver connects with ``socket://``.
+:class:`FaultyLink` between the driver and the link drops, corrupts,
+duplicates and inserts bytes and stalls the host mid-frame
+(``--fault-rate``).
 """
 
+import collections
+import random
 import sys
 import time
 
@@ -22,7 +29,83 @@ from sparrow import protocol as P
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import check_engine_kinds
 
-__all__ = ["Device", "SimulatedBoard", "run_model_on_board"]
+__all__ = ["Device", "FaultyLink", "LinkStats", "SimulatedBoard", "run_model_on_board"]
+
+
+class FaultyLink:
+    """A link that injects faults: wraps any object with ``write``, ``read`` and ``reset_input_buffer``.
+
+    Every byte that crosses it, in either direction, meets a fault with
+    probability ``rate``: it is dropped, corrupted (XOR with a random non-zero
+    value), duplicated, or preceded by one to three random bytes; on the way
+    out the host may also stall before it for ``stall_s`` seconds (longer than
+    the device's frame timeout in simulation, so the frame is dropped).
+    ``faults`` counts them by kind.
+    """
+
+    KINDS = ("drop", "corrupt", "duplicate", "insert", "stall")
+
+    def __init__(self, link, rate, seed=0, stall_s=0.05):
+        if not 0 <= rate <= 1:
+            raise SparrowError(f"--fault-rate must be between 0 and 1, not {rate:g}")
+        self.link, self.rate, self.stall_s = link, rate, stall_s
+        self.rng = random.Random(seed)
+        self.faults = collections.Counter()
+
+    def _mangle(self, data, kinds):
+        """``data`` with faults: a list of byte strings, a stall between each two."""
+        parts, out = [], bytearray()
+        for byte in data:
+            if self.rng.random() >= self.rate:
+                out.append(byte)
+                continue
+            kind = self.rng.choice(kinds)
+            self.faults[kind] += 1
+            if kind == "corrupt":
+                out.append(byte ^ self.rng.randrange(1, 256))
+            elif kind == "duplicate":
+                out += bytes([byte, byte])
+            elif kind == "insert":
+                out += bytes(self.rng.randrange(256) for _ in range(self.rng.randrange(1, 4)))
+                out.append(byte)
+            elif kind == "stall":
+                parts.append(bytes(out))
+                out = bytearray([byte])
+        return parts + [bytes(out)]
+
+    def write(self, data):
+        parts = self._mangle(data, self.KINDS)
+        for k, part in enumerate(parts):
+            if k:
+                time.sleep(self.stall_s)
+            self.link.write(part)
+        return len(data)
+
+    def read(self, n):
+        return self._mangle(self.link.read(n), self.KINDS[:4])[0]
+
+    def reset_input_buffer(self):
+        self.link.reset_input_buffer()
+
+    @property
+    def in_waiting(self):
+        return getattr(self.link, "in_waiting", 0)
+
+    def close(self):
+        close = getattr(self.link, "close", None)
+        if close:
+            close()
+
+
+class LinkStats:
+    """What a :meth:`Device.stream` call did: frames sent (first sends and resends), recoveries, repeats."""
+
+    def __init__(self):
+        self.frames_sent = self.recoveries = self.repeats = self.errors = 0
+        self.batches = self.vectors = 0
+
+    def as_dict(self):
+        return dict(vars(self))
 
 
 class Device:
@@ -40,6 +123,12 @@ class Device:
                 link = serial.serial_for_url(port, baud, timeout=0.05)
             except (serial.SerialException, OSError, ValueError) as exc:
                 raise SparrowError(f"cannot open serial port {port}: {exc}") from None
+            try:
+                # FTDI bridges hold received bytes up to their latency timer (16 ms by default
+                # on Linux); low-latency mode sets it to 1 ms.
+                link.set_low_latency_mode(True)
+            except (AttributeError, NotImplementedError, ValueError, OSError, serial.SerialException):
+                pass
         self.link, self.timeout, self.retries = link, timeout, retries
         self.port = port
 
@@ -84,6 +173,117 @@ class Device:
         except P.ProtocolError as exc:
             raise SparrowError(f"status: {exc}") from None
 
+    def stream(self, x, out_size, batch, window=P.WINDOW, pause=None, progress=None, stats=None):
+        """Int8 vectors ``x`` [N, in] in ``B`` frames of ``batch`` -> ``(int8 outputs [N, out], cycles per frame)``.
+
+        Keeps ``window`` frames in flight, each numbered (mod 256).  A reply is
+        accepted only if it has a valid CRC, is a ``B`` reply to a frame in
+        flight and has the length of that frame's reply.  On anything else (an
+        ``E`` reply, a corrupted frame, no reply within ``timeout``) the driver
+        waits ``pause`` seconds for the device to drop partial frames and
+        finish its replies, keeps the valid replies that came, and sends every
+        frame in flight again (go-back-N); a frame the device had already run
+        comes back flagged as a repeat (counted in ``stats.repeats``).  After
+        ``retries`` recoveries in a row without a frame completing it stops
+        with one line.
+        """
+        x = (np.asarray(x, dtype=np.int64) & 0xFF).astype(np.uint8)
+        n = len(x)
+        starts = list(range(0, n, batch))
+        frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(k, x[s:s + batch]))
+                  for k, s in enumerate(starts)]
+        counts = [min(batch, n - s) for s in starts]
+        pause = self.timeout / 4 if pause is None else pause
+        stats = stats or LinkStats()
+        y = np.zeros((n, out_size), dtype=np.int8)
+        cycles = [0] * len(frames)
+        done = [False] * len(frames)
+        flight = collections.deque()         # frame numbers sent, replies not yet accepted
+        todo = collections.deque(range(len(frames)))
+        decoder = P.FrameDecoder()
+        failures, completed = 0, 0
+        deadline = time.monotonic() + self.timeout
+
+        def accept(frame):
+            nonlocal completed, failures, deadline
+            cmd, payload = frame
+            if cmd != P.CMD_BATCH or not payload:
+                return False
+            k = next((k for k in flight if k % 256 == payload[0]), None)
+            if k is None:
+                return True                      # a late reply to a frame already done
+            try:
+                ys, c, repeat = P.parse_batch(frame, k, counts[k], out_size)
+            except P.ProtocolError:
+                return False
+            y[starts[k]:starts[k] + counts[k]] = ys
+            cycles[k], done[k] = c, True
+            flight.remove(k)
+            stats.repeats += repeat
+            completed += 1
+            failures, deadline = 0, time.monotonic() + self.timeout
+            if progress:
+                progress(min(n, sum(counts[:k + 1])), n)
+            return True
+
+        def read():
+            # Whatever has come, or wait (up to the link's read timeout) for one byte.
+            return self.link.read(max(1, getattr(self.link, "in_waiting", 0)))
+
+        def drain():
+            """Read what comes within ``pause``, keeping the valid replies."""
+            nonlocal decoder
+            end = time.monotonic() + pause
+            while time.monotonic() < end:
+                data = read()
+                if not data:
+                    continue
+                try:
+                    for frame in decoder.feed(data):
+                        accept(frame)
+                except P.ProtocolError:
+                    decoder = P.FrameDecoder()
+            decoder = P.FrameDecoder()
+
+        self.link.reset_input_buffer()
+        while completed < len(frames):
+            while todo and len(flight) < window:
+                k = todo.popleft()
+                if done[k]:
+                    continue
+                self.link.write(frames[k])
+                flight.append(k)
+                stats.frames_sent += 1
+            trouble = None
+            data = read()
+            try:
+                for frame in decoder.feed(data):
+                    if not accept(frame):
+                        trouble = (f"device error {frame[1][0]}: {P.ERRORS.get(frame[1][0], '?')}"
+                                   if frame[0] == P.CMD_ERROR and len(frame[1]) == 1
+                                   else f"unexpected {chr(frame[0])!r} reply")
+            except P.ProtocolError as exc:
+                trouble, decoder = str(exc), P.FrameDecoder()
+            if trouble is None and flight and time.monotonic() > deadline:
+                trouble = f"no reply within {self.timeout:g} s"
+            if trouble is None:
+                continue
+            stats.recoveries += 1
+            stats.errors += trouble.startswith("device error")
+            failures += 1
+            if failures > self.retries:
+                where = f" on {self.port}" if self.port else ""
+                raise SparrowError(f"batch {flight[0] if flight else '?'}{where}: no valid reply after "
+                                   f"{failures} tries ({trouble}); is the accelerator's bitstream "
+                                   f"loaded and the baud rate right?")
+            drain()
+            todo.extendleft(reversed([k for k in flight if not done[k]]))
+            flight.clear()
+            deadline = time.monotonic() + self.timeout
+        stats.batches += len(frames)
+        stats.vectors += n
+        return y, cycles
+
     def run(self, x, out_size):
         """One int8 vector -> ``(int8 outputs [out_size], cycles)``."""
         payload = (np.asarray(x, dtype=np.int64) & 0xFF).astype(np.uint8).tobytes()
@@ -108,15 +308,16 @@ class SimulatedBoard:
 
     DIVISOR = 4            # UART clock cycles per bit in simulation
     CLK_HZ = 1_000_000     # nominal clock the simulated board reports
+    MAX_BATCH = 16         # vectors per B frame
 
-    def __init__(self, model, simulator, config=EngineConfig()):
+    def __init__(self, model, simulator, config=EngineConfig(), max_batch=MAX_BATCH):
         import tempfile
         import threading
         from pathlib import Path
         from sparrow.hw.accel import Accelerator
         from sparrow.tb.model_sim import sim_verilog
         from sparrow.tb.runner import project_build_dir, run_cocotb
-        accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, config=config)
+        accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, config=config, max_batch=max_batch)
         work = project_build_dir() / "sim"
         work.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="bridge-", dir=work))
@@ -156,13 +357,20 @@ class SimulatedBoard:
 
 
 def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), baud=115200,
-                       timeout=1.0, progress=None):
+                       timeout=1.0, progress=None, batch=None, fault_rate=0.0, fault_seed=0,
+                       retries=3, stats=None):
     """Run int8 vectors ``x`` [N, input size] on the board at ``port`` (or the RTL under ``sim``).
 
     ``config`` sizes the engines of the simulated accelerator (``sim`` only: a
-    board runs what it was built with).  Checks first that the board runs ``model`` (sizes, layer count and model
-    id).  Returns ``(y int8 [N, out], cycles per vector, seconds over the link,
-    identity dict)``; ``progress(done, total)`` is called after each vector.
+    board runs what it was built with).  Checks first that the board runs
+    ``model`` (sizes, layer count and model id).  A version 2 device gets ``B``
+    frames of ``batch`` vectors (default: its capacity) streamed
+    (:meth:`Device.stream`); a version 1 device one ``R`` frame per vector.
+    ``fault_rate`` puts a :class:`FaultyLink` between the driver and the link.
+    Returns ``(y int8 [N, out], cycles per vector, seconds over the link,
+    identity dict)``; ``stats`` (a :class:`LinkStats`) collects frames, recoveries
+    and repeats, and gets the injected ``faults``; ``progress(done, total)`` is
+    called as vectors complete.
     """
     check_engine_kinds(model)
     n = len(x)
@@ -171,10 +379,14 @@ def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), 
     if sim:
         board = SimulatedBoard(model, sim, config)
         port = board.wait_port()
-        timeout = max(timeout, 30.0)       # simulated time runs far slower than a board's
-    dev = Device(port, baud, timeout=timeout)
+        timeout = max(timeout, 30.0 if not fault_rate else 2.0)  # simulated time runs slowly
+    dev = Device(port, baud, timeout=timeout, retries=retries)
+    link = None
+    stats = stats if stats is not None else LinkStats()
     try:
         ident = dev.identify()
+        if fault_rate:
+            dev.link = link = FaultyLink(dev.link, fault_rate, fault_seed)
         want = {"in_size": model.layers[0].attrs["in"], "out_size": model.layers[-1].attrs["out"],
                 "layers": len(model.layers), "model_id": P.model_id(model)}
         diff = [f"{k} {ident[k]} (model {v})" for k, v in want.items() if ident[k] != v]
@@ -184,18 +396,28 @@ def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), 
         if x.shape[1] != ident["in_size"]:
             raise SparrowError(f"inputs are vectors of {x.shape[1]} values, the model takes "
                                f"{ident['in_size']}")
-        y = np.zeros((n, ident["out_size"]), dtype=np.int8)
-        cycles = []
+        out_size = ident["out_size"]
         start = time.monotonic()
-        for v in range(n):
-            y[v], c = dev.run(x[v], ident["out_size"])
-            cycles.append(c)
-            if progress:
-                progress(v + 1, n)
+        if ident["max_batch"]:
+            size = min(batch or ident["max_batch"], ident["max_batch"])
+            pause = 0.3 if sim else None
+            y, frame_cycles = dev.stream(x, out_size, size, progress=progress, stats=stats,
+                                         pause=pause)
+            counts = [min(size, n - s) for s in range(0, n, size)]
+            cycles = [c / k for c, k in zip(frame_cycles, counts) for _ in range(k)]
+        else:
+            y = np.zeros((n, out_size), dtype=np.int8)
+            cycles = []
+            for v in range(n):
+                y[v], c = dev.run(x[v], out_size)
+                cycles.append(c)
+                if progress:
+                    progress(v + 1, n)
         seconds = time.monotonic() - start
     finally:
+        if link is not None:
+            stats.faults = dict(link.faults)
         dev.close()
         if board is not None:
             board.close()
     return y, cycles, seconds, ident
-

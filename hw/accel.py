@@ -2,24 +2,27 @@
 
 ::
 
-  rx ─> UARTRx ─> frame parser ─> input buffer ─> engine 1 ─> FIFO ─> engine 2 ─> ... ─> FIFO ─┐
-        (CRC-16 check, timeout)    (RAM, in B)                                                   │
-  tx <─ UARTTx <─ reply framer (CRC-16) <─ identify ROM | status/counters | outputs + cycles ─────┘
+  rx ─> UARTRx ─> FrameReceiver ─> input slots ─> engine 1 ─> FIFO ─> engine 2 ─> ... ─> FIFO ─┐
+        (CRC-16 check, timeout)   (2 vectors)                                                   │
+  tx <─ UARTTx <─ FrameSender (CRC-16) <─ identify ROM | status | output banks (2 frames) <─────┘
 
 The host protocol (frames, commands, CRC) is :mod:`sparrow.protocol`
-(docs/host.md): :class:`~sparrow.hw.framer.Framer` parses and frames it,
-:class:`CommandSequencer` acts on it, :class:`EngineChain` runs the layers.  One vector is in flight at a time: an ``R`` frame is
-received whole and its CRC checked before the input buffer streams into the
-first engine, and the reply leaves before the next frame is parsed; bytes that
-arrive meanwhile are dropped.  Each engine's output (which cannot stall)
-lands in a FIFO deep enough for a whole output vector, which the next engine
-drains at its own pace, so the chain never loses data.
+(docs/host.md): :class:`~sparrow.hw.framer.FrameReceiver` parses it,
+:class:`~sparrow.hw.framer.FrameSender` frames the replies,
+:class:`CommandSequencer` acts on it and :class:`EngineChain` runs the
+layers.  Receiving, computing and replying overlap (protocol version 2): the
+vectors of a run or batch frame enter the chain as soon as each has arrived,
+one slot filling while the other feeds the chain, and a frame's reply leaves
+from its output bank while the next frame arrives into the other.  Each
+engine's output (which cannot stall) lands in a FIFO deep enough for a whole
+output vector, which the next engine drains at its own pace, so the chain
+never loses data.
 
 The cycle count of a run goes from the first input element offered to the
 first engine to the last output element of the last engine.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -30,8 +33,9 @@ from sparrow import protocol as P
 from sparrow.hw.component import ValidatedComponent
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import check_engine_kinds, engine_for_layer
-from sparrow.hw.framer import Framer, crc16_step, payload_layout
+from sparrow.hw.framer import FrameReceiver, FrameSender, crc16_step, payload_layout
 from sparrow.hw.uart import UARTRx, UARTTx
+from sparrow.validate import check_int
 
 __all__ = ["Accelerator", "EngineChain", "CommandSequencer", "crc16_step"]
 
@@ -83,12 +87,24 @@ class EngineChain(Component):
 
 
 class CommandSequencer(Component):
-    """What the frames mean: ``I`` (identify), ``S`` (status), ``R`` (run one vector), errors.
+    """What the frames mean: ``I``, ``S``, ``R`` (one vector), ``B`` (a batch, protocol version 2), errors.
 
-    A ``R`` frame's payload lands in the input buffer as it arrives; once its
-    CRC is checked the buffer streams into the engine chain, and the reply
-    (the outputs and the run's cycle count) starts when the last output has
-    left the last engine.
+    The vectors of an ``R`` or ``B`` frame run as they arrive: the input
+    buffer has two slots of one vector each, so the chain computes vector i
+    while vector i+1 arrives; the outputs land in one of two output banks
+    (one per frame, alternating), and the reply (sequence number, outputs,
+    cycles) starts once the frame's CRC is checked and its last output is in,
+    while the next frame arrives into the other bank.  A frame with a bad
+    CRC still runs its vectors (they are complete before the CRC is known),
+    but only an ``E`` reply leaves.
+
+    Replies wait in a one-deep queue behind the one being sent; a data frame
+    waits for its outputs in a second.  A frame that finds its place taken
+    gets no reply (status flag 4), and the host sends it again.  Nothing is
+    ever sent that does not hold: a vector slot overwritten before the chain
+    took it marks the frames involved bad (``E`` 4 instead of their reply),
+    and an output bank written while its reply leaves makes that reply's CRC
+    wrong (:class:`~sparrow.hw.framer.FrameSender`'s ``poison``).
 
     Parameters
     ----------
@@ -96,129 +112,329 @@ class CommandSequencer(Component):
         Input and output elements per vector.
     ident : bytes
         The ``I`` reply (:func:`sparrow.protocol.identify_payload`).
+    max_batch : int
+        Vectors per ``B`` frame, at most.
+    depth : int
+        Vectors the engine chain can hold at once (one per engine, plus its FIFOs).
 
     Members
     -------
-    cmd, length, payload, frame_valid, crc_ok : In
-        From :class:`~sparrow.hw.framer.Framer` (the received frame).
-    reply_start, reply_cmd, reply_length, reply_data : Out; index : In
-        To and from the framer (the reply).
+    cmd, length, start, payload, frame_valid, crc_ok : In
+        From :class:`~sparrow.hw.framer.FrameReceiver` (the frame being received).
+    send, send_cmd, send_length, send_poison : Out; send_index, send_busy : In
+    send_data : Out(stream.Signature(8))
+        To and from :class:`~sparrow.hw.framer.FrameSender` (the reply).
     chain_in : Out(stream.Signature(signed(8)))
     chain_out : In(stream.Signature(8))
-    chain_emitted, chain_error : In(1)
+    chain_error : In(1)
         The :class:`EngineChain`.
     rx_overrun, rx_frame_error : In(1)
         From the UART receiver.
     error : Out(1)
         Any status flag is set (see :data:`sparrow.protocol.FLAGS`).
+    busy : Out(1)
+        Vectors are waiting or running, or replies waiting.
     """
 
-    def __init__(self, in_size, out_size, ident):
+    def __init__(self, in_size, out_size, ident, max_batch=16, depth=4):
         self._in_size, self._out_size, self._ident = in_size, out_size, ident
+        self._max_batch, self._depth = max_batch, depth
         super().__init__({
-            "cmd": In(8), "length": In(16),
+            "busy": Out(1),
+            "cmd": In(8), "length": In(16), "start": In(1),
             "payload": In(stream.Signature(payload_layout(), always_ready=True)),
             "frame_valid": In(1), "crc_ok": In(1),
-            "reply_start": Out(1), "reply_cmd": Out(8), "reply_length": Out(16),
-            "index": In(16), "reply_data": Out(stream.Signature(8)),
+            "send": Out(1), "send_cmd": Out(8), "send_length": Out(16), "send_poison": Out(1),
+            "send_index": In(16), "send_busy": In(1), "send_data": Out(stream.Signature(8)),
             "chain_in": Out(stream.Signature(signed(8))), "chain_out": In(stream.Signature(8)),
-            "chain_emitted": In(1), "chain_error": In(1),
+            "chain_error": In(1),
             "rx_overrun": In(1), "rx_frame_error": In(1),
             "error": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        n_in, n_out = self._in_size, self._out_size
-        m.submodules.buf = buf = Memory(shape=8, depth=n_in, init=[])
-        write, read = buf.write_port(), buf.read_port()
-        m.d.comb += [write.addr.eq(self.payload.payload.index), write.data.eq(self.payload.payload.byte),
-                     write.en.eq(self.payload.valid & (self.cmd == P.CMD_RUN) & (self.length == n_in))]
+        n_in, n_out, B = self._in_size, self._out_size, self._max_batch
+        TAG_BITS = 3
+        TAGS = 1 << TAG_BITS
 
-        error_code, crc_seen = Signal(8), Signal()
-        vectors, cycles, last_cycles = Signal(32), Signal(32), Signal(32)
+        # ---- receiving: classify the frame, write its vectors into the two input slots
+        m.submodules.inbuf = inbuf = Memory(shape=8, depth=2 * n_in, init=[])
+        in_w, in_r = inbuf.write_port(), inbuf.read_port()
+        data_frame, is_batch = Signal(), Signal()
+        tag = Signal(range(TAGS))
+        done_tag, done_valid, done_cycles = Signal(range(TAGS)), Signal(), Signal(32)
+        rx_seq, vidx, offset, wslot = Signal(8), Signal(range(B + 1)), Signal(range(n_in)), Signal()
+        slot_ready = Signal(2)                        # a complete vector waits in / feeds from the slot
+        slot_tag = Array(Signal(range(TAGS), name=f"slot_tag{i}") for i in range(2))
+        slot_vidx = Array(Signal(range(B), name=f"slot_vidx{i}") for i in range(2))
+        slot_last = Array(Signal(name=f"slot_last{i}") for i in range(2))
+        bad = Signal(TAGS)                            # frames whose data was overwritten
+        set_bad_in, clear_bad = Signal(TAGS), Signal(TAGS)
+        set_bad_out = [Signal(TAGS, name=f"set_bad_out{i}") for i in range(2)]
+        m.d.sync += bad.eq((bad & ~clear_bad) | set_bad_in | set_bad_out[0] | set_bad_out[1])
+        one = Const(1, TAGS)
+        slot_free = Signal(2)                         # the feeder finished a slot (this cycle)
+        slot_fill = Signal(2)
+        m.d.sync += slot_ready.eq((slot_ready & ~slot_free) | slot_fill)
+
+        with m.If(self.start):
+            ok_run = (self.cmd == P.CMD_RUN) & (self.length == n_in)
+            ok_batch = (self.cmd == P.CMD_BATCH) & (self.length >= 1 + n_in) & \
+                (self.length <= 1 + B * n_in)
+            m.d.sync += [data_frame.eq(ok_run | ok_batch), is_batch.eq(self.cmd == P.CMD_BATCH),
+                         vidx.eq(0), offset.eq(0)]
+            with m.If(ok_run | ok_batch):
+                m.d.sync += tag.eq(tag + 1)
+                m.d.comb += clear_bad.eq(one << (tag + 1)[:TAG_BITS])
+                with m.If(done_tag == (tag + 1)[:TAG_BITS]):
+                    m.d.sync += done_valid.eq(0)      # a completion of an older frame with this tag
+        # Payload bytes pass one register first (a short path from the receiver).
+        byte_in, header, last_byte, byte = Signal(), Signal(), Signal(), Signal(8)
+        m.d.sync += [byte_in.eq(self.payload.valid & data_frame), byte.eq(self.payload.payload.byte),
+                     header.eq(is_batch & (self.payload.payload.index == 0)),
+                     last_byte.eq(self.payload.payload.index == self.length - 1)]
+        with m.If(byte_in & header):
+            m.d.sync += rx_seq.eq(byte)
+        with m.If(byte_in & ~header & (vidx < B)):
+            m.d.comb += [in_w.en.eq(1), in_w.addr.eq(Mux(wslot, n_in, 0) + offset),
+                         in_w.data.eq(byte)]
+            with m.If(slot_ready.bit_select(wslot, 1)):
+                # The chain has not taken the vector in this slot yet: both frames are lost.
+                m.d.comb += set_bad_in.eq((one << slot_tag[wslot]) | (one << tag))
+            with m.If(offset == n_in - 1):
+                m.d.sync += [offset.eq(0), vidx.eq(vidx + 1), wslot.eq(~wslot),
+                             slot_tag[wslot].eq(tag), slot_vidx[wslot].eq(vidx),
+                             slot_last[wslot].eq(last_byte)]
+                m.d.comb += slot_fill.eq(1 << wslot)
+            with m.Else():
+                m.d.sync += offset.eq(offset + 1)
+
+        # ---- feeding: a complete slot streams into the chain; its (tag, vector, last) follows
+        # the vector through the chain in a FIFO.
+        idx_bits = max(1, (B - 1).bit_length())
+        m.submodules.inflight = inflight = SyncFIFOBuffered(width=TAG_BITS + idx_bits + 1, depth=self._depth + 2)
+        fslot, feeding = Signal(), Signal()
+        feed_addr = Signal(range(n_in + 1))
+        advance = ~self.chain_in.valid | self.chain_in.ready
+        m.d.comb += [in_r.addr.eq(Mux(fslot, n_in, 0) + feed_addr), in_r.en.eq(advance),
+                     self.chain_in.payload.eq(in_r.data)]
+        with m.If(advance):
+            m.d.sync += self.chain_in.valid.eq(feeding & (feed_addr < n_in))
+            with m.If(feeding & (feed_addr < n_in)):
+                m.d.sync += feed_addr.eq(feed_addr + 1)
+        with m.If(~feeding & slot_ready.bit_select(fslot, 1) & inflight.w_rdy):
+            m.d.sync += [feeding.eq(1), feed_addr.eq(0)]
+            m.d.comb += [inflight.w_en.eq(1),
+                         inflight.w_data.eq(Cat(slot_tag[fslot], slot_vidx[fslot][:idx_bits],
+                                                slot_last[fslot]))]
+        with m.If(feeding & (feed_addr == n_in) & advance):
+            m.d.sync += [feeding.eq(0), fslot.eq(~fslot)]
+            m.d.comb += slot_free.eq(1 << fslot)
+
+        # ---- outputs: into bank (tag & 1) at the vector's place.  `acc` counts the cycles the
+        # chain holds vectors; a frame's count ends with its last output (`done_now`).
+        m.submodules.outbuf = outbuf = Memory(shape=8, depth=2 * B * n_out, init=[])
+        out_w, out_r = outbuf.write_port(), outbuf.read_port()
+        head_tag, head_vidx, head_last = (inflight.r_data[:TAG_BITS],
+                                          inflight.r_data[TAG_BITS:TAG_BITS + idx_bits],
+                                          inflight.r_data[TAG_BITS + idx_bits])
+        out_o = Signal(range(n_out))
+        done_now = Signal()
+        vectors, last_cycles, acc = Signal(32), Signal(32), Signal(32)
+        writing_bank = Signal()
+        m.d.comb += [self.chain_out.ready.eq(1), writing_bank.eq(head_tag[0])]
+        with m.If(inflight.r_rdy):
+            m.d.sync += acc.eq(acc + 1)
+        with m.If(self.chain_out.valid):
+            m.d.comb += [out_w.en.eq(1), out_w.data.eq(self.chain_out.payload),
+                         out_w.addr.eq(Mux(head_tag[0], B * n_out, 0) + head_vidx * n_out + out_o)]
+            with m.If(out_o == n_out - 1):
+                m.d.sync += [out_o.eq(0), vectors.eq(vectors + 1)]
+                m.d.comb += inflight.r_en.eq(1)
+                with m.If(head_last):
+                    m.d.comb += done_now.eq(1)
+                    m.d.sync += [done_tag.eq(head_tag), done_valid.eq(1), done_cycles.eq(acc + 1),
+                                 acc.eq(0)]
+            with m.Else():
+                m.d.sync += out_o.eq(out_o + 1)
+
+        # ---- frames and replies: pend (a data frame waiting for its outputs) -> ready -> sending
+        crc_seen, dropped = Signal(), Signal()
         flags = Signal(8)
         status = Signal(8 * P.STATUS_LEN)
         m.d.comb += [flags.eq(self.chain_error | (self.rx_overrun << 1) | (self.rx_frame_error << 2) |
-                              (crc_seen << 3)),
+                              (crc_seen << 3) | (dropped << 4)),
                      self.error.eq(flags != 0)]
 
-        # Input buffer -> engine chain, one element per accepted beat, while running.
-        running = Signal()
-        produced, feed_addr = Signal(range(n_out + 1)), Signal(range(n_in + 1))
-        advance = ~self.chain_in.valid | self.chain_in.ready
-        m.d.comb += [read.addr.eq(feed_addr), read.en.eq(advance), self.chain_in.payload.eq(read.data)]
-        with m.If(advance):
-            m.d.sync += self.chain_in.valid.eq(running & (feed_addr < n_in))
-            with m.If(running & (feed_addr < n_in)):
-                m.d.sync += feed_addr.eq(feed_addr + 1)
-        with m.If(self.chain_emitted):
-            m.d.sync += produced.eq(produced + 1)
+        def record(prefix):
+            return {"valid": Signal(name=f"{prefix}_valid"), "cmd": Signal(8, name=f"{prefix}_cmd"),
+                    "tag": Signal(range(TAGS), name=f"{prefix}_tag"), "seq": Signal(8, name=f"{prefix}_seq"),
+                    "repeat": Signal(name=f"{prefix}_repeat"), "count": Signal(range(B + 1), name=f"{prefix}_count"),
+                    "code": Signal(8, name=f"{prefix}_code"), "cycles": Signal(32, name=f"{prefix}_cycles"),
+                    "done": Signal(name=f"{prefix}_done")}
+        pend, ready, cur = record("pend"), record("ready"), record("cur")
+        pend_take = Signal()
+        last_seqs, seq_valid = Signal(16), Signal(2)
 
-        def reply(code, length):
-            m.d.comb += self.reply_start.eq(1)
-            m.d.sync += [self.reply_cmd.eq(code), self.reply_length.eq(length)]
+        claimed = Signal()        # the pending data frame moves to `ready` this cycle
 
-        def refuse(code):
-            m.d.sync += error_code.eq(code)
-            reply(P.CMD_ERROR, 1)
+        def to_ready(cmd, code=0, src=None):
+            # `ready` taken by the sender this cycle still counts as occupied: a short path
+            # from the sender's state (the reply waits one cycle more).
+            with m.If(ready["valid"] | (claimed if src is None else 0)):
+                m.d.sync += dropped.eq(1)
+            with m.Else():
+                m.d.sync += [ready["valid"].eq(1), ready["cmd"].eq(cmd), ready["code"].eq(code)]
+                if src is not None:
+                    m.d.sync += [ready[k].eq(src[k]) for k in ("tag", "seq", "repeat", "count", "cycles")]
 
+        # Start the next reply when the sender is idle.
+        data_reply = Signal()
+        m.d.comb += data_reply.eq((cur["cmd"] == P.CMD_RUN) | (cur["cmd"] == P.CMD_BATCH))
+        starting = Signal()
+        max_reply = max(P.IDENT_LEN, P.STATUS_LEN, 2 + B * n_out + 4)
+        n_data = Signal(range(B * n_out + 1))
+        with m.If(ready["valid"] & ~self.send_busy & ~starting):
+            m.d.comb += [self.send.eq(1), self.send_cmd.eq(ready["cmd"])]
+            m.d.sync += [starting.eq(1), ready["valid"].eq(0), n_data.eq(ready["count"] * n_out)] + \
+                [cur[k].eq(ready[k]) for k in ("cmd", "tag", "seq", "repeat", "count", "code")]
+            with m.Switch(ready["cmd"]):
+                with m.Case(P.CMD_IDENTIFY):
+                    m.d.comb += self.send_length.eq(P.IDENT_LEN)
+                with m.Case(P.CMD_STATUS):
+                    m.d.comb += self.send_length.eq(P.STATUS_LEN)
+                with m.Case(P.CMD_RUN):
+                    m.d.comb += self.send_length.eq(n_out + 4)
+                with m.Case(P.CMD_BATCH):
+                    m.d.comb += self.send_length.eq(2 + ready["count"] * n_out + 4)
+                with m.Default():
+                    m.d.comb += self.send_length.eq(1)
+            with m.If((ready["cmd"] == P.CMD_RUN) | (ready["cmd"] == P.CMD_BATCH)):
+                m.d.sync += last_cycles.eq(ready["cycles"])
+            with m.If(ready["cmd"] == P.CMD_RUN):
+                m.d.sync += n_data.eq(n_out)
+        with m.Else():
+            m.d.sync += starting.eq(0)
+        # The pending frame's last output is in: now, at its CRC, or between.
+        with m.If(pend["valid"] & ~pend["done"] & done_now & (head_tag == pend["tag"])):
+            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(acc + 1)]
+        with m.If(pend["valid"] & pend["done"] & ~ready["valid"]):
+            m.d.comb += pend_take.eq(1)
+            m.d.sync += pend["valid"].eq(0)
+            to_ready(pend["cmd"], src=pend)
+            m.d.comb += claimed.eq(1)
+
+        # A received frame is judged in the cycle of `frame_valid` (the verdict registered,
+        # a short path from the receiver) and acted on in the next.
+        V_ERROR, V_IDENTIFY, V_STATUS, V_DATA = 0, 1, 2, 3
+        act, verdict, code = Signal(), Signal(2), Signal(3)
+        m.d.sync += act.eq(self.frame_valid)
         with m.If(self.frame_valid):
             with m.If(~self.crc_ok):
-                m.d.sync += crc_seen.eq(1)
-                refuse(1)
-            with m.Elif(self.cmd == P.CMD_IDENTIFY):
-                with m.If(self.length == 0):
-                    reply(P.CMD_IDENTIFY, P.IDENT_LEN)
-                with m.Else():
-                    refuse(2)
-            with m.Elif(self.cmd == P.CMD_STATUS):
-                with m.If(self.length == 0):
-                    m.d.sync += status.eq(flags | (vectors << 8) | (last_cycles << 40))
-                    reply(P.CMD_STATUS, P.STATUS_LEN)
-                with m.Else():
-                    refuse(2)
-            with m.Elif(self.cmd == P.CMD_RUN):
-                with m.If(self.length == n_in):
-                    m.d.sync += [feed_addr.eq(0), produced.eq(0), cycles.eq(0), running.eq(1)]
-                with m.Else():
-                    refuse(2)
+                m.d.sync += [crc_seen.eq(1), verdict.eq(V_ERROR), code.eq(1)]
+            with m.Elif((self.cmd == P.CMD_IDENTIFY) | (self.cmd == P.CMD_STATUS)):
+                m.d.sync += [verdict.eq(Mux(self.cmd == P.CMD_IDENTIFY, V_IDENTIFY, V_STATUS)),
+                             code.eq(0)]
+                with m.If(self.length != 0):
+                    m.d.sync += [verdict.eq(V_ERROR), code.eq(2)]
+            with m.Elif((self.cmd == P.CMD_RUN) | (self.cmd == P.CMD_BATCH)):
+                m.d.sync += [verdict.eq(V_DATA), code.eq(0)]
+                with m.If(~data_frame | (offset != 0) | (vidx == 0)):
+                    m.d.sync += [verdict.eq(V_ERROR), code.eq(2)]
+                with m.Elif(bad.bit_select(tag, 1)):
+                    m.d.sync += [verdict.eq(V_ERROR), code.eq(4)]
             with m.Else():
-                refuse(3)
-        with m.If(running):
-            m.d.sync += cycles.eq(cycles + 1)
-            with m.If(produced == n_out):
-                m.d.sync += [vectors.eq(vectors + 1), last_cycles.eq(cycles), running.eq(0)]
-                reply(P.CMD_RUN, n_out + 4)
+                m.d.sync += [verdict.eq(V_ERROR), code.eq(3)]
+        with m.If(act):
+            with m.Switch(verdict):
+                with m.Case(V_ERROR):
+                    to_ready(P.CMD_ERROR, code)
+                with m.Case(V_IDENTIFY):
+                    to_ready(P.CMD_IDENTIFY)
+                with m.Case(V_STATUS):
+                    m.d.sync += status.eq(flags | (vectors << 8) | (last_cycles << 40))
+                    to_ready(P.CMD_STATUS)
+                with m.Case(V_DATA):
+                    with m.If(pend["valid"] & ~pend_take):
+                        m.d.sync += dropped.eq(1)
+                    with m.Else():
+                        repeat = is_batch & (((last_seqs[:8] == rx_seq) & seq_valid[0]) |
+                                             ((last_seqs[8:] == rx_seq) & seq_valid[1]))
+                        m.d.sync += [pend["valid"].eq(1), pend["cmd"].eq(self.cmd), pend["tag"].eq(tag),
+                                     pend["seq"].eq(rx_seq), pend["repeat"].eq(repeat),
+                                     pend["count"].eq(vidx), pend["done"].eq(0)]
+                        with m.If(done_now & (head_tag == tag)):
+                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(acc + 1)]
+                        with m.Elif(done_valid & (done_tag == tag)):
+                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(done_cycles)]
+                        with m.If(is_batch):
+                            m.d.sync += [last_seqs.eq(Cat(rx_seq, last_seqs[:8])),
+                                         seq_valid.eq(Cat(1, seq_valid[0]))]
 
-        # The reply payload: byte `index` of the identify ROM, the status, the outputs
-        # and cycle count, or the error code.
-        index, value = self.index, self.reply_data.payload
+
+        # A reply waiting in a bank that another frame's outputs now overwrite is lost.
+        with m.If(self.chain_out.valid):
+            for rec, set_bad in zip((pend, ready), set_bad_out):
+                with m.If(rec["valid"] & (rec["tag"][0] == writing_bank) & (rec["tag"] != head_tag)):
+                    m.d.comb += set_bad.eq(one << rec["tag"])
+        # Poison the reply being sent if its bank or its frame's data changed under it.
+        # (registered: a bank written in cycle t changes bytes read from t + 1 on, which
+        # leave after the CRC's poison is set)
+        m.d.sync += self.send_poison.eq(self.send_busy & data_reply & (
+            bad.bit_select(cur["tag"], 1) |
+            (self.chain_out.valid & (writing_bank == cur["tag"][0]) & (head_tag != cur["tag"]))))
+
+        # The reply payload: byte `send_index` of the identify ROM, the status, the error code,
+        # or (R, B) the header, the outputs from the bank and the cycle count.  Bytes leave
+        # every 10 bit times at most, so the byte is computed over three registered stages
+        # (a short path to the UART): the index and its offset into the outputs; the
+        # output memory's read and the comparisons; the byte.  It is valid once
+        # `send_index` has been still for three cycles.
+        max_index = max_reply + 1
+        index_q, rel_q = Signal(range(max_index)), Signal(range(max_index))
+        m.d.sync += [index_q.eq(self.send_index),
+                     rel_q.eq(self.send_index - Mux(cur["cmd"] == P.CMD_BATCH, 2, 0))]
+        m.d.comb += [out_r.addr.eq(Mux(cur["tag"][0], B * n_out, 0) + rel_q), out_r.en.eq(1)]
+        in_data, cyc_byte, hdr_byte = Signal(), Signal(2), Signal(range(3))
+        m.d.sync += [in_data.eq(rel_q < n_data), cyc_byte.eq((rel_q - n_data)[:2]),
+                     hdr_byte.eq(Mux((cur["cmd"] == P.CMD_BATCH) & (index_q < 2), index_q[:1] + 1, 0))]
+        value = Signal(8)
         ident = Array(Const(b, 8) for b in self._ident)
-        m.d.comb += self.reply_data.valid.eq(1)
-        with m.Switch(self.reply_cmd):
+        with m.Switch(cur["cmd"]):
             with m.Case(P.CMD_IDENTIFY):
-                m.d.comb += value.eq(ident[index[:5]])
+                m.d.comb += value.eq(ident[index_q[:5]])
             with m.Case(P.CMD_STATUS):
-                m.d.comb += value.eq(status.word_select(index[:4], 8))
-            with m.Case(P.CMD_RUN):
-                with m.If(index < n_out):
-                    m.d.comb += [value.eq(self.chain_out.payload),
-                                 self.reply_data.valid.eq(self.chain_out.valid)]
+                m.d.comb += value.eq(status.word_select(index_q[:4], 8))
+            with m.Case(P.CMD_RUN, P.CMD_BATCH):
+                with m.If(hdr_byte == 1):
+                    m.d.comb += value.eq(cur["seq"])
+                with m.Elif(hdr_byte == 2):
+                    m.d.comb += value.eq(cur["repeat"])
+                with m.Elif(in_data):
+                    m.d.comb += value.eq(out_r.data)
                 with m.Else():
-                    m.d.comb += value.eq(last_cycles.word_select((index - n_out)[:2], 8))
+                    m.d.comb += value.eq(last_cycles.word_select(cyc_byte, 8))
             with m.Default():
-                m.d.comb += value.eq(error_code)
-        m.d.comb += self.chain_out.ready.eq(self.reply_data.valid & self.reply_data.ready &
-                                            (self.reply_cmd == P.CMD_RUN) & (index < n_out))
+                m.d.comb += value.eq(cur["code"])
+        settle = Signal(2)
+        m.d.sync += self.send_data.payload.eq(value)
+        with m.If(self.send | (self.send_index != index_q)):
+            m.d.sync += settle.eq(0)
+        with m.Elif(settle != 3):
+            m.d.sync += settle.eq(settle + 1)
+        m.d.comb += self.send_data.valid.eq((settle == 3) & (self.send_index == index_q))
+        m.d.comb += self.busy.eq(feeding | inflight.r_rdy | slot_ready.any() | pend["valid"] |
+                                 ready["valid"])
         return m
 
 
 class Accelerator(ValidatedComponent):
     """A validated model directory's layers on their engines, behind the UART protocol.
 
-    Made of the UART, the :class:`~sparrow.hw.framer.Framer`, the
-    :class:`CommandSequencer` and the :class:`EngineChain`.
+    Made of the UART, the :class:`~sparrow.hw.framer.FrameReceiver` and
+    :class:`~sparrow.hw.framer.FrameSender`, the :class:`CommandSequencer` and
+    the :class:`EngineChain`.
 
     Parameters
     ----------
@@ -232,6 +448,9 @@ class Accelerator(ValidatedComponent):
     config : sparrow.hw.engine.EngineConfig
         Sizes of the engines (PEs of sd_linear engines, lanes of dense_linear ones, ...);
         ``out_lanes`` must be 1 (the chain carries one int8 a beat).
+    max_batch : int
+        Vectors per ``B`` frame, 1..255 (reported by ``I``): the output memory
+        holds two frames of them.
 
     Members
     -------
@@ -251,10 +470,14 @@ class Accelerator(ValidatedComponent):
         (supported: ...)"``), the vectors exceed the protocol (``"model {name!r}: the
         host protocol carries at most 65535 input and 65531 output bytes per
         vector"``), more than 255 layers (``"model {name!r}: at most 255 layers, not
-        {n}"``), or ``config.out_lanes`` is not 1.
+        {n}"``), ``config.out_lanes`` is not 1, or a batch frame would exceed the
+        protocol (``"model {name!r}: a batch of {k} vectors exceeds the 65535-byte
+        frame"``).
+    TypeError, ValueError
+        ``max_batch`` is not an integer in 1..255 (``"Batch capacity must be ..."``).
     """
 
-    def _validate(self, model, clk_hz, divisor, config=EngineConfig()):
+    def _validate(self, model, clk_hz, divisor, config=EngineConfig(), max_batch=16):
         check_engine_kinds(model)
         in_size, out_size = model.layers[0].attrs["in"], model.layers[-1].attrs["out"]
         if in_size > 0xFFFF or out_size + 4 > 0xFFFF:
@@ -265,12 +488,16 @@ class Accelerator(ValidatedComponent):
         if config.out_lanes != 1:
             raise SparrowError(f"the accelerator chains engines with one output lane, "
                                f"not {config.out_lanes}")
+        self._max_batch = check_int(max_batch, "Batch capacity", 1, 255)
+        if 1 + max_batch * in_size > 0xFFFF or 6 + max_batch * out_size > 0xFFFF:
+            raise SparrowError(f"model {model.name!r}: a batch of {max_batch} vectors exceeds "
+                               f"the 65535-byte frame")
         self._engines = [engine_for_layer(layer, config) for layer in model.layers]
         self._rx, self._tx = UARTRx(divisor), UARTTx(divisor)
         self._in_size, self._out_size = int(in_size), int(out_size)
         self._model_id = P.model_id(model)
         self._ident = P.identify_payload(self._in_size, self._out_size, len(model.layers),
-                                         self._model_id, clk_hz)
+                                         self._model_id, clk_hz, self._max_batch)
         self._divisor = divisor
         return {"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)}
 
@@ -290,28 +517,37 @@ class Accelerator(ValidatedComponent):
     def divisor(self):
         return self._divisor
 
+    @property
+    def max_batch(self):
+        """Vectors per ``B`` frame, at most."""
+        return self._max_batch
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.uart_rx = rx = self._rx
         m.submodules.uart_tx = tx = self._tx
-        m.submodules.framer = framer = Framer(P.TIMEOUT_BYTES * 10 * self._divisor)
-        m.submodules.sequencer = sequencer = CommandSequencer(self._in_size, self._out_size, self._ident)
+        m.submodules.receiver = receiver = FrameReceiver(P.TIMEOUT_BYTES * 10 * self._divisor)
+        m.submodules.sender = sender = FrameSender()
+        m.submodules.sequencer = sequencer = CommandSequencer(
+            self._in_size, self._out_size, self._ident, self._max_batch, 2 * len(self._engines) + 2)
         m.submodules.chain = chain = EngineChain(self._engines)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
-        wiring.connect(m, rx.o, framer.rx)
-        wiring.connect(m, framer.tx, tx.i)
+        wiring.connect(m, rx.o, receiver.rx)
+        wiring.connect(m, sender.tx, tx.i)
         wiring.connect(m, sequencer.chain_in, chain.i)
         wiring.connect(m, chain.o, sequencer.chain_out)
-        wiring.connect(m, framer.payload, sequencer.payload)
-        wiring.connect(m, sequencer.reply_data, framer.reply_data)
+        wiring.connect(m, receiver.payload, sequencer.payload)
+        wiring.connect(m, sequencer.send_data, sender.data)
         m.d.comb += [
-            sequencer.cmd.eq(framer.cmd), sequencer.length.eq(framer.length),
-            sequencer.frame_valid.eq(framer.frame_valid), sequencer.crc_ok.eq(framer.crc_ok),
-            sequencer.index.eq(framer.index),
-            framer.reply_start.eq(sequencer.reply_start), framer.reply_cmd.eq(sequencer.reply_cmd),
-            framer.reply_length.eq(sequencer.reply_length),
-            sequencer.chain_emitted.eq(chain.emitted), sequencer.chain_error.eq(chain.error),
+            sequencer.cmd.eq(receiver.cmd), sequencer.length.eq(receiver.length),
+            sequencer.start.eq(receiver.start), sequencer.frame_valid.eq(receiver.frame_valid),
+            sequencer.crc_ok.eq(receiver.crc_ok),
+            sender.start.eq(sequencer.send), sender.cmd.eq(sequencer.send_cmd),
+            sender.length.eq(sequencer.send_length), sender.poison.eq(sequencer.send_poison),
+            sequencer.send_index.eq(sender.index), sequencer.send_busy.eq(sender.busy),
+            sequencer.chain_error.eq(chain.error),
             sequencer.rx_overrun.eq(rx.overrun), sequencer.rx_frame_error.eq(rx.frame_error),
-            self.busy.eq(framer.busy), self.error.eq(sequencer.error),
+            self.busy.eq(receiver.busy | sender.busy | sequencer.busy),
+            self.error.eq(sequencer.error),
         ]
         return m

@@ -1,9 +1,10 @@
 """The byte side of the host link: UART bytes <-> frames of :mod:`sparrow.protocol`, CRC-16 checked.
 
-:class:`Framer` parses ``SYNC, cmd, len (LE16), payload, crc (LE16)`` from the
-received bytes and frames the replies the same way; one CRC-16/CCITT-FALSE
-unit (:func:`crc16_step`) serves both directions, as a frame is never received
-and answered at once.  What a frame means is the command sequencer's
+:class:`FrameReceiver` parses ``SYNC, cmd, len (LE16), payload, crc (LE16)``
+from the received bytes; :class:`FrameSender` frames the replies the same
+way.  They run independently (protocol version 2: a reply leaves while the
+next frame arrives), each with its own CRC-16/CCITT-FALSE register stepped by
+:func:`crc16_step`.  What a frame means is the command sequencer's
 (:class:`sparrow.hw.accel.CommandSequencer`).
 """
 
@@ -13,7 +14,7 @@ from amaranth.lib.wiring import Component, In, Out
 
 from sparrow import protocol as P
 
-__all__ = ["Framer", "crc16_step", "payload_layout"]
+__all__ = ["FrameReceiver", "FrameSender", "crc16_step", "payload_layout"]
 
 
 def _crc16_matrix():
@@ -52,14 +53,13 @@ def payload_layout():
     return data.StructLayout({"index": 16, "byte": 8})
 
 
-class Framer(Component):
-    """Receives and sends the frames of the host protocol, one at a time.
+class FrameReceiver(Component):
+    """Parses the frames of the host protocol from received bytes.
 
     A frame is parsed from ``SYNC``; bytes before it are skipped, and a frame
     whose bytes stop for ``timeout`` cycles is abandoned.  After its CRC bytes
-    the frame is offered for one cycle (``frame_valid``); the framer then waits
-    for ``reply_start`` (the same cycle or later) and sends ``SYNC,
-    reply_cmd, reply_length, reply_length bytes of reply_data, CRC``.
+    the frame is offered for one cycle (``frame_valid``, with ``crc_ok``), and
+    the receiver looks for the next ``SYNC`` at once.
 
     Parameters
     ----------
@@ -70,56 +70,49 @@ class Framer(Component):
     -------
     rx : In(stream.Signature(8))
         Received bytes; always taken (the UART cannot be stalled).
-    tx : Out(stream.Signature(8))
-        Bytes to send.
     cmd, length : Out(8), Out(16)
-        The command and payload length of the frame received last.
+        The command and payload length of the frame being received (valid from
+        its ``LEN`` bytes until the next frame's).
+    start : Out(1)
+        High for one cycle when a frame's length is known (the cycle after its
+        last ``LEN`` byte is taken, with ``cmd`` and ``length`` valid).
     payload : Out(stream.Signature(payload_layout(), always_ready=True))
         Its payload bytes as they arrive (before the CRC is known).
     frame_valid : Out(1)
         The frame's CRC bytes are in: high for one cycle, with ``crc_ok``.
     crc_ok : Out(1)
-    reply_start : In(1)
-        Send a reply now (in the cycle of ``frame_valid`` or any later one
-        before the reply).
-    reply_cmd, reply_length : In(8), In(16)
-        The reply's command and payload length, held until it is sent.
-    index : Out(16)
-        The reply payload byte being sent (0 first).
-    reply_data : In(stream.Signature(8))
-        The reply payload byte ``index``; taken when the UART takes it.
     busy : Out(1)
-        A frame is being received, handled or answered.
+        A frame is being received.
     """
 
     def __init__(self, timeout):
         self._timeout = timeout
         super().__init__({
             "rx": In(stream.Signature(8)),
-            "tx": Out(stream.Signature(8)),
             "cmd": Out(8),
             "length": Out(16),
+            "start": Out(1),
             "payload": Out(stream.Signature(payload_layout(), always_ready=True)),
             "frame_valid": Out(1),
             "crc_ok": Out(1),
-            "reply_start": In(1),
-            "reply_cmd": In(8),
-            "reply_length": In(16),
-            "index": Out(16),
-            "reply_data": In(stream.Signature(8)),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        crc, crc_byte = Signal(16), Signal(8)
-        crc_next = crc16_step(crc, crc_byte)
+        crc = Signal(16)
+        crc_next = crc16_step(crc, self.rx.payload)
         received_crc = Signal(16)
+        index = Signal(16)
         byte, got = self.rx.payload, self.rx.valid
-        m.d.comb += [self.rx.ready.eq(1), self.crc_ok.eq(received_crc == crc)]
+        crc_match = Signal()
+        m.d.comb += [self.rx.ready.eq(1), self.crc_ok.eq(crc_match)]
 
         idle = Signal(range(self._timeout + 1))
         receiving = Signal()
+        start_next = Signal()
+        m.d.comb += self.start.eq(start_next)
+        m.d.sync += start_next.eq(0)
         with m.If(receiving & ~got):
             m.d.sync += idle.eq(idle + 1)
         with m.Else():
@@ -132,22 +125,9 @@ class Framer(Component):
                 m.next = "SYNC"
             with m.If(got):
                 if crc_update:
-                    m.d.comb += crc_byte.eq(byte)
                     m.d.sync += crc.eq(crc_next)
                 m.d.sync += list(updates)
                 m.next = next_state
-
-        def emit(value, next_state, crc_update=True):
-            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(value), crc_byte.eq(value)]
-            with m.If(self.tx.ready):
-                if crc_update:
-                    m.d.sync += crc.eq(crc_next)
-                m.next = next_state
-
-        def reply():
-            with m.If(self.reply_start):
-                m.d.sync += crc.eq(0xFFFF)
-                m.next = "SEND_SYNC"
 
         with m.FSM() as fsm:
             with m.State("SYNC"):
@@ -159,47 +139,103 @@ class Framer(Component):
             with m.State("LEN0"):
                 receive("LEN1", self.length[:8].eq(byte))
             with m.State("LEN1"):
-                receive("PAYLOAD", self.length[8:].eq(byte), self.index.eq(0))
+                receive("PAYLOAD", self.length[8:].eq(byte), index.eq(0))
+                with m.If(got):
+                    m.d.sync += start_next.eq(1)
                 with m.If(got & (Cat(self.length[:8], byte) == 0)):
                     m.next = "CRC0"
             with m.State("PAYLOAD"):
-                receive("PAYLOAD", self.index.eq(self.index + 1))
-                m.d.comb += [self.payload.valid.eq(got), self.payload.payload.index.eq(self.index),
+                receive("PAYLOAD", index.eq(index + 1))
+                m.d.comb += [self.payload.valid.eq(got), self.payload.payload.index.eq(index),
                              self.payload.payload.byte.eq(byte)]
-                with m.If(got & (self.index == self.length - 1)):
+                with m.If(got & (index == self.length - 1)):
                     m.next = "CRC0"
             with m.State("CRC0"):
                 receive("CRC1", received_crc[:8].eq(byte), crc_update=False)
             with m.State("CRC1"):
-                receive("CHECK", received_crc[8:].eq(byte), crc_update=False)
+                # compared as the last byte arrives, so that `crc_ok` comes from a register
+                receive("CHECK", received_crc[8:].eq(byte),
+                        crc_match.eq(Cat(received_crc[:8], byte) == crc), crc_update=False)
             with m.State("CHECK"):
                 m.d.comb += self.frame_valid.eq(1)
-                m.next = "HANDLE"
-                reply()
-            with m.State("HANDLE"):
-                reply()
-            with m.State("SEND_SYNC"):
-                m.d.sync += self.index.eq(0)
-                emit(P.SYNC, "SEND_CMD", crc_update=False)
-            with m.State("SEND_CMD"):
-                emit(self.reply_cmd, "SEND_LEN0")
-            with m.State("SEND_LEN0"):
-                emit(self.reply_length[:8], "SEND_LEN1")
-            with m.State("SEND_LEN1"):
-                emit(self.reply_length[8:], "SEND_PAY")
-            with m.State("SEND_PAY"):
-                data_valid = self.reply_data.valid
-                m.d.comb += [self.tx.valid.eq(data_valid), self.tx.payload.eq(self.reply_data.payload),
-                             crc_byte.eq(self.reply_data.payload),
-                             self.reply_data.ready.eq(self.tx.ready)]
-                with m.If(data_valid & self.tx.ready):
-                    m.d.sync += [crc.eq(crc_next), self.index.eq(self.index + 1)]
-                    with m.If(self.index == self.reply_length - 1):
-                        m.next = "SEND_CRC0"
-            with m.State("SEND_CRC0"):
-                emit(crc[:8], "SEND_CRC1", crc_update=False)
-            with m.State("SEND_CRC1"):
-                emit(crc[8:], "SYNC", crc_update=False)
+                m.next = "SYNC"
 
         m.d.comb += self.busy.eq(~fsm.ongoing("SYNC"))
+        return m
+
+
+class FrameSender(Component):
+    """Sends reply frames: ``SYNC, cmd, length, length bytes of data, CRC``.
+
+    Members
+    -------
+    start : In(1)
+        Send a frame with ``cmd`` and ``length`` (taken in this cycle; ignored while ``busy``).
+    cmd, length : In(8), In(16)
+    poison : In(1)
+        High in any cycle of a frame: its CRC is sent complemented, so that a
+        reply whose data changed while it was sent never reaches the host as valid.
+    index : Out(16)
+        The payload byte being sent (0 first).
+    data : In(stream.Signature(8))
+        The payload byte ``index``; taken when the UART takes it.
+    tx : Out(stream.Signature(8))
+        Bytes to send.
+    busy : Out(1)
+        A frame is being sent (from the cycle after ``start``).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "start": In(1), "cmd": In(8), "length": In(16), "poison": In(1),
+            "index": Out(16), "data": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        crc, crc_byte = Signal(16), Signal(8)
+        crc_next = crc16_step(crc, crc_byte)
+        cmd, length = Signal(8), Signal(16)
+        crc_out, poisoned = Signal(16), Signal()
+        m.d.comb += crc_out.eq(crc ^ ((poisoned | self.poison) * 0xFFFF))
+        with m.If(self.busy & self.poison):
+            m.d.sync += poisoned.eq(1)
+
+        def emit(value, next_state, crc_update=True):
+            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(value), crc_byte.eq(value)]
+            with m.If(self.tx.ready):
+                if crc_update:
+                    m.d.sync += crc.eq(crc_next)
+                m.next = next_state
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [cmd.eq(self.cmd), length.eq(self.length), crc.eq(0xFFFF),
+                                 self.index.eq(0), poisoned.eq(0)]
+                    m.next = "SYNC"
+            with m.State("SYNC"):
+                emit(P.SYNC, "CMD", crc_update=False)
+            with m.State("CMD"):
+                emit(cmd, "LEN0")
+            with m.State("LEN0"):
+                emit(length[:8], "LEN1")
+            with m.State("LEN1"):
+                emit(length[8:], "PAY")
+                with m.If(self.tx.ready & (length == 0)):
+                    m.next = "CRC0"
+            with m.State("PAY"):
+                m.d.comb += [self.tx.valid.eq(self.data.valid), self.tx.payload.eq(self.data.payload),
+                             crc_byte.eq(self.data.payload), self.data.ready.eq(self.tx.ready)]
+                with m.If(self.data.valid & self.tx.ready):
+                    m.d.sync += [crc.eq(crc_next), self.index.eq(self.index + 1)]
+                    with m.If(self.index == length - 1):
+                        m.next = "CRC0"
+            with m.State("CRC0"):
+                emit(crc_out[:8], "CRC1", crc_update=False)
+            with m.State("CRC1"):
+                emit(crc_out[8:], "IDLE", crc_update=False)
+
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

@@ -15,30 +15,47 @@ no final XOR) over CMD, LEN and PAYLOAD.  Commands (ASCII letters):
 * ``R`` run, LEN = input size, the int8 input vector -> ``R`` with the int8
   output vector followed by the cycles it took (LE32): from the first input
   element entering the first layer to the last output leaving the last one.
+* ``B`` batch (protocol version 2), LEN = 1 + K * input size, a sequence
+  number (u8) then K input vectors, 1 <= K <= the device's batch capacity
+  (reported by ``I``) -> ``B`` with the sequence number, a flags byte (bit 0:
+  the previous batch had the same sequence number, so this one was run again),
+  the K output vectors and the device cycles of the K runs together (LE32).
 * Any error -> ``E`` with one byte: :data:`ERRORS`.
 
 The device ignores bytes until 0xA5, drops a frame whose bytes stop coming
 for :data:`TIMEOUT_BYTES` byte times, and answers nothing else, so a host
-recovers from any corruption by waiting and resending.  Pure Python: the host
-driver, the RTL (constants) and the testbench all use this module.
+recovers from any corruption by waiting and resending.  In version 2 the
+device receives while it computes and replies: the vectors of a ``B`` frame
+run as they arrive, and the reply of one frame leaves while the next one
+arrives (a window of :data:`WINDOW` frames).  Pure Python: the host driver,
+the RTL (constants) and the testbench all use this module.
 """
 
 import hashlib
 import struct
 
-__all__ = ["SYNC", "CMD_IDENTIFY", "CMD_STATUS", "CMD_RUN", "CMD_ERROR", "MAGIC", "VERSION",
-           "IDENT_LEN", "STATUS_LEN", "ERRORS", "FLAGS", "TIMEOUT_BYTES", "ProtocolError",
-           "crc16", "encode_frame", "FrameDecoder", "model_id", "parse_identify",
-           "parse_status", "parse_run"]
+__all__ = ["SYNC", "CMD_IDENTIFY", "CMD_STATUS", "CMD_RUN", "CMD_BATCH", "CMD_ERROR", "MAGIC",
+           "VERSION", "IDENT_LEN", "IDENT_LEN_V1", "STATUS_LEN", "WINDOW", "ERRORS", "FLAGS",
+           "BATCH_FLAGS", "TIMEOUT_BYTES", "ProtocolError", "crc16", "encode_frame",
+           "FrameDecoder", "model_id", "identify_payload", "parse_identify", "parse_status",
+           "parse_run", "batch_payload", "parse_batch", "link_seconds"]
 
 SYNC = 0xA5
 CMD_IDENTIFY, CMD_STATUS, CMD_RUN, CMD_ERROR = b"I"[0], b"S"[0], b"R"[0], b"E"[0]
+CMD_BATCH = b"B"[0]
 MAGIC = b"SPRW"
-VERSION = 1
-IDENT_LEN = 4 + 1 + 2 + 2 + 1 + 4 + 4
+VERSION = 2
+IDENT_LEN_V1 = 4 + 1 + 2 + 2 + 1 + 4 + 4
+#: Version 2 adds the batch capacity (u16) to the ``I`` reply.
+IDENT_LEN = IDENT_LEN_V1 + 2
 STATUS_LEN = 1 + 4 + 4
+#: Frames a host may have in flight (sent, reply not yet received) with the version 2 device.
+WINDOW = 2
 #: ``E`` payload codes.
-ERRORS = {1: "CRC mismatch", 2: "wrong payload length for the command", 3: "unknown command"}
+ERRORS = {1: "CRC mismatch", 2: "wrong payload length for the command", 3: "unknown command",
+          4: "overrun: the frame arrived while two replies were still waiting to leave"}
+#: ``B`` reply flag bits.
+BATCH_FLAGS = {0: "repeat: the previous batch had the same sequence number and was run again"}
 #: Status flag bits (sticky until the device is reset).
 FLAGS = {0: "an engine lost an output (engine error)", 1: "UART receive overrun",
          2: "UART framing error (wrong baud rate?)", 3: "a frame failed its CRC"}
@@ -116,9 +133,10 @@ def model_id(model):
     return int.from_bytes(h.digest()[:4], "little")
 
 
-def identify_payload(in_size, out_size, layers, ident, clk_hz):
-    """The ``I`` reply payload the device sends."""
-    return MAGIC + struct.pack("<BHHBII", VERSION, in_size, out_size, layers, ident, int(clk_hz))
+def identify_payload(in_size, out_size, layers, ident, clk_hz, max_batch):
+    """The ``I`` reply payload the device sends (version 2)."""
+    return MAGIC + struct.pack("<BHHBIIH", VERSION, in_size, out_size, layers, ident, int(clk_hz),
+                               max_batch)
 
 
 def _expect(frame, cmd, length=None):
@@ -133,13 +151,20 @@ def _expect(frame, cmd, length=None):
 
 
 def parse_identify(frame):
-    """``dict(version, in_size, out_size, layers, model_id, clk_hz)`` from an ``I`` reply."""
-    p = _expect(frame, CMD_IDENTIFY, IDENT_LEN)
+    """``dict(version, in_size, out_size, layers, model_id, clk_hz, max_batch)`` from an ``I`` reply.
+
+    A version 1 device (18 bytes, no batch command) reports ``max_batch`` 0.
+    """
+    p = _expect(frame, CMD_IDENTIFY)
     if p[:4] != MAGIC:
         raise ProtocolError(f"not a sparrow accelerator (magic {p[:4]!r})")
-    version, in_size, out_size, layers, ident, clk = struct.unpack("<BHHBII", p[4:])
+    if len(p) not in (IDENT_LEN_V1, IDENT_LEN) or p[4] != (1 if len(p) == IDENT_LEN_V1 else 2):
+        raise ProtocolError(f"'I' reply has {len(p)} bytes for protocol version {p[4]}, "
+                            f"expected {IDENT_LEN_V1} (version 1) or {IDENT_LEN} (version 2)")
+    version, in_size, out_size, layers, ident, clk = struct.unpack("<BHHBII", p[4:IDENT_LEN_V1])
+    max_batch = struct.unpack("<H", p[IDENT_LEN_V1:])[0] if version >= 2 else 0
     return {"version": version, "in_size": in_size, "out_size": out_size, "layers": layers,
-            "model_id": ident, "clk_hz": clk}
+            "model_id": ident, "clk_hz": clk, "max_batch": max_batch}
 
 
 def parse_status(frame):
@@ -155,3 +180,37 @@ def parse_run(frame, out_size):
     p = _expect(frame, CMD_RUN, out_size + 4)
     outputs = [b - 256 if b > 127 else b for b in p[:out_size]]
     return outputs, struct.unpack("<I", p[out_size:])[0]
+
+
+def batch_payload(seq, vectors):
+    """The ``B`` request payload: ``seq`` (0..255) then the int8 vectors (a 2-D array or list of rows)."""
+    import numpy as np
+    x = (np.asarray(vectors, dtype=np.int64) & 0xFF).astype(np.uint8)
+    return bytes([seq & 0xFF]) + x.tobytes()
+
+
+def parse_batch(frame, seq, count, out_size):
+    """``(outputs: count lists of int8, cycles, repeat)`` from a ``B`` reply to batch ``seq``.
+
+    Raises ProtocolError when the reply is of another batch or has the wrong length.
+    """
+    p = _expect(frame, CMD_BATCH, 2 + count * out_size + 4)
+    if p[0] != seq & 0xFF:
+        raise ProtocolError(f"'B' reply to batch {p[0]}, expected {seq & 0xFF}")
+    ys = [[b - 256 if b > 127 else b for b in p[2 + v * out_size:2 + (v + 1) * out_size]]
+          for v in range(count)]
+    return ys, struct.unpack("<I", p[-4:])[0], bool(p[1] & 1)
+
+
+def link_seconds(baud, in_size, out_size, batch, bits_per_byte=10):
+    """Wire time of one ``B`` batch: ``(request s, reply s, payload share)``.
+
+    The request carries 6 frame bytes, the sequence number and ``batch``
+    input vectors; the reply 6 frame bytes, 2 header bytes, the outputs and
+    4 cycle bytes.  ``payload share`` is the input bytes over all request
+    bytes, the part of the host-to-device bit rate that carries vectors.
+    """
+    request = 6 + 1 + batch * in_size
+    reply = 6 + 2 + batch * out_size + 4
+    byte_s = bits_per_byte / baud
+    return request * byte_s, reply * byte_s, batch * in_size / request

@@ -6,14 +6,20 @@ the host driver's own protocol module (:mod:`sparrow.protocol`) on ``rx``, its
 decodes the reply frames, and a scoreboard compares every run's outputs with
 the integer golden model's.  ``$ACCEL_TB_DATA`` (``.npz``) holds
 ``x`` int8 [N, in], ``expected`` int8 [N, out], ``divisor``, ``model_id``,
-``layers``, ``clk_hz``.
+``layers``, ``clk_hz``, ``max_batch``.
 
-Checks, in order: identify; every vector (outputs == golden, cycles > 0);
-a frame with a wrong CRC (``E`` 1) and the next frame still answered; a run
-frame of the wrong length (``E`` 2); an unknown command (``E`` 3); a frame
-cut short (dropped after the timeout, the next frame answered); status
-(flags name the CRC failure, vectors counted, cycles of the last run); a
-byte with a low stop bit (flagged as a framing error).
+Checks, in order: identify (protocol version 2, the batch capacity); every
+vector through ``R`` (outputs == golden, cycles > 0); the same vectors as
+``B`` batches streamed with a window of two frames in flight (the next frame
+sent while the previous one computes and its reply leaves: outputs ==
+golden, sequence numbers echoed, the line never idle between frames); a
+batch sent again with the same sequence number (flagged as a repeat); a
+batch of the wrong length and one over the capacity (``E`` 2); a frame with
+a wrong CRC (``E`` 1) and the next frame still answered; a run frame of the
+wrong length (``E`` 2); an unknown command (``E`` 3); a frame cut short
+(dropped after the timeout, the next frame answered); status (flags name the
+CRC failure, vectors counted, cycles of the last run); a byte with a low stop
+bit (flagged as a framing error).
 
 A second test, ``accelerator_bridge``, makes the simulated board reachable
 by the real host driver: it listens on a TCP port on 127.0.0.1 (written to
@@ -121,10 +127,11 @@ async def accelerator_host_protocol(dut):
     n_out = expected.shape[1]
     host = await _start(dut, div)
 
+    max_batch = int(data["max_batch"])
     ident = P.parse_identify(await host.request(P.CMD_IDENTIFY))
     assert ident == {"version": P.VERSION, "in_size": n_in, "out_size": n_out,
                      "layers": int(data["layers"]), "model_id": int(data["model_id"]),
-                     "clk_hz": int(data["clk_hz"])}, ident
+                     "clk_hz": int(data["clk_hz"]), "max_batch": max_batch}, ident
 
     last = None
     for v in range(n):
@@ -135,6 +142,48 @@ async def accelerator_host_protocol(dut):
         assert cycles > 0
         last = cycles
     dut._log.info(f"{n} vectors bit-exact with the golden model; last run {last} cycles")
+
+    # Batches, streamed: frame k+1 is sent while frame k computes and its reply leaves.
+    sizes = [min(max_batch, 1 + k % 3) for k in range(6)]
+    starts = np.cumsum([0] + sizes) % n
+    batches = [[x[(s + i) % n] for i in range(k)] for s, k in zip(starts, sizes)]
+    wants = [[expected[(s + i) % n] for i in range(k)] for s, k in zip(starts, sizes)]
+    frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(10 + k, b)) for k, b in enumerate(batches)]
+    t0 = get_sim_time("ns")
+    sender = cocotb.start_soon(host.send_bytes(frames[0] + frames[1]))
+    for k in range(len(frames)):
+        if k + 2 < len(frames):
+            await sender
+            reply = await host.reply()
+            sender = cocotb.start_soon(host.send_bytes(frames[k + 2]))
+        else:
+            reply = await host.reply()
+        ys, cycles, repeat = P.parse_batch(reply, 10 + k, sizes[k], n_out)
+        assert not repeat and cycles > 0
+        for v, (y, want) in enumerate(zip(ys, wants[k])):
+            Scoreboard("output", want.tolist(), where=lambda i: f"batch {k} vector {v}: output {i}",
+                       terms=lambda i: f"rtl {y}, expected {want.tolist()}").compare(y)
+    await sender
+    wire_ns = sum(len(f) for f in frames) * 10 * host.bit_ns
+    busy = wire_ns / (get_sim_time("ns") - t0)
+    dut._log.info(f"{len(frames)} batches streamed bit-exact; host-to-device line busy {100 * busy:.0f}%")
+    # Batches of 1 to 3 vectors of a small model: a reply is nearly as long as a request,
+    # so the window of two frames leaves gaps; long batches fill the line (bench/bench_link.py).
+    assert busy > 0.7, f"the line was busy only {100 * busy:.0f}% of the time while streaming"
+
+    # A full batch (over 255 bytes when the capacity allows: both length bytes matter).
+    full = [x[i % n] for i in range(max_batch)]
+    ys, _, _ = P.parse_batch(await host.request(P.CMD_BATCH, P.batch_payload(200, full)),
+                             200, max_batch, n_out)
+    assert ys == [expected[i % n].tolist() for i in range(max_batch)], "full batch"
+
+    again = P.parse_batch(await host.request(P.CMD_BATCH, P.batch_payload(15, batches[-1])),
+                          15, sizes[-1], n_out)
+    assert again[2], "a batch sent again with the same sequence number was not flagged"
+    assert again[0] == [w.tolist() for w in wants[-1]]
+    assert _error_code(await host.request(P.CMD_BATCH, bytes(1 + n_in + 1))) == 2
+    assert _error_code(await host.request(P.CMD_BATCH, bytes(1 + (max_batch + 1) * n_in))) == 2
+    batch_vectors = sum(sizes) + max_batch + sizes[-1]
 
     bad = bytearray(P.encode_frame(P.CMD_RUN, bytes(n_in)))
     bad[-1] ^= 0x40
@@ -149,7 +198,10 @@ async def accelerator_host_protocol(dut):
     assert int(dut.busy.value) == 0, "a frame cut short was not dropped after the timeout"
     status = P.parse_status(await host.request(P.CMD_STATUS))
     assert status["flags"] == [P.FLAGS[3]], status
-    assert status["vectors"] == n and status["cycles"] == last, status
+    # The batch one byte too long and the frame with the wrong CRC ran their complete vectors
+    # before their end came (their outputs never left).
+    assert status["vectors"] == n + batch_vectors + 2, status
+    assert status["cycles"] == again[1], status
     assert int(dut.error.value) == 1
 
     # A byte whose stop bit is low (a wrong baud rate) is dropped and flagged.
@@ -190,7 +242,7 @@ async def accelerator_bridge(dut):
             try:
                 data = conn.recv(4096)
                 if data:
-                    await host.send_bytes(data)
+                    await host.source.write(data)      # queued: replies keep flowing meanwhile
                 else:
                     closed = True                  # the host closed the link
             except BlockingIOError:
@@ -205,3 +257,43 @@ async def accelerator_bridge(dut):
                 sent = len(host.raw)
         await Timer(10 * host.bit_ns, unit="ns")
     server.close()
+
+
+@cocotb.test()
+async def accelerator_stream(dut):
+    """Stream ``B`` batches at the real bit time, window of two frames: outputs == golden, timing.
+
+    ``$ACCEL_TB_DATA`` (``.npz``): ``x``, ``expected``, ``divisor``, ``batch``.  The
+    host answers at once (no USB latency).  Writes ``$ACCEL_TB_RESULT`` (``.json``):
+    clock cycles from the first byte sent to the last byte received, vectors,
+    bytes sent and received, the cycles the host-to-device line carried bytes,
+    and the device cycles of every frame.
+    """
+    import json
+    data = np.load(os.environ["ACCEL_TB_DATA"])
+    x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
+    div, batch = int(data["divisor"]), int(data["batch"])
+    n, n_out = len(x), expected.shape[1]
+    host = await _start(dut, div)
+    starts = list(range(0, n, batch))
+    frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(k, x[s:s + batch])) for k, s in enumerate(starts)]
+    t0 = get_sim_time("ns")
+    await host.source.write(b"".join(frames[:2]))       # queued: sent back to back
+    frame_cycles = []
+    for k, s in enumerate(starts):
+        reply = await host.reply(timeout_bytes=1 << 20)
+        if k + 2 < len(frames):
+            await host.source.write(frames[k + 2])
+        want = expected[s:s + batch]
+        ys, cycles, _ = P.parse_batch(reply, k, len(want), n_out)
+        for v, (y, w) in enumerate(zip(ys, want)):
+            Scoreboard("output", w.tolist(), where=lambda i: f"frame {k} vector {v}: output {i}",
+                       terms=lambda i: f"rtl {y}, expected {w.tolist()}").compare(y)
+        frame_cycles.append(cycles)
+    await host.source.wait()
+    total = (get_sim_time("ns") - t0) / CLOCK_NS
+    sent = sum(len(f) for f in frames)
+    Path(os.environ["ACCEL_TB_RESULT"]).write_text(json.dumps({
+        "cycles": total, "vectors": n, "bytes_sent": sent, "bytes_received": len(host.raw),
+        "line_busy_cycles": sent * 10 * div, "frame_cycles": frame_cycles}))
+    dut._log.info(f"{n} vectors streamed bit-exact in {total:.0f} cycles")

@@ -36,9 +36,10 @@ def test_accelerator_equals_golden_over_uart(tmp_path, simulator):
     x = rng.integers(-128, 128, size=(4, 16)).astype(np.int8)
     x[0] = -128                                         # full-scale corner
     expected = run_model(model, x)
-    acc = Accelerator(model, CLK_HZ, DIVISOR, EngineConfig(pes=4))
+    acc = Accelerator(model, CLK_HZ, DIVISOR, EngineConfig(pes=4), max_batch=17)
     np.savez(tmp_path / "data.npz", x=x, expected=expected, divisor=DIVISOR,
-             model_id=P.model_id(model), layers=len(model.layers), clk_hz=CLK_HZ)
+             model_id=P.model_id(model), layers=len(model.layers), clk_hz=CLK_HZ,
+             max_batch=acc.max_batch)
     run_cocotb(sim_verilog(acc, "accel"), "accel", "sparrow.tb.accel_tb", simulator,
                extra_env={"ACCEL_TB_DATA": tmp_path / "data.npz"}, test_dir=tmp_path / "run",
                testcase="accelerator_host_protocol",
@@ -72,3 +73,40 @@ def test_uart_divisor_and_model_checks():
     conv = random_model([random_layer("sd_conv2d", rng, name="c1", in_ch=1, out_ch=2, k=3)], [1, 4, 4])
     with pytest.raises(SparrowError, match="layer 'c1': kind 'sd_conv2d' has no RTL engine"):
         Accelerator(conv, CLK_HZ, DIVISOR)
+
+
+def test_protocol_version_2_reference():
+    import struct
+    v2 = P.identify_payload(64, 10, 2, 0xDEADBEEF, 39e6, 16)
+    assert len(v2) == P.IDENT_LEN == 20
+    assert P.parse_identify((ord("I"), v2)) == {"version": 2, "in_size": 64, "out_size": 10, "layers": 2,
+                                                "model_id": 0xDEADBEEF, "clk_hz": 39_000_000,
+                                                "max_batch": 16}
+    # a version 1 device: 18 bytes, no batch command
+    v1 = b"SPRW" + struct.pack("<BHHBII", 1, 64, 10, 2, 7, 12_000_000)
+    assert P.parse_identify((ord("I"), v1))["max_batch"] == 0
+    with pytest.raises(P.ProtocolError, match="'I' reply has 18 bytes for protocol version 2"):
+        P.parse_identify((ord("I"), b"SPRW\x02" + v1[5:]))
+    assert P.batch_payload(258, [[1, -1], [127, -128]]) == bytes([2, 1, 255, 127, 128])
+    reply = (ord("B"), bytes([7, 1, 1, 255, 3, 4]) + (99).to_bytes(4, "little"))
+    assert P.parse_batch(reply, 7, 2, 2) == ([[1, -1], [3, 4]], 99, True)
+    with pytest.raises(P.ProtocolError, match="'B' reply to batch 7, expected 8"):
+        P.parse_batch(reply, 8, 2, 2)
+    with pytest.raises(P.ProtocolError, match="'B' reply has 10 bytes, expected 12"):
+        P.parse_batch(reply, 7, 3, 2)
+    # digits-mlp at 3 Mbaud, 16 vectors a frame: 1031 request bytes carry 1024 input bytes
+    req, rep, share = P.link_seconds(3_000_000, 64, 10, 16)
+    assert req == pytest.approx(1031 * 10 / 3e6) and rep == pytest.approx(172 * 10 / 3e6)
+    assert share == pytest.approx(1024 / 1031)
+
+
+def test_batch_capacity_checked():
+    model = three_engine_model()
+    with pytest.raises(TypeError, match="Batch capacity must be a positive integer, not 0"):
+        Accelerator(model, CLK_HZ, DIVISOR, max_batch=0)
+    with pytest.raises(ValueError, match="Batch capacity must be between 1 and 255, not 256"):
+        Accelerator(model, CLK_HZ, DIVISOR, max_batch=256)
+    big = random_model([random_layer("dense_linear", np.random.default_rng(0), name="fc", in_=512,
+                                     out=4)], [512], name="wide")
+    with pytest.raises(SparrowError, match="model 'wide': a batch of 200 vectors exceeds the 65535-byte frame"):
+        Accelerator(big, CLK_HZ, DIVISOR, max_batch=200)

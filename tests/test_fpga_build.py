@@ -64,15 +64,36 @@ def test_build_model_accelerator_and_one_layer(tmp_path):
                          name="tiny")
     save_model(model, tmp_path / "tiny")
     r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--pes", "4",
-                "--out", str(tmp_path / "accel"))
+                "--clock", "24", "--out", str(tmp_path / "accel"))
     assert r.returncode == 0, r.stderr
+    assert "clock 24.000 MHz from the PLL" in r.stdout and "UART 3000000 baud (divisor 8)" in r.stdout
     accel = json.loads((tmp_path / "accel" / "tiny_accel.report.json").read_text())
     assert accel["design_kind"] == "accelerator" and accel["harness"] is None
     assert accel["layers"] == ["fc1 sd_linear 16->12", "fc2 dense_linear 12->6"]
-    assert accel["clock_mhz"] == 12.0 and accel["target_mhz"] == 12.0 and accel["baud"] == 115200
+    assert accel["clock_hz"] == 24e6 and accel["target_mhz"] == 24.0 and accel["baud"] == 3_000_000
+    # icepll -i 12 -o 24: DIVR 0, DIVF 63, DIVQ 5, FILTER_RANGE 1
+    pll = accel["pll"]
+    assert (pll["primitive"], pll["divr"], pll["divf"], pll["divq"], pll["filter_range"]) == \
+        ("SB_PLL40_PAD", 0, 63, 5, 1)
     (clock, fmax), = accel["fmax_mhz"].items()
-    assert fmax["achieved"] > 12.0, fmax
+    assert fmax["constraint"] == pytest.approx(24.0, abs=0.1), fmax     # nextpnr through the PLL
+    assert accel["fmax_hz"] == round(fmax["achieved"] * 1e6) > 24e6
     assert (tmp_path / "accel" / "tiny_accel.bin").is_file()
+
+    # Without --clock: a first place and route learns fmax; the clock keeps a 3% margin.
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--pes", "4",
+                "--out", str(tmp_path / "auto"))
+    assert r.returncode == 0, r.stderr
+    auto = json.loads((tmp_path / "auto" / "tiny_accel.report.json").read_text())
+    assert auto["clock_hz"] <= auto["learn_fmax_hz"] * 0.97 and auto["clock_hz"] <= auto["fmax_hz"]
+    assert auto["clock_hz"] > 24e6 and auto["clock_hz"] % 3e6 == 0     # 3 Mbaud exactly
+    # A clock the design does not meet is refused, with one line, and leaves no bitstream.
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--pes", "4",
+                "--clock", "200", "--out", str(tmp_path / "fast"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("sparrow build: error: --clock 200: tiny_accel meets only") and "choose --clock" in line
+    assert not (tmp_path / "fast" / "tiny_accel.bin").exists()
 
     r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--layer", "fc1",
                 "--pes", "4", "--out", str(tmp_path / "fc1"))
@@ -87,5 +108,10 @@ def test_build_model_accelerator_and_one_layer(tmp_path):
     assert r.stderr.strip().splitlines()[-1].endswith("has no such layer (layers: fc1, fc2)")
     r = sparrow("build", "--board", "orangecrab-25f", "--model", str(tmp_path / "tiny"))
     assert r.returncode == 1 and "orangecrab-25f has no UART resource" in r.stderr
-    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--baud", "5000000")
-    assert r.returncode == 1 and "--baud 5000000: Baud rate 5000000 is too high" in r.stderr
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--baud", "6000000",
+                "--clock", "18")
+    assert r.returncode == 1 and "--baud 6000000: Baud rate 6000000 is too high" in r.stderr
+    r = sparrow("build", "--board", "icebreaker", "--model", str(tmp_path / "tiny"), "--clock", "300")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == ("sparrow build: error: iCE40 PLL: output frequency "
+                                                 "300.000 MHz is outside 16..275 MHz")

@@ -2,8 +2,11 @@
 
 Designs: ``pe`` (one shift-add PE), ``pe-array`` (``--pes`` PEs sharing one
 activation stream), ``--model DIR``: the whole-model accelerator (every
-layer's engine behind the UART host interface, at the board's clock; flash it
-with ``sparrow flash`` and drive it with ``sparrow run``), and ``--model DIR
+layer's engine behind the UART host interface, clocked by the board's PLL at
+``--clock MHZ`` or, without it, at the fastest PLL clock the design meets (a
+first place and route learns fmax, the final build keeps a 3% margin); a
+``--clock`` the design misses is refused; flash it with ``sparrow flash`` and
+drive it with ``sparrow run``), and ``--model DIR
 --layer NAME``: one layer's engine alone in the build harness, constrained to
 the board's target frequency (for resource and fmax studies).  The report (``<out>/<design>.report.json``) holds the
 board, device, LUT/LC, FF, DSP, block RAM, fmax per clock, nextpnr seed and
@@ -23,8 +26,11 @@ def configure(parser):
                         help="build the accelerator of this model directory instead of --design")
     parser.add_argument("--layer", default=None,
                         help="with --model: build only this layer's engine (in the build harness)")
-    parser.add_argument("--baud", type=int, default=115200,
-                        help="with --model: UART baud rate of the host link (default 115200)")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="with --model: UART baud rate of the host link (default: the "
+                             "board bridge's fastest, 3000000 on the iCEBreaker and ULX3S)")
+    parser.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                        help="with --model: the PLL clock (default: the fastest the design meets)")
     parser.add_argument("--pes", type=int, default=None,
                         help="PE count for pe-array (default 32) or for each sd_linear engine "
                              "of --model (default 8)")
@@ -53,7 +59,8 @@ def make_design(args):
 
 
 def model_design(args):
-    """``(component, name, extra, target_mhz)`` for ``--model``: the accelerator, or one layer's engine."""
+    """``(component, name, extra, target_mhz)`` for ``--model --layer``: one layer's engine;
+    ``(model, config)`` for the whole accelerator."""
     from sparrow import SparrowError
     from sparrow.modeldir import load_model
     from sparrow.cli.common import engine_config
@@ -62,8 +69,7 @@ def model_design(args):
     config = engine_config(pes)
     model = load_model(args.model)
     if args.layer is None:
-        from sparrow.fpga.accel_top import accelerator_design
-        return accelerator_design(model, args.board, args.baud, config)
+        return model, config
     layer = next((l for l in model.layers if l.name == args.layer), None)
     if layer is None:
         raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
@@ -84,11 +90,37 @@ def run(args):
         design, name, extra = make_design(args)
         target = None
     else:
-        design, name, extra, target = model_design(args)
+        made = model_design(args)
+        if args.layer is None:
+            return _build_accelerator(args, *made)
+        design, name, extra, target = made
+    if args.clock is not None or args.baud is not None:
+        raise SparrowError("--clock and --baud apply to the accelerator (--model DIR without --layer)")
     out = Path(args.out or f"build/fpga/{args.board}-{name}")
     report = build_design(design, args.board, out, name=name, seed=args.seed, extra=extra,
                           target_mhz=target)
     print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
           f"{summarise(report)}")
+    print(f"report: {out / (name + '.report.json')}")
+    return 0
+
+
+def _build_accelerator(args, model, config):
+    from pathlib import Path
+    from sparrow import SparrowError
+    from sparrow.fpga.build import build_accelerator
+    from sparrow.fpga.report import summarise
+    if args.clock is not None and not args.clock > 0:
+        raise SparrowError(f"--clock must be a positive frequency in MHz, not {args.clock:g}")
+    name = f"{model.name}_accel"
+    out = Path(args.out or f"build/fpga/{args.board}-{name}")
+    report = build_accelerator(model, args.board, out, config=config, baud=args.baud,
+                               clock_mhz=args.clock, seed=args.seed)
+    print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
+          f"{summarise(report)}")
+    learnt = (f", fmax learnt {report['learn_fmax_hz'] / 1e6:.1f} MHz"
+              if report.get("learn_fmax_hz") else "")
+    print(f"clock {report['clock_hz'] / 1e6:.3f} MHz from the PLL (fmax {report['fmax_hz'] / 1e6:.1f} "
+          f"MHz{learnt}), UART {report['baud']} baud (divisor {report['uart_divisor']})")
     print(f"report: {out / (name + '.report.json')}")
     return 0
