@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("bench_pe", "bench_sd", "bench_bc", "bench_compress", "bench_sim")
+BENCHES = ("bench_pe", "bench_sd", "bench_bc", "bench_compress", "bench_sim", "bench_link")
 
 
 def main():
