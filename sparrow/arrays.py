@@ -8,6 +8,7 @@ file, not an array, wrong dtype or shape, NaN) raises
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from sparrow import SparrowError
 
-__all__ = ["load_inputs", "load_model_inputs", "quantize_real", "save_npy_atomic"]
+__all__ = ["load_inputs", "load_model_inputs", "quantize_real", "save_npy_atomic", "replace_directory"]
 
 
 def quantize_real(x, scale_exp):
@@ -91,3 +92,25 @@ def save_npy_atomic(path, array):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_directory(tmp, dest, check_replaceable=None):
+    """Move the finished folder ``tmp`` to ``dest``, replacing what was there as one step.
+
+    ``tmp`` must sit beside ``dest`` (same file system).  An existing ``dest``
+    is first passed to ``check_replaceable(dest)``, which raises SparrowError
+    when it is not ours to replace; it is renamed aside, ``tmp`` renamed into
+    place, and the old folder removed, so a reader sees the old directory or
+    the new one, never half of either.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    old = None
+    if dest.exists():
+        if check_replaceable is not None:
+            check_replaceable(dest)
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        os.rename(dest, old / "d")
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+

@@ -18,7 +18,6 @@ never sees a half-written directory.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sparrow import SparrowError
+from sparrow.arrays import replace_directory
 
 __all__ = [
     "FORMAT", "VERSION", "KINDS", "LINEAR_KINDS", "CONV_KINDS", "PARAM_KINDS",
@@ -469,6 +469,11 @@ def load_model(path):
 
 # --------------------------------------------------------------------------- save
 
+def _check_replaceable(path):
+    if not path.is_dir() or (not (path / "manifest.json").is_file() and any(path.iterdir())):
+        raise SparrowError(f"{path}: exists and is not a model directory; refusing to replace it")
+
+
 def save_model(model, path):
     """Validate ``model`` and write it as a model directory at ``path``, atomically.
 
@@ -490,15 +495,7 @@ def save_model(model, path):
                 layer.params_file = layer.params_file or f"{layer.name}.npz"
                 np.savez(tmp / layer.params_file, **layer.params)
         (tmp / "manifest.json").write_text(json.dumps(model.manifest(), indent=1) + "\n")
-        old = None
-        if path.exists():
-            if not path.is_dir() or (not (path / "manifest.json").is_file() and any(path.iterdir())):
-                raise SparrowError(f"{path}: exists and is not a model directory; refusing to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.rename(path, old / "d")
-        os.rename(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, path, _check_replaceable)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

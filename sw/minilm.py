@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sparrow import SparrowError
+from sparrow.arrays import replace_directory
 
 __all__ = ["load_sentences", "load_minilm", "encoder_linears", "decompose_linear", "compress_minilm",
            "compress_minilm_to", "embedding_cosine", "layer_factors", "factor_weight", "read_manifest",
@@ -612,14 +613,7 @@ def compress_minilm_to(out, k=4, density=1.0, block=4, tiles=TILES, sentences=No
                     "reload_max_abs_diff": float((emb - in_memory).abs().max()),
                     "factors_max_rel_gap": gap, "files": {"manifest": MANIFEST, "factors": FACTORS}})
         (tmp / "report.json").write_text(json.dumps(rep, indent=1) + "\n")
-        old = None
-        if out.exists():
-            _replaceable(out)
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "d")
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, out, _replaceable)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
