@@ -22,6 +22,8 @@ The cycle count of a run goes from the first input element offered to the
 first engine to the last output element of the last engine.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -139,6 +141,7 @@ class CommandSequencer(Component):
     def __init__(self, in_size, out_size, ident, max_batch=16, depth=4):
         self._in_size, self._out_size, self._ident = in_size, out_size, ident
         self._max_batch, self._depth = max_batch, depth
+        self._max_reply = max(P.IDENT_LEN, P.STATUS_LEN, 2 + max_batch * out_size + 4)
         super().__init__({
             "busy": Out(1),
             "cmd": In(8), "length": In(16), "start": In(1),
@@ -152,269 +155,337 @@ class CommandSequencer(Component):
             "error": Out(1),
         })
 
+    # Reply kinds kept in the reply records (3 bits instead of the 8-bit command):
+    # bit 2 marks a data reply (R, B), bit 0 of a data reply a batch.
+    _K_ERROR, _K_IDENTIFY, _K_STATUS, _K_RUN, _K_BATCH = 0, 1, 2, 4, 5
+    _KIND_CMD = {_K_ERROR: P.CMD_ERROR, _K_IDENTIFY: P.CMD_IDENTIFY, _K_STATUS: P.CMD_STATUS,
+                 _K_RUN: P.CMD_RUN, _K_BATCH: P.CMD_BATCH}
+    _TAG_BITS = 3
+
+    @property
+    def max_reply(self):
+        """The longest reply payload this sequencer sends."""
+        return self._max_reply
+
     def elaborate(self, platform):
         m = Module()
-        n_in, n_out, B = self._in_size, self._out_size, self._max_batch
-        TAG_BITS = 3
-        TAGS = 1 << TAG_BITS
+        s = SimpleNamespace()       # the signals the parts share
+        # The order matters: where two parts assign one register in a cycle, the later
+        # wins (a pending frame taken to `ready` and replaced in the same cycle).
+        self._receive_vectors(m, s)
+        self._feed_chain(m, s)
+        self._collect_outputs(m, s)
+        self._status_flags(m, s)
+        self._start_reply(m, s)
+        self._finish_pending(m, s)
+        self._judge_frame(m, s)
+        self._act_on_frame(m, s)
+        self._guard_banks(m, s)
+        self._reply_byte(m, s)
+        m.d.comb += self.busy.eq(s.feeding | s.inflight.r_rdy | s.slot_ready.any() |
+                                 s.pend["valid"] | s.ready["valid"])
+        return m
 
-        # ---- receiving: classify the frame, write its vectors into the two input slots
+    def _receive_vectors(self, m, s):
+        """Classify a frame at its start; write its vectors into the two input slots."""
+        n_in, B, TAGS = self._in_size, self._max_batch, 1 << self._TAG_BITS
         m.submodules.inbuf = inbuf = Memory(shape=8, depth=2 * n_in, init=[])
-        in_w, in_r = inbuf.write_port(), inbuf.read_port()
-        data_frame, is_batch = Signal(), Signal()
-        tag = Signal(range(TAGS))
-        done_tag, done_valid, done_cycles = Signal(range(TAGS)), Signal(), Signal(32)
-        rx_seq, vidx, offset, wslot = Signal(8), Signal(range(B + 1)), Signal(range(n_in)), Signal()
-        slot_ready = Signal(2)                        # a complete vector waits in / feeds from the slot
-        slot_tag = Array(Signal(range(TAGS), name=f"slot_tag{i}") for i in range(2))
-        slot_vidx = Array(Signal(range(B), name=f"slot_vidx{i}") for i in range(2))
-        slot_last = Array(Signal(name=f"slot_last{i}") for i in range(2))
-        bad = Signal(TAGS)                            # frames whose data was overwritten
+        in_w, s.in_r = inbuf.write_port(), inbuf.read_port()
+        s.data_frame, s.is_batch = Signal(), Signal()
+        s.tag = tag = Signal(range(TAGS))
+        s.done_tag, s.done_valid, s.done_cycles = Signal(range(TAGS)), Signal(), Signal(32)
+        s.rx_seq, s.vidx = Signal(8), Signal(range(B + 1))
+        s.offset, wslot = Signal(range(n_in)), Signal()
+        s.slot_ready = Signal(2)                      # a complete vector waits in / feeds from the slot
+        s.slot_tag = Array(Signal(range(TAGS), name=f"slot_tag{i}") for i in range(2))
+        s.slot_vidx = Array(Signal(range(B), name=f"slot_vidx{i}") for i in range(2))
+        s.slot_last = Array(Signal(name=f"slot_last{i}") for i in range(2))
+        s.bad = Signal(TAGS)                          # frames whose data was overwritten
         set_bad_in, clear_bad = Signal(TAGS), Signal(TAGS)
-        set_bad_out = [Signal(TAGS, name=f"set_bad_out{i}") for i in range(2)]
-        m.d.sync += bad.eq((bad & ~clear_bad) | set_bad_in | set_bad_out[0] | set_bad_out[1])
-        one = Const(1, TAGS)
-        slot_free = Signal(2)                         # the feeder finished a slot (this cycle)
+        s.set_bad_out = [Signal(TAGS, name=f"set_bad_out{i}") for i in range(2)]
+        m.d.sync += s.bad.eq((s.bad & ~clear_bad) | set_bad_in | s.set_bad_out[0] | s.set_bad_out[1])
+        s.one = one = Const(1, TAGS)
+        s.slot_free = Signal(2)                       # the feeder finished a slot (this cycle)
         slot_fill = Signal(2)
-        m.d.sync += slot_ready.eq((slot_ready & ~slot_free) | slot_fill)
+        m.d.sync += s.slot_ready.eq((s.slot_ready & ~s.slot_free) | slot_fill)
 
         with m.If(self.start):
             ok_run = (self.cmd == P.CMD_RUN) & (self.length == n_in)
             ok_batch = (self.cmd == P.CMD_BATCH) & (self.length >= 1 + n_in) & \
                 (self.length <= 1 + B * n_in)
-            m.d.sync += [data_frame.eq(ok_run | ok_batch), is_batch.eq(self.cmd == P.CMD_BATCH),
-                         vidx.eq(0), offset.eq(0)]
+            m.d.sync += [s.data_frame.eq(ok_run | ok_batch), s.is_batch.eq(self.cmd == P.CMD_BATCH),
+                         s.vidx.eq(0), s.offset.eq(0)]
             with m.If(ok_run | ok_batch):
                 m.d.sync += tag.eq(tag + 1)
-                m.d.comb += clear_bad.eq(one << (tag + 1)[:TAG_BITS])
-                with m.If(done_tag == (tag + 1)[:TAG_BITS]):
-                    m.d.sync += done_valid.eq(0)      # a completion of an older frame with this tag
+                m.d.comb += clear_bad.eq(one << (tag + 1)[:self._TAG_BITS])
+                with m.If(s.done_tag == (tag + 1)[:self._TAG_BITS]):
+                    m.d.sync += s.done_valid.eq(0)    # a completion of an older frame with this tag
         # Payload bytes pass one register first (a short path from the receiver).
         byte_in, header, last_byte, byte = Signal(), Signal(), Signal(), Signal(8)
-        m.d.sync += [byte_in.eq(self.payload.valid & data_frame), byte.eq(self.payload.payload.byte),
-                     header.eq(is_batch & (self.payload.payload.index == 0)),
-                     last_byte.eq(self.payload.payload.index == self.length - 1)]
+        m.d.sync += [byte_in.eq(self.payload.valid & s.data_frame), byte.eq(self.payload.payload.byte),
+                     header.eq(s.is_batch & self.payload.payload.first),
+                     last_byte.eq(self.payload.payload.last)]
         with m.If(byte_in & header):
-            m.d.sync += rx_seq.eq(byte)
-        with m.If(byte_in & ~header & (vidx < B)):
-            m.d.comb += [in_w.en.eq(1), in_w.addr.eq(Mux(wslot, n_in, 0) + offset),
+            m.d.sync += s.rx_seq.eq(byte)
+        with m.If(byte_in & ~header & (s.vidx < B)):
+            m.d.comb += [in_w.en.eq(1), in_w.addr.eq(Cat(wslot, s.offset)),
                          in_w.data.eq(byte)]
-            with m.If(slot_ready.bit_select(wslot, 1)):
+            with m.If(s.slot_ready.bit_select(wslot, 1)):
                 # The chain has not taken the vector in this slot yet: both frames are lost.
-                m.d.comb += set_bad_in.eq((one << slot_tag[wslot]) | (one << tag))
-            with m.If(offset == n_in - 1):
-                m.d.sync += [offset.eq(0), vidx.eq(vidx + 1), wslot.eq(~wslot),
-                             slot_tag[wslot].eq(tag), slot_vidx[wslot].eq(vidx),
-                             slot_last[wslot].eq(last_byte)]
+                m.d.comb += set_bad_in.eq((one << s.slot_tag[wslot]) | (one << tag))
+            with m.If(s.offset == n_in - 1):
+                m.d.sync += [s.offset.eq(0), s.vidx.eq(s.vidx + 1), wslot.eq(~wslot),
+                             s.slot_tag[wslot].eq(tag), s.slot_vidx[wslot].eq(s.vidx),
+                             s.slot_last[wslot].eq(last_byte)]
                 m.d.comb += slot_fill.eq(1 << wslot)
             with m.Else():
-                m.d.sync += offset.eq(offset + 1)
+                m.d.sync += s.offset.eq(s.offset + 1)
 
-        # ---- feeding: a complete slot streams into the chain; its (tag, vector, last) follows
-        # the vector through the chain in a FIFO.
-        idx_bits = max(1, (B - 1).bit_length())
-        m.submodules.inflight = inflight = SyncFIFOBuffered(width=TAG_BITS + idx_bits + 1, depth=self._depth + 2)
-        fslot, feeding = Signal(), Signal()
+    def _feed_chain(self, m, s):
+        """A complete slot streams into the chain; its (tag, vector, last) follows it in a FIFO."""
+        n_in = self._in_size
+        s.idx_bits = max(1, (self._max_batch - 1).bit_length())
+        m.submodules.inflight = s.inflight = inflight = SyncFIFOBuffered(
+            width=self._TAG_BITS + s.idx_bits + 1, depth=self._depth + 2)
+        fslot, s.feeding = Signal(), Signal()
+        feeding = s.feeding
         feed_addr = Signal(range(n_in + 1))
         advance = ~self.chain_in.valid | self.chain_in.ready
-        m.d.comb += [in_r.addr.eq(Mux(fslot, n_in, 0) + feed_addr), in_r.en.eq(advance),
-                     self.chain_in.payload.eq(in_r.data)]
+        m.d.comb += [s.in_r.addr.eq(Cat(fslot, feed_addr)), s.in_r.en.eq(advance),
+                     self.chain_in.payload.eq(s.in_r.data)]
         with m.If(advance):
             m.d.sync += self.chain_in.valid.eq(feeding & (feed_addr < n_in))
             with m.If(feeding & (feed_addr < n_in)):
                 m.d.sync += feed_addr.eq(feed_addr + 1)
-        with m.If(~feeding & slot_ready.bit_select(fslot, 1) & inflight.w_rdy):
+        with m.If(~feeding & s.slot_ready.bit_select(fslot, 1) & inflight.w_rdy):
             m.d.sync += [feeding.eq(1), feed_addr.eq(0)]
             m.d.comb += [inflight.w_en.eq(1),
-                         inflight.w_data.eq(Cat(slot_tag[fslot], slot_vidx[fslot][:idx_bits],
-                                                slot_last[fslot]))]
+                         inflight.w_data.eq(Cat(s.slot_tag[fslot], s.slot_vidx[fslot][:s.idx_bits],
+                                                s.slot_last[fslot]))]
         with m.If(feeding & (feed_addr == n_in) & advance):
             m.d.sync += [feeding.eq(0), fslot.eq(~fslot)]
-            m.d.comb += slot_free.eq(1 << fslot)
+            m.d.comb += s.slot_free.eq(1 << fslot)
 
-        # ---- outputs: into bank (tag & 1) at the vector's place.  `acc` counts the cycles the
-        # chain holds vectors; a frame's count ends with its last output (`done_now`).
+    def _collect_outputs(self, m, s):
+        """Outputs go into bank (tag & 1) at the vector's place.
+
+        ``acc`` counts the cycles the chain holds vectors; a frame's count ends with its
+        last output (``done_now``).
+        """
+        n_out, B, T = self._out_size, self._max_batch, self._TAG_BITS
         m.submodules.outbuf = outbuf = Memory(shape=8, depth=2 * B * n_out, init=[])
-        out_w, out_r = outbuf.write_port(), outbuf.read_port()
-        head_tag, head_vidx, head_last = (inflight.r_data[:TAG_BITS],
-                                          inflight.r_data[TAG_BITS:TAG_BITS + idx_bits],
-                                          inflight.r_data[TAG_BITS + idx_bits])
+        out_w, s.out_r = outbuf.write_port(), outbuf.read_port()
+        r_data = s.inflight.r_data
+        s.head_tag, head_vidx, head_last = r_data[:T], r_data[T:T + s.idx_bits], r_data[T + s.idx_bits]
         out_o = Signal(range(n_out))
-        done_now = Signal()
-        vectors, last_cycles, acc = Signal(32), Signal(32), Signal(32)
-        writing_bank = Signal()
-        m.d.comb += [self.chain_out.ready.eq(1), writing_bank.eq(head_tag[0])]
-        with m.If(inflight.r_rdy):
-            m.d.sync += acc.eq(acc + 1)
+        s.done_now = Signal()
+        s.vectors, s.last_cycles, s.acc = Signal(32), Signal(32), Signal(32)
+        m.d.comb += self.chain_out.ready.eq(1)
+        with m.If(s.inflight.r_rdy):
+            m.d.sync += s.acc.eq(s.acc + 1)
         with m.If(self.chain_out.valid):
             m.d.comb += [out_w.en.eq(1), out_w.data.eq(self.chain_out.payload),
-                         out_w.addr.eq(Mux(head_tag[0], B * n_out, 0) + head_vidx * n_out + out_o)]
+                         out_w.addr.eq(Cat(s.head_tag[0], head_vidx * n_out + out_o))]
             with m.If(out_o == n_out - 1):
-                m.d.sync += [out_o.eq(0), vectors.eq(vectors + 1)]
-                m.d.comb += inflight.r_en.eq(1)
+                m.d.sync += [out_o.eq(0), s.vectors.eq(s.vectors + 1)]
+                m.d.comb += s.inflight.r_en.eq(1)
                 with m.If(head_last):
-                    m.d.comb += done_now.eq(1)
-                    m.d.sync += [done_tag.eq(head_tag), done_valid.eq(1), done_cycles.eq(acc + 1),
-                                 acc.eq(0)]
+                    m.d.comb += s.done_now.eq(1)
+                    m.d.sync += [s.done_tag.eq(s.head_tag), s.done_valid.eq(1),
+                                 s.done_cycles.eq(s.acc + 1), s.acc.eq(0)]
             with m.Else():
                 m.d.sync += out_o.eq(out_o + 1)
 
-        # ---- frames and replies: pend (a data frame waiting for its outputs) -> ready -> sending
-        crc_seen, dropped = Signal(), Signal()
-        flags = Signal(8)
-        status = Signal(8 * P.STATUS_LEN)
-        m.d.comb += [flags.eq(self.chain_error | (self.rx_overrun << 1) | (self.rx_frame_error << 2) |
-                              (crc_seen << 3) | (dropped << 4)),
-                     self.error.eq(flags != 0)]
+    def _status_flags(self, m, s):
+        """The sticky status flags, and the reply records: pend (a data frame waiting for its
+        outputs) -> ready -> cur (being sent)."""
+        s.crc_seen, s.dropped = Signal(), Signal()
+        s.flags = Signal(8)
+        m.d.comb += [s.flags.eq(self.chain_error | (self.rx_overrun << 1) | (self.rx_frame_error << 2) |
+                                (s.crc_seen << 3) | (s.dropped << 4)),
+                     self.error.eq(s.flags != 0)]
 
         def record(prefix):
-            return {"valid": Signal(name=f"{prefix}_valid"), "cmd": Signal(8, name=f"{prefix}_cmd"),
-                    "tag": Signal(range(TAGS), name=f"{prefix}_tag"), "seq": Signal(8, name=f"{prefix}_seq"),
-                    "repeat": Signal(name=f"{prefix}_repeat"), "count": Signal(range(B + 1), name=f"{prefix}_count"),
-                    "code": Signal(8, name=f"{prefix}_code"), "cycles": Signal(32, name=f"{prefix}_cycles"),
+            return {"valid": Signal(name=f"{prefix}_valid"), "kind": Signal(3, name=f"{prefix}_kind"),
+                    "tag": Signal(range(1 << self._TAG_BITS), name=f"{prefix}_tag"),
+                    "seq": Signal(8, name=f"{prefix}_seq"), "repeat": Signal(name=f"{prefix}_repeat"),
+                    "count": Signal(range(self._max_batch + 1), name=f"{prefix}_count"),
+                    "code": Signal(3, name=f"{prefix}_code"), "cycles": Signal(32, name=f"{prefix}_cycles"),
                     "done": Signal(name=f"{prefix}_done")}
-        pend, ready, cur = record("pend"), record("ready"), record("cur")
-        pend_take = Signal()
-        last_seqs, seq_valid = Signal(16), Signal(2)
+        s.pend, s.ready, s.cur = record("pend"), record("ready"), record("cur")
+        s.claimed = Signal()      # the pending data frame moves to `ready` this cycle
 
-        claimed = Signal()        # the pending data frame moves to `ready` this cycle
+    def _to_ready(self, m, s, kind, code=0, src=None):
+        """Queue a reply in `ready`, or count it dropped if the place is taken."""
+        ready = s.ready
+        # `ready` taken by the sender this cycle still counts as occupied: a short path
+        # from the sender's state (the reply waits one cycle more).
+        with m.If(ready["valid"] | (s.claimed if src is None else 0)):
+            m.d.sync += s.dropped.eq(1)
+        with m.Else():
+            m.d.sync += [ready["valid"].eq(1), ready["kind"].eq(kind), ready["code"].eq(code)]
+            if src is not None:
+                m.d.sync += [ready[k].eq(src[k]) for k in ("tag", "seq", "repeat", "count", "cycles")]
 
-        def to_ready(cmd, code=0, src=None):
-            # `ready` taken by the sender this cycle still counts as occupied: a short path
-            # from the sender's state (the reply waits one cycle more).
-            with m.If(ready["valid"] | (claimed if src is None else 0)):
-                m.d.sync += dropped.eq(1)
-            with m.Else():
-                m.d.sync += [ready["valid"].eq(1), ready["cmd"].eq(cmd), ready["code"].eq(code)]
-                if src is not None:
-                    m.d.sync += [ready[k].eq(src[k]) for k in ("tag", "seq", "repeat", "count", "cycles")]
-
-        # Start the next reply when the sender is idle.
-        data_reply = Signal()
-        m.d.comb += data_reply.eq((cur["cmd"] == P.CMD_RUN) | (cur["cmd"] == P.CMD_BATCH))
+    def _start_reply(self, m, s):
+        """Start the next reply when the sender is idle: its command and length, into `cur`."""
+        n_out, B = self._out_size, self._max_batch
+        ready, cur = s.ready, s.cur
+        s.n_data = n_data = Signal(range(B * n_out + 1))
+        product = Signal(range(B * n_out + 1))
+        m.d.comb += product.eq(ready["count"] * n_out)
         starting = Signal()
-        max_reply = max(P.IDENT_LEN, P.STATUS_LEN, 2 + B * n_out + 4)
-        n_data = Signal(range(B * n_out + 1))
         with m.If(ready["valid"] & ~self.send_busy & ~starting):
-            m.d.comb += [self.send.eq(1), self.send_cmd.eq(ready["cmd"])]
-            m.d.sync += [starting.eq(1), ready["valid"].eq(0), n_data.eq(ready["count"] * n_out)] + \
-                [cur[k].eq(ready[k]) for k in ("cmd", "tag", "seq", "repeat", "count", "code")]
-            with m.Switch(ready["cmd"]):
-                with m.Case(P.CMD_IDENTIFY):
+            m.d.comb += self.send.eq(1)
+            m.d.sync += [starting.eq(1), ready["valid"].eq(0), n_data.eq(product)] + \
+                [cur[k].eq(ready[k]) for k in ("kind", "tag", "seq", "repeat", "count", "code")]
+            with m.Switch(ready["kind"]):
+                for kind, cmd in self._KIND_CMD.items():
+                    with m.Case(kind):
+                        m.d.comb += self.send_cmd.eq(cmd)
+            with m.Switch(ready["kind"]):
+                with m.Case(self._K_IDENTIFY):
                     m.d.comb += self.send_length.eq(P.IDENT_LEN)
-                with m.Case(P.CMD_STATUS):
+                with m.Case(self._K_STATUS):
                     m.d.comb += self.send_length.eq(P.STATUS_LEN)
-                with m.Case(P.CMD_RUN):
+                with m.Case(self._K_RUN):
                     m.d.comb += self.send_length.eq(n_out + 4)
-                with m.Case(P.CMD_BATCH):
-                    m.d.comb += self.send_length.eq(2 + ready["count"] * n_out + 4)
+                with m.Case(self._K_BATCH):
+                    m.d.comb += self.send_length.eq(2 + product + 4)
                 with m.Default():
                     m.d.comb += self.send_length.eq(1)
-            with m.If((ready["cmd"] == P.CMD_RUN) | (ready["cmd"] == P.CMD_BATCH)):
-                m.d.sync += last_cycles.eq(ready["cycles"])
-            with m.If(ready["cmd"] == P.CMD_RUN):
+            with m.If(ready["kind"][2]):
+                m.d.sync += s.last_cycles.eq(ready["cycles"])
+            with m.If(ready["kind"] == self._K_RUN):
                 m.d.sync += n_data.eq(n_out)
         with m.Else():
             m.d.sync += starting.eq(0)
-        # The pending frame's last output is in: now, at its CRC, or between.
-        with m.If(pend["valid"] & ~pend["done"] & done_now & (head_tag == pend["tag"])):
-            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(acc + 1)]
-        with m.If(pend["valid"] & pend["done"] & ~ready["valid"]):
-            m.d.comb += pend_take.eq(1)
-            m.d.sync += pend["valid"].eq(0)
-            to_ready(pend["cmd"], src=pend)
-            m.d.comb += claimed.eq(1)
 
-        # A received frame is judged in the cycle of `frame_valid` (the verdict registered,
-        # a short path from the receiver) and acted on in the next.
-        V_ERROR, V_IDENTIFY, V_STATUS, V_DATA = 0, 1, 2, 3
-        act, verdict, code = Signal(), Signal(2), Signal(3)
-        m.d.sync += act.eq(self.frame_valid)
+    def _finish_pending(self, m, s):
+        """The pending frame's last output is in (now, at its CRC, or between): on to `ready`."""
+        pend = s.pend
+        with m.If(pend["valid"] & ~pend["done"] & s.done_now & (s.head_tag == pend["tag"])):
+            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.acc + 1)]
+        s.pend_take = Signal()
+        with m.If(pend["valid"] & pend["done"] & ~s.ready["valid"]):
+            m.d.comb += s.pend_take.eq(1)
+            m.d.sync += pend["valid"].eq(0)
+            self._to_ready(m, s, pend["kind"], src=pend)
+            m.d.comb += s.claimed.eq(1)
+
+    _V_ERROR, _V_IDENTIFY, _V_STATUS, _V_DATA = 0, 1, 2, 3
+
+    def _judge_frame(self, m, s):
+        """A received frame is judged in the cycle of `frame_valid` (the verdict registered,
+        a short path from the receiver) and acted on in the next."""
+        s.act, s.verdict, s.code = Signal(), Signal(2), Signal(3)
+        verdict, code = s.verdict, s.code
+        m.d.sync += s.act.eq(self.frame_valid)
         with m.If(self.frame_valid):
             with m.If(~self.crc_ok):
-                m.d.sync += [crc_seen.eq(1), verdict.eq(V_ERROR), code.eq(1)]
+                m.d.sync += [s.crc_seen.eq(1), verdict.eq(self._V_ERROR), code.eq(1)]
             with m.Elif((self.cmd == P.CMD_IDENTIFY) | (self.cmd == P.CMD_STATUS)):
-                m.d.sync += [verdict.eq(Mux(self.cmd == P.CMD_IDENTIFY, V_IDENTIFY, V_STATUS)),
+                m.d.sync += [verdict.eq(Mux(self.cmd == P.CMD_IDENTIFY, self._V_IDENTIFY, self._V_STATUS)),
                              code.eq(0)]
                 with m.If(self.length != 0):
-                    m.d.sync += [verdict.eq(V_ERROR), code.eq(2)]
+                    m.d.sync += [verdict.eq(self._V_ERROR), code.eq(2)]
             with m.Elif((self.cmd == P.CMD_RUN) | (self.cmd == P.CMD_BATCH)):
-                m.d.sync += [verdict.eq(V_DATA), code.eq(0)]
-                with m.If(~data_frame | (offset != 0) | (vidx == 0)):
-                    m.d.sync += [verdict.eq(V_ERROR), code.eq(2)]
-                with m.Elif(bad.bit_select(tag, 1)):
-                    m.d.sync += [verdict.eq(V_ERROR), code.eq(4)]
+                m.d.sync += [verdict.eq(self._V_DATA), code.eq(0)]
+                with m.If(~s.data_frame | (s.offset != 0) | (s.vidx == 0)):
+                    m.d.sync += [verdict.eq(self._V_ERROR), code.eq(2)]
+                with m.Elif(s.bad.bit_select(s.tag, 1)):
+                    m.d.sync += [verdict.eq(self._V_ERROR), code.eq(4)]
             with m.Else():
-                m.d.sync += [verdict.eq(V_ERROR), code.eq(3)]
-        with m.If(act):
-            with m.Switch(verdict):
-                with m.Case(V_ERROR):
-                    to_ready(P.CMD_ERROR, code)
-                with m.Case(V_IDENTIFY):
-                    to_ready(P.CMD_IDENTIFY)
-                with m.Case(V_STATUS):
-                    m.d.sync += status.eq(flags | (vectors << 8) | (last_cycles << 40))
-                    to_ready(P.CMD_STATUS)
-                with m.Case(V_DATA):
-                    with m.If(pend["valid"] & ~pend_take):
-                        m.d.sync += dropped.eq(1)
+                m.d.sync += [verdict.eq(self._V_ERROR), code.eq(3)]
+
+    def _act_on_frame(self, m, s):
+        """Queue the judged frame's reply, or (a data frame) make it the pending one."""
+        pend = s.pend
+        s.status = Signal(8 * P.STATUS_LEN)
+        last_seqs, seq_valid = Signal(16), Signal(2)
+        with m.If(s.act):
+            with m.Switch(s.verdict):
+                with m.Case(self._V_ERROR):
+                    self._to_ready(m, s, self._K_ERROR, s.code)
+                with m.Case(self._V_IDENTIFY):
+                    self._to_ready(m, s, self._K_IDENTIFY)
+                with m.Case(self._V_STATUS):
+                    m.d.sync += s.status.eq(s.flags | (s.vectors << 8) | (s.last_cycles << 40))
+                    self._to_ready(m, s, self._K_STATUS)
+                with m.Case(self._V_DATA):
+                    with m.If(pend["valid"] & ~s.pend_take):
+                        m.d.sync += s.dropped.eq(1)
                     with m.Else():
-                        repeat = is_batch & (((last_seqs[:8] == rx_seq) & seq_valid[0]) |
-                                             ((last_seqs[8:] == rx_seq) & seq_valid[1]))
-                        m.d.sync += [pend["valid"].eq(1), pend["cmd"].eq(self.cmd), pend["tag"].eq(tag),
-                                     pend["seq"].eq(rx_seq), pend["repeat"].eq(repeat),
-                                     pend["count"].eq(vidx), pend["done"].eq(0)]
-                        with m.If(done_now & (head_tag == tag)):
-                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(acc + 1)]
-                        with m.Elif(done_valid & (done_tag == tag)):
-                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(done_cycles)]
-                        with m.If(is_batch):
+                        rx_seq, tag = s.rx_seq, s.tag
+                        repeat = s.is_batch & (((last_seqs[:8] == rx_seq) & seq_valid[0]) |
+                                               ((last_seqs[8:] == rx_seq) & seq_valid[1]))
+                        m.d.sync += [pend["valid"].eq(1), pend["kind"].eq(Cat(s.is_batch, 0, 1)),
+                                     pend["tag"].eq(tag), pend["seq"].eq(rx_seq),
+                                     pend["repeat"].eq(repeat), pend["count"].eq(s.vidx),
+                                     pend["done"].eq(0)]
+                        with m.If(s.done_now & (s.head_tag == tag)):
+                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.acc + 1)]
+                        with m.Elif(s.done_valid & (s.done_tag == tag)):
+                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.done_cycles)]
+                        with m.If(s.is_batch):
                             m.d.sync += [last_seqs.eq(Cat(rx_seq, last_seqs[:8])),
                                          seq_valid.eq(Cat(1, seq_valid[0]))]
 
-
+    def _guard_banks(self, m, s):
+        """Mark replies whose output bank is overwritten; poison the reply being sent."""
+        writing_bank, cur = s.head_tag[0], s.cur
         # A reply waiting in a bank that another frame's outputs now overwrite is lost.
         with m.If(self.chain_out.valid):
-            for rec, set_bad in zip((pend, ready), set_bad_out):
-                with m.If(rec["valid"] & (rec["tag"][0] == writing_bank) & (rec["tag"] != head_tag)):
-                    m.d.comb += set_bad.eq(one << rec["tag"])
+            for rec, set_bad in zip((s.pend, s.ready), s.set_bad_out):
+                with m.If(rec["valid"] & (rec["tag"][0] == writing_bank) & (rec["tag"] != s.head_tag)):
+                    m.d.comb += set_bad.eq(s.one << rec["tag"])
         # Poison the reply being sent if its bank or its frame's data changed under it.
         # (registered: a bank written in cycle t changes bytes read from t + 1 on, which
         # leave after the CRC's poison is set)
-        m.d.sync += self.send_poison.eq(self.send_busy & data_reply & (
-            bad.bit_select(cur["tag"], 1) |
-            (self.chain_out.valid & (writing_bank == cur["tag"][0]) & (head_tag != cur["tag"]))))
+        m.d.sync += self.send_poison.eq(self.send_busy & cur["kind"][2] & (
+            s.bad.bit_select(cur["tag"], 1) |
+            (self.chain_out.valid & (writing_bank == cur["tag"][0]) & (s.head_tag != cur["tag"]))))
 
-        # The reply payload: byte `send_index` of the identify ROM, the status, the error code,
-        # or (R, B) the header, the outputs from the bank and the cycle count.  Bytes leave
-        # every 10 bit times at most, so the byte is computed over three registered stages
-        # (a short path to the UART): the index and its offset into the outputs; the
-        # output memory's read and the comparisons; the byte.  It is valid once
-        # `send_index` has been still for three cycles.
-        max_index = max_reply + 1
+    def _reply_byte(self, m, s):
+        """The reply payload byte `send_index`.
+
+        The identify ROM, the status, the error code, or (R, B) the header, the outputs
+        from the bank and the cycle count.  Bytes leave every 10 bit times at most, so
+        the byte is computed over three registered stages (a short path to the UART):
+        the index and its offset into the outputs; the output memory's read and the
+        comparisons; the byte.  It is valid once `send_index` has been still for three
+        cycles.
+        """
+        n_out, B, cur, n_data = self._out_size, self._max_batch, s.cur, s.n_data
+        is_batch = cur["kind"] == self._K_BATCH
+        max_index = self._max_reply + 1
         index_q, rel_q = Signal(range(max_index)), Signal(range(max_index))
         m.d.sync += [index_q.eq(self.send_index),
-                     rel_q.eq(self.send_index - Mux(cur["cmd"] == P.CMD_BATCH, 2, 0))]
-        m.d.comb += [out_r.addr.eq(Mux(cur["tag"][0], B * n_out, 0) + rel_q), out_r.en.eq(1)]
+                     rel_q.eq(self.send_index - Mux(is_batch, 2, 0))]
+        m.d.comb += [s.out_r.addr.eq(Cat(cur["tag"][0], rel_q)), s.out_r.en.eq(1)]
+        # One subtraction gives both the comparison (its sign) and the cycle byte (its low bits).
+        width = max(len(rel_q), len(n_data))
+        past_data = Signal(width + 1)
+        m.d.comb += past_data.eq(rel_q - n_data)
         in_data, cyc_byte, hdr_byte = Signal(), Signal(2), Signal(range(3))
-        m.d.sync += [in_data.eq(rel_q < n_data), cyc_byte.eq((rel_q - n_data)[:2]),
-                     hdr_byte.eq(Mux((cur["cmd"] == P.CMD_BATCH) & (index_q < 2), index_q[:1] + 1, 0))]
+        m.d.sync += [in_data.eq(past_data[width]), cyc_byte.eq(past_data[:2]),
+                     hdr_byte.eq(Mux(is_batch & (index_q < 2), index_q[:1] + 1, 0))]
         value = Signal(8)
         ident = Array(Const(b, 8) for b in self._ident)
-        with m.Switch(cur["cmd"]):
-            with m.Case(P.CMD_IDENTIFY):
+        with m.Switch(cur["kind"]):
+            with m.Case(self._K_IDENTIFY):
                 m.d.comb += value.eq(ident[index_q[:5]])
-            with m.Case(P.CMD_STATUS):
-                m.d.comb += value.eq(status.word_select(index_q[:4], 8))
-            with m.Case(P.CMD_RUN, P.CMD_BATCH):
+            with m.Case(self._K_STATUS):
+                m.d.comb += value.eq(s.status.word_select(index_q[:4], 8))
+            with m.Case(self._K_RUN, self._K_BATCH):
                 with m.If(hdr_byte == 1):
                     m.d.comb += value.eq(cur["seq"])
                 with m.Elif(hdr_byte == 2):
                     m.d.comb += value.eq(cur["repeat"])
                 with m.Elif(in_data):
-                    m.d.comb += value.eq(out_r.data)
+                    m.d.comb += value.eq(s.out_r.data)
                 with m.Else():
-                    m.d.comb += value.eq(last_cycles.word_select(cyc_byte, 8))
+                    m.d.comb += value.eq(s.last_cycles.word_select(cyc_byte, 8))
             with m.Default():
                 m.d.comb += value.eq(cur["code"])
         settle = Signal(2)
@@ -424,9 +495,6 @@ class CommandSequencer(Component):
         with m.Elif(settle != 3):
             m.d.sync += settle.eq(settle + 1)
         m.d.comb += self.send_data.valid.eq((settle == 3) & (self.send_index == index_q))
-        m.d.comb += self.busy.eq(feeding | inflight.r_rdy | slot_ready.any() | pend["valid"] |
-                                 ready["valid"])
-        return m
 
 
 class Accelerator(ValidatedComponent):
@@ -527,9 +595,9 @@ class Accelerator(ValidatedComponent):
         m.submodules.uart_rx = rx = self._rx
         m.submodules.uart_tx = tx = self._tx
         m.submodules.receiver = receiver = FrameReceiver(P.TIMEOUT_BYTES * 10 * self._divisor)
-        m.submodules.sender = sender = FrameSender()
         m.submodules.sequencer = sequencer = CommandSequencer(
             self._in_size, self._out_size, self._ident, self._max_batch, 2 * len(self._engines) + 2)
+        m.submodules.sender = sender = FrameSender(sequencer.max_reply)
         m.submodules.chain = chain = EngineChain(self._engines)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         wiring.connect(m, rx.o, receiver.rx)

@@ -49,8 +49,8 @@ def crc16_step(crc, byte):
 
 
 def payload_layout():
-    """One received payload byte: ``index`` (0 first, 16 bits) and ``byte``."""
-    return data.StructLayout({"index": 16, "byte": 8})
+    """One received payload byte: ``first`` and ``last`` (its place in the payload) and ``byte``."""
+    return data.StructLayout({"first": 1, "last": 1, "byte": 8})
 
 
 class FrameReceiver(Component):
@@ -103,7 +103,9 @@ class FrameReceiver(Component):
         crc = Signal(16)
         crc_next = crc16_step(crc, self.rx.payload)
         received_crc = Signal(16)
-        index = Signal(16)
+        # Payload bytes left after this one: one down-counter gives both `last` and the
+        # end of the payload (no separate index and `length - 1` comparison).
+        remaining, first = Signal(16), Signal()
         byte, got = self.rx.payload, self.rx.valid
         crc_match = Signal()
         m.d.comb += [self.rx.ready.eq(1), self.crc_ok.eq(crc_match)]
@@ -139,16 +141,18 @@ class FrameReceiver(Component):
             with m.State("LEN0"):
                 receive("LEN1", self.length[:8].eq(byte))
             with m.State("LEN1"):
-                receive("PAYLOAD", self.length[8:].eq(byte), index.eq(0))
+                receive("PAYLOAD", self.length[8:].eq(byte),
+                        remaining.eq(Cat(self.length[:8], byte) - 1), first.eq(1))
                 with m.If(got):
                     m.d.sync += start_next.eq(1)
                 with m.If(got & (Cat(self.length[:8], byte) == 0)):
                     m.next = "CRC0"
             with m.State("PAYLOAD"):
-                receive("PAYLOAD", index.eq(index + 1))
-                m.d.comb += [self.payload.valid.eq(got), self.payload.payload.index.eq(index),
-                             self.payload.payload.byte.eq(byte)]
-                with m.If(got & (index == self.length - 1)):
+                last = remaining == 0
+                receive("PAYLOAD", remaining.eq(remaining - 1), first.eq(0))
+                m.d.comb += [self.payload.valid.eq(got), self.payload.payload.first.eq(first),
+                             self.payload.payload.last.eq(last), self.payload.payload.byte.eq(byte)]
+                with m.If(got & last):
                     m.next = "CRC0"
             with m.State("CRC0"):
                 receive("CRC1", received_crc[:8].eq(byte), crc_update=False)
@@ -167,10 +171,17 @@ class FrameReceiver(Component):
 class FrameSender(Component):
     """Sends reply frames: ``SYNC, cmd, length, length bytes of data, CRC``.
 
+    Parameters
+    ----------
+    max_length : int
+        The longest payload this sender is asked to send (0..65535); its payload
+        counter is only as wide as that needs.
+
     Members
     -------
     start : In(1)
-        Send a frame with ``cmd`` and ``length`` (taken in this cycle; ignored while ``busy``).
+        Send a frame with ``cmd`` and ``length`` (at most ``max_length``; taken in this
+        cycle; ignored while ``busy``).
     cmd, length : In(8), In(16)
     poison : In(1)
         High in any cycle of a frame: its CRC is sent complemented, so that a
@@ -183,20 +194,37 @@ class FrameSender(Component):
         Bytes to send.
     busy : Out(1)
         A frame is being sent (from the cycle after ``start``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``max_length`` is not an integer in 0..65535.
     """
 
-    def __init__(self):
+    def __init__(self, max_length=0xFFFF):
+        if not isinstance(max_length, int) or isinstance(max_length, bool):
+            raise TypeError(f"Maximum length must be an integer, not {max_length!r}")
+        if not 0 <= max_length <= 0xFFFF:
+            raise ValueError(f"Maximum length must be 0..65535, not {max_length!r}")
+        self._max_length = max_length
         super().__init__({
             "start": In(1), "cmd": In(8), "length": In(16), "poison": In(1),
             "index": Out(16), "data": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)), "busy": Out(1),
         })
 
+    @property
+    def max_length(self):
+        """The longest payload this sender sends."""
+        return self._max_length
+
     def elaborate(self, platform):
         m = Module()
         crc, crc_byte = Signal(16), Signal(8)
         crc_next = crc16_step(crc, crc_byte)
         cmd, length = Signal(8), Signal(16)
+        index = Signal(range(self._max_length + 1))
+        m.d.comb += self.index.eq(index)
         crc_out, poisoned = Signal(16), Signal()
         m.d.comb += crc_out.eq(crc ^ ((poisoned | self.poison) * 0xFFFF))
         with m.If(self.busy & self.poison):
@@ -213,7 +241,7 @@ class FrameSender(Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [cmd.eq(self.cmd), length.eq(self.length), crc.eq(0xFFFF),
-                                 self.index.eq(0), poisoned.eq(0)]
+                                 index.eq(0), poisoned.eq(0)]
                     m.next = "SYNC"
             with m.State("SYNC"):
                 emit(P.SYNC, "CMD", crc_update=False)
@@ -229,8 +257,8 @@ class FrameSender(Component):
                 m.d.comb += [self.tx.valid.eq(self.data.valid), self.tx.payload.eq(self.data.payload),
                              crc_byte.eq(self.data.payload), self.data.ready.eq(self.tx.ready)]
                 with m.If(self.data.valid & self.tx.ready):
-                    m.d.sync += [crc.eq(crc_next), self.index.eq(self.index + 1)]
-                    with m.If(self.index == length - 1):
+                    m.d.sync += [crc.eq(crc_next), index.eq(index + 1)]
+                    with m.If(index == length - 1):
                         m.next = "CRC0"
             with m.State("CRC0"):
                 emit(crc_out[:8], "CRC1", crc_update=False)
