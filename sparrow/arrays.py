@@ -16,7 +16,7 @@ import numpy as np
 
 from sparrow import SparrowError
 
-__all__ = ["load_inputs", "load_model_inputs", "quantize_real", "save_npy_atomic", "replace_directory"]
+__all__ = ["load_inputs", "load_model_inputs", "quantize_real", "save_npy_atomic", "replace_directory", "read_numpy"]
 
 
 def quantize_real(x, scale_exp):
@@ -33,14 +33,25 @@ def quantize_real(x, scale_exp):
     return np.clip(codes, -128, 127).astype(np.int8)
 
 
-def _read(path):
+def read_numpy(path, what, readable):
+    """``np.load(path)`` without pickles; one-line SparrowError when it is missing or unreadable.
+
+    ``what`` names the file in the first message ("inputs file does not
+    exist"), ``readable`` what it should hold in the second ("not a readable
+    .npy array (numpy's reason)").
+    """
     path = Path(path)
     if not path.is_file():
-        raise SparrowError(f"{path}: inputs file does not exist")
+        raise SparrowError(f"{path}: {what} does not exist")
     try:
-        x = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise SparrowError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+        raise SparrowError(f"{path}: not a readable {readable} ({str(exc).splitlines()[0] if str(exc) else exc!r})")
+
+
+def _read(path):
+    path = Path(path)
+    x = read_numpy(path, "inputs file", ".npy array")
     if not isinstance(x, np.ndarray):
         raise SparrowError(f"{path}: expected one .npy array, got an .npz archive")
     return x

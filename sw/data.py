@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sparrow import SparrowError
+from sparrow.arrays import read_numpy
 from sparrow.sw.quant import pow2_exp_for
 
 __all__ = ["Data", "load_data", "check_data", "input_exp_for"]
@@ -115,13 +116,7 @@ def check_data(arrays, where="data", input_shape=None, classes=None):
 def load_data(path, input_shape=None, classes=None):
     """The :class:`Data` of ``DATA.npz`` (see :func:`check_data`)."""
     path = Path(path)
-    if not path.is_file():
-        raise SparrowError(f"{path}: data file does not exist")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        raise SparrowError(f"{path}: not a readable .npz archive ({msg})")
+    z = read_numpy(path, "data file", ".npz archive")
     if isinstance(z, np.ndarray):
         raise SparrowError(f"{path}: expected an .npz archive of arrays, got one .npy array")
     try:
