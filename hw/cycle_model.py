@@ -29,14 +29,9 @@ and 1345 on the UP5K, 129 and 1548 on the ECP5-85F).
 
 import math
 
-from sparrow.validate import check_int
+from sparrow.validate import check_int, check_number
 
 __all__ = ["sd_cycles", "sd_block_cycles", "dense_cycles", "break_even_ratio"]
-
-
-def _check_density(density):
-    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 <= density <= 1.0:
-        raise ValueError(f"Block density must be a number in [0, 1], not {density!r}")
 
 
 def sd_cycles(n_in, n_out, density, pes, out_lanes=1, tiles=1):
@@ -46,7 +41,7 @@ def sd_cycles(n_in, n_out, density, pes, out_lanes=1, tiles=1):
     check_int(pes, "PE count", 1, 4096)
     check_int(out_lanes, "Output lane count", 1, 64)
     check_int(tiles, "Tile count", 1, 1 << 20)
-    _check_density(density)
+    check_number(density, "Block density", 0, 1)
     if n_out % tiles:
         raise ValueError(f"Tile count {tiles} does not divide output count {n_out}")
     rows = n_out // tiles

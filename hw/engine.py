@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Signal, signed
 from amaranth.lib import stream
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sparrow.hw.component import ValidatedComponent
-from sparrow.validate import check_int, check_range
+from sparrow.validate import check_bool, check_int, check_range
 
 __all__ = ["EngineConfig", "Engine", "DEFAULT_DENSE_LANES", "ROM_ATTR", "rom_attrs",
            "GENERIC_BIAS_WIDTH", "CONSTS_WIDTH", "consts_image", "consts_rom"]
@@ -39,7 +40,6 @@ def consts_image(basis_shift, out_shift, relu):
 
 def consts_rom(m, basis_shift, out_shift, relu):
     """The ``consts`` ROM in module ``m``; returns its ``(basis_shift, out_shift, relu)`` fields."""
-    from amaranth.lib.memory import Memory
     _, words, _ = consts_image(basis_shift, out_shift, relu)
     m.submodules.consts = rom = Memory(shape=CONSTS_WIDTH, depth=1, init=words,
                                        attrs={ROM_ATTR: "consts"})
@@ -101,8 +101,7 @@ class EngineConfig:
         check_int(self.dense_lanes, "Dense lane count", 1, 256)
         check_int(self.out_lanes, "Output lane count", 1, 64)
         check_range(self.bcast, "Broadcast stages", 0, 4)
-        if not isinstance(self.generic, bool):
-            raise TypeError(f"generic must be a bool, not {self.generic!r}")
+        check_bool(self.generic, "generic")
         if self.pes % self.out_lanes:
             raise ValueError(f"Output lane count {self.out_lanes} does not divide PE count {self.pes}")
 

@@ -13,6 +13,8 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import Component, In, Out
 
 from sparrow import protocol as P
+from sparrow.hw.component import ValidatedComponent
+from sparrow.validate import check_range
 
 __all__ = ["FrameReceiver", "FrameSender", "crc16_step", "payload_layout"]
 
@@ -168,7 +170,7 @@ class FrameReceiver(Component):
         return m
 
 
-class FrameSender(Component):
+class FrameSender(ValidatedComponent):
     """Sends reply frames: ``SYNC, cmd, length, length bytes of data, CRC``.
 
     Parameters
@@ -197,21 +199,21 @@ class FrameSender(Component):
 
     Raises
     ------
-    TypeError, ValueError
-        ``max_length`` is not an integer in 0..65535.
+    ValueError
+        ``max_length`` is not an integer in [0, 65535] ("Maximum length must be an
+        integer in [0, 65535], not ...").
     """
 
     def __init__(self, max_length=0xFFFF):
-        if not isinstance(max_length, int) or isinstance(max_length, bool):
-            raise TypeError(f"Maximum length must be an integer, not {max_length!r}")
-        if not 0 <= max_length <= 0xFFFF:
-            raise ValueError(f"Maximum length must be 0..65535, not {max_length!r}")
-        self._max_length = max_length
-        super().__init__({
+        super().__init__(max_length)
+
+    def _validate(self, max_length):
+        self._max_length = check_range(max_length, "Maximum length", 0, 0xFFFF)
+        return {
             "start": In(1), "cmd": In(8), "length": In(16), "poison": In(1),
             "index": Out(16), "data": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)), "busy": Out(1),
-        })
+        }
 
     @property
     def max_length(self):

@@ -16,7 +16,7 @@ import numpy as np
 
 from sparrow import SparrowError
 
-__all__ = ["load_inputs", "load_model_inputs", "quantize_real", "save_npy_atomic", "replace_directory", "read_numpy"]
+__all__ = ["load_model_inputs", "quantize_real", "save_npy_atomic", "replace_directory", "read_numpy"]
 
 
 def quantize_real(x, scale_exp):
@@ -54,14 +54,6 @@ def _read(path):
     x = read_numpy(path, "inputs file", ".npy array")
     if not isinstance(x, np.ndarray):
         raise SparrowError(f"{path}: expected one .npy array, got an .npz archive")
-    return x
-
-
-def load_inputs(path):
-    """The int8 array of the ``.npy`` file ``path``."""
-    x = _read(path)
-    if x.dtype != np.int8:
-        raise SparrowError(f"{path}: inputs have dtype {x.dtype}, expected int8")
     return x
 
 

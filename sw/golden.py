@@ -15,6 +15,7 @@ exact circulant product that the datapath approximates.
 import numpy as np
 
 from sparrow import SparrowError
+from sparrow.arrays import quantize_real
 
 __all__ = [
     "rshift", "sat8", "satz", "relu",
@@ -22,7 +23,7 @@ __all__ = [
     "sd_z", "sd_acc", "sd_linear_forward",
     "bc_dense_weight", "bc_linear_ideal_acc", "bc_linear_ideal", "bc_linear_forward",
     "im2col", "conv2d_forward", "maxpool2d_forward", "flatten_forward",
-    "layer_forward", "run_model", "run_layers",
+    "layer_forward", "run_model", "run_layers", "real_input_accuracy",
 ]
 
 
@@ -243,3 +244,10 @@ def run_model(model, x):
     """
     y = run_layers(model, x)[-1]
     return y.reshape(y.shape[0], -1).astype(np.int8)
+
+
+def real_input_accuracy(model, x, labels):
+    """Top-1 accuracy of ``model`` on real inputs ``x`` [N, ...] (quantised with its input scale) against ``labels``."""
+    codes = quantize_real(np.asarray(x).reshape(len(x), -1), model.input_scale_exp)
+    return float((run_model(model, codes).argmax(1) == np.asarray(labels)).mean())
+

@@ -236,7 +236,8 @@ def compress_model(model, data, method, *, max_drop=None, seed=0, overrides=None
     from sparrow.sw.golden import run_model
     from sparrow.sw.importer import import_model
     from sparrow.sw.methods import METHODS
-    from sparrow.sw.search import golden_val_accuracy, search, searchable
+    from sparrow.sw.golden import real_input_accuracy
+    from sparrow.sw.search import search, searchable
     from sparrow.sw.storage import model_storage
     from sparrow.arrays import quantize_real
     t0 = time.time()
@@ -306,7 +307,7 @@ def compress_model(model, data, method, *, max_drop=None, seed=0, overrides=None
     codes = quantize_real(x_eval.reshape(len(x_eval), -1), out.input_scale_exp)
     y_gold = run_model(out, codes)
     gold_eval = float((y_gold.argmax(1) == y_eval).mean())
-    gold_val = golden_val_accuracy(out, data.x_val, data.y_val)
+    gold_val = real_input_accuracy(out, data.x_val, data.y_val)
     ref = quant_outputs(qm, x_eval)
     mismatches = int((ref != y_gold.astype(np.int64)).any(axis=1).sum())
     st = model_storage(out)

@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sparrow.arrays import quantize_real
 from sparrow.sw.compressor import compress
-from sparrow.sw.golden import run_model
+from sparrow.sw.golden import real_input_accuracy
 from sparrow.sw.methods import CIRCULANT_KS, METHODS
 from sparrow.sw.storage import model_storage
 
@@ -69,12 +68,6 @@ class SearchResult:
     trace: list = field(default_factory=list)
     seconds: float = 0.0
     best_run: int = 0
-
-
-def golden_val_accuracy(model, x, y):
-    """Accuracy of the golden model on real inputs x (quantised with the model's input scale)."""
-    codes = quantize_real(x.reshape(len(x), -1), model.input_scale_exp)
-    return float((run_model(model, codes).argmax(1) == y).mean())
 
 
 def _plain(o):
@@ -267,7 +260,7 @@ def search(fp32, base, train, val, fp32_val, max_drop=1.0, trials=20, cost=None,
                "seconds": round(seconds, 2)}
         if model is not None:
             st, c = measure(cost, model)
-            acc = golden_val_accuracy(model, xv, yv)
+            acc = real_input_accuracy(model, xv, yv)
             row.update(storage_bits=int(st["weight_bits"]), storage_ratio=round(st["ratio"], 3), cost=c,
                        val_accuracy=acc, drop_pp=round(100.0 * (fp32_val - acc), 3), within_budget=feasible(acc))
         runs.append((row, model if state == "complete" else None, qm if state == "complete" else None))

@@ -257,11 +257,10 @@ def test_block_mask_breaks_ties_by_index():
     assert m.tolist() == [[0, 1, 1, 1], [0, 0, 1, 0]]
 
 
-def test_numerics_pin_records_what_is_in_effect():
-    import os
+def test_numerics_pin_records_what_is_in_effect(monkeypatch):
     from sparrow.sw.numerics import pin
-    if os.environ.get("SPARROW_NATIVE_NUMERICS") == "1" or os.environ.get("MKL_CBWR", "COMPATIBLE") != "COMPATIBLE":
-        pytest.skip("numerics pinned otherwise by the environment")
+    monkeypatch.delenv("SPARROW_NATIVE_NUMERICS", raising=False)     # whatever the caller's environment says
+    monkeypatch.delenv("MKL_CBWR", raising=False)
     state = pin(1)
     assert state["threads"] == 1 and state["onednn"] is False and state["mkl_cbwr"] == "COMPATIBLE"
     assert set(state) == {"cpu_capability", "mkl_cbwr", "onednn", "threads", "torch"}

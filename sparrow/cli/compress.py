@@ -26,8 +26,6 @@ do not change the model and are not recorded.
 import dataclasses
 import json
 
-import numpy as np
-
 from sparrow import SparrowError
 from sparrow.hw.cycle_model import break_even_ratio
 from sparrow.hw.engine import DEFAULT_DENSE_LANES
@@ -137,44 +135,34 @@ def _compress_minilm(args, o):
 
 
 def cycle_cost(pes=8, board=None, dense_lanes=None):
-    """``cost(model) -> cycles per vector`` of a model directory on the hardware's cycle model.
+    """``cost(model) -> cycles per vector`` of a validated model directory on the hardware's cycle model.
 
     The sum over layers of :func:`sparrow.hw.engines.layer_cycles` with ``pes`` PEs
     per sd engine and, for dense engines, ``dense_lanes`` MAC lanes (default: the
     board's DSPs, at most 256, else the engine default); a convolution counts as
-    its linear engine once per output position.  Pooling and flatten cost nothing.
+    its linear engine once per output position (its ``out_shape``).  Pooling and
+    flatten cost nothing.
     """
-    from sparrow.hw.engine import EngineConfig
+    from sparrow.cli.common import engine_config
     from sparrow.hw.engines import layer_cycles
     from sparrow.modeldir import Layer
     if dense_lanes is None and board is not None:
         from sparrow.fpga.boards import get_board
         dense_lanes = max(1, min(256, get_board(board).dsps))
-    if not 1 <= pes <= 1024:
-        raise SparrowError(f"--pes must be between 1 and 1024, not {pes}")
-    config = EngineConfig(pes=pes, dense_lanes=dense_lanes or DEFAULT_DENSE_LANES)
+    config = dataclasses.replace(engine_config(pes), dense_lanes=dense_lanes or DEFAULT_DENSE_LANES)
 
     def cost(model):
-        shape, total = tuple(model.input_shape), 0
+        total = 0
         for layer in model.layers:
             a = layer.attrs
             if layer.kind.endswith("conv2d"):
-                _, h, w = shape
-                oh = (h + 2 * a["padding"] - a["kh"]) // a["stride"] + 1
-                ow = (w + 2 * a["padding"] - a["kw"]) // a["stride"] + 1
+                _, oh, ow = layer.out_shape
                 lin = {k: v for k, v in a.items() if k not in ("in_ch", "out_ch", "kh", "kw", "stride", "padding")}
                 lin.update({"in": a["in_ch"] * a["kh"] * a["kw"], "out": a["out_ch"]})
                 total += oh * ow * layer_cycles(Layer(layer.name, layer.kind.replace("conv2d", "linear"), lin,
                                                       layer.params), config)
-                shape = (a["out_ch"], oh, ow)
-            elif layer.kind == "maxpool2d":
-                c, h, w = shape
-                shape = (c, (h - a["kernel"]) // a["stride"] + 1, (w - a["kernel"]) // a["stride"] + 1)
-            elif layer.kind == "flatten":
-                shape = (int(np.prod(shape)),)
-            else:
+            elif layer.kind.endswith("linear"):
                 total += layer_cycles(layer, config)
-                shape = (a["out"],)
         return float(total)
     return cost
 
@@ -187,9 +175,11 @@ def _short(settings):
 
 
 def _print_report(rep, out):
+    """The report lines of a compression (a digits run names no split: it is always the test split)."""
     split = rep.get("split", "test")
+    on_split = f" on the {split} split" if "split" in rep else ""
     print(f"{rep['model']} {rep['method']}: fp32 {100 * rep['fp32_accuracy']:.2f}%  "
-          f"golden int8 {100 * rep['golden_accuracy']:.2f}% ({rep['delta_pp']:+.2f} pp) on the {split} split  "
+          f"golden int8 {100 * rep['golden_accuracy']:.2f}% ({rep['delta_pp']:+.2f} pp){on_split}  "
           f"storage {rep['storage_ratio']:.1f}x vs fp32 ({rep['weight_bits']} weight bits, "
           f"biases {rep['bias_bits']} bits)  {rep['nonzero']}/{rep['weights']} nonzero  "
           f"{rep['seconds']:.1f} s")
@@ -278,13 +268,7 @@ def run(args):
             record["dense_lanes"] = args.dense_lanes
         record["break_even_ratios"] = o["break_even"]
     save_model(model, args.out)
-    print(f"{rep['model']} {rep['method']}: fp32 {100 * rep['fp32_accuracy']:.2f}%  "
-          f"golden int8 {100 * rep['golden_accuracy']:.2f}% ({rep['delta_pp']:+.2f} pp)  "
-          f"storage {rep['storage_ratio']:.1f}x vs fp32 ({rep['weight_bits']} weight bits, "
-          f"biases {rep['bias_bits']} bits)  {rep['nonzero']}/{rep['weights']} nonzero  "
-          f"{rep['seconds']:.1f} s")
-    print(f"golden vs fake-quantised torch: {rep['golden_vs_torch_mismatching_samples']} of "
-          f"{rep['test_samples']} test samples differ -> {args.out}")
+    _print_report(rep, args.out)
     return 0
 
 

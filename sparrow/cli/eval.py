@@ -19,13 +19,11 @@ def _fp32_text(fp32, acc):
 
 
 def _eval_data(model, path):
-    from sparrow.arrays import quantize_real
     from sparrow.sw.data import load_data
-    from sparrow.sw.golden import run_model
+    from sparrow.sw.golden import real_input_accuracy
     data = load_data(path, tuple(model.input_shape), model.output_size)
     split, x, y = data.eval_split()
-    codes = quantize_real(x.reshape(len(x), -1), model.input_scale_exp)
-    acc = float((run_model(model, codes).argmax(1) == y).mean())
+    acc = real_input_accuracy(model, x, y)
     meta = model.meta or {}
     key = "fp32_accuracy" if meta.get("split", "test") == split else f"fp32_{split}_accuracy"
     delta, fp32 = _fp32_text(meta.get(key), acc)
