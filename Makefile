@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 JOBS    ?= 2
 
-.PHONY: setup demo test bench bench-sim fuzz clean clean-cache
+.PHONY: setup demo test layers bench bench-sim fuzz clean clean-cache
 
 setup:
 	@scripts/setup.sh
@@ -13,6 +13,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -n $(JOBS) -q tests
+
+# The import-linter layering contracts of pyproject.toml.  A plain `lint-imports` in this
+# folder cannot see sparrow.hw, sw, tb, fpga, bench (they live in top-level folders mapped by
+# setuptools' package-dir); the test runs it on one assembled package tree.
+layers: setup
+	$(PY) -m pytest -q -p no:xdist tests/test_layering.py
 
 bench: setup
 	$(PY) -m sparrow.bench.run_all
