@@ -4,9 +4,11 @@ For digits-mlp on each board (iCEBreaker, ULX3S-85F), at the clock its build
 picked (the build report's ``clock_hz``, or ``--clocks``) and 3 Mbaud:
 
 * **RTL, bit-accurate** (short run): the whole accelerator under Verilator
-  with the UART at its real divisor; cocotb streams ``B`` batches of 16 with
-  two frames in flight and answers at once (``tb/accel_tb.py``'s
-  ``accelerator_stream``).  Gives device cycles per vector, inferences/s at
+  with the UART at its real divisor; the host streams ``B`` batches of 16 with
+  two frames in flight and answers at once (the link bench,
+  ``tb/link_tb.py``'s ``link_stream``: the host's end of the serial line in
+  HDL at the same divisor, bytes in chunks, no Python per bit; a reply is
+  seen 1.2 byte times after its last stop bit).  Gives device cycles per vector, inferences/s at
   the real clock and the share of time the host-to-device line is busy.
 * **Protocol, computed** (short and long run): the same frames timed from the
   protocol (bytes on the wire, the last vector's compute, the window of two
@@ -84,18 +86,17 @@ def _clocks(args):
 
 
 def rtl_stream(model, x, expected, clk_hz, divisor, pes, out_dir):
-    """Run ``accelerator_stream`` on Verilator; its result dict."""
+    """Run the link bench's ``link_stream`` on Verilator; its result dict."""
     from sparrow.hw.accel import Accelerator
     from sparrow.hw.engine import EngineConfig
-    from sparrow.tb.model_sim import sim_verilog
-    from sparrow.tb.runner import run_cocotb
+    from sparrow.tb.linkbench import run_link
     accel = Accelerator(model, clk_hz, divisor, EngineConfig(pes=pes), max_batch=BATCH)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "data.npz", x=x, expected=expected, divisor=divisor, batch=BATCH)
-    run_cocotb(sim_verilog(accel, "accel"), "accel", "sparrow.tb.accel_tb", "verilator",
-               extra_env={"ACCEL_TB_DATA": out_dir / "data.npz",
-                          "ACCEL_TB_RESULT": out_dir / "result.json"},
-               testcase="accelerator_stream", test_dir=out_dir / "run", log_file=out_dir / "sim.log")
+    run_link(accel, "verilator", "link_stream",
+             extra_env={"ACCEL_TB_DATA": out_dir / "data.npz",
+                        "ACCEL_TB_RESULT": out_dir / "result.json"},
+             test_dir=out_dir / "run", log_file=out_dir / "sim.log")
     return json.loads((out_dir / "result.json").read_text())
 
 
@@ -151,7 +152,7 @@ def main(argv=None):
     _, _, pixels, _ = digits.load_split()
     x = digits.quantize_inputs(pixels)[:args.rtl_vectors]
     expected = np.asarray(run_model(model, x))
-    n_in, n_out = model.layers[0].attrs["in"], model.layers[-1].attrs["out"]
+    n_in, n_out = model.layers[0].in_size, model.layers[-1].out_size
 
     rows = []
     for board in BOARDS:

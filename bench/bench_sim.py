@@ -15,8 +15,19 @@ samples) and each simulator:
 * simulated **cycles/s** and **vectors/s** of that run (simulation time only,
   the simulator's start-up excluded).
 
+The last row per simulator is ``sparrow run --sim`` of the same model and
+samples: the host driver (``fpga/host.py``) streams ``B`` frames of 16 to the
+whole accelerator (UART receiver, framer, sequencer, engine chain, sender,
+UART transmitter at divisor 4) in the link bench (``tb/linkbench.py``: the
+host's end of the serial line in HDL, bytes in chunks, no Python per bit).
+Its cycles count every simulated clock cycle, bytes on the line included; its
+sim s is the wall time while the simulation ran (not the time it stood still
+waiting for the host), and a line after the table gives the end-to-end time
+over the link.  The accelerator's parameters are compiled in, so a model
+with new weights compiles again.
+
     python -m sparrow.bench.bench_sim [--simulators verilator,icarus] [--vectors 256]
-                                      [--no-digits] [--json build/bench/sim.json]
+                                      [--no-digits] [--only TEXT] [--json build/bench/sim.json]
 
 Each run uses a fresh temporary ``$SPARROW_CACHE``, so "cold" is cold.
 """
@@ -74,15 +85,31 @@ def _timed_sim(model, x, simulator, config):
     return wall, stats
 
 
-def measure(name, model, x, simulator, config, rng, new_model=None):
+def _timed_run(model, x, simulator, config):
+    """``sparrow run --sim``'s path: the host driver against the whole accelerator in the link bench."""
+    from sparrow.fpga.host import LinkStats, run_model_on_board
+    from sparrow.sw.golden import run_model
+    stats = LinkStats()
+    t = time.perf_counter()
+    y, _, link_s, _ = run_model_on_board(model, x, sim=simulator, config=config, stats=stats)
+    wall = time.perf_counter() - t
+    if not np.array_equal(y, run_model(model, x)):
+        raise AssertionError(f"{model.name} over the link on {simulator}: RTL != golden")
+    sim = stats.sim
+    return wall, {"compile_seconds": sim.get("compile_seconds", 0.0), "total_cycles": sim["cycles"],
+                  "seconds": sim["run_seconds"], "link_seconds": link_s,
+                  "wait_seconds": sim["wait_seconds"], "cpu_seconds": sim["cpu_seconds"]}
+
+
+def measure(name, model, x, simulator, config, rng, new_model=None, timed=_timed_sim):
     """One row: cold and new-weights runs of ``model`` on ``x`` (``new_model``, default
-    :func:`_redraw` of ``model``)."""
+    :func:`_redraw` of ``model``) by ``timed`` (:func:`_timed_sim` or :func:`_timed_run`)."""
     with tempfile.TemporaryDirectory(prefix="sparrow-bench-sim-") as cache:
         old = os.environ.get("SPARROW_CACHE")
         os.environ["SPARROW_CACHE"] = cache
         try:
-            cold_wall, cold = _timed_sim(model, x, simulator, config)
-            new_wall, new = _timed_sim(new_model or _redraw(model, rng), x, simulator, config)
+            cold_wall, cold = timed(model, x, simulator, config)
+            new_wall, new = timed(new_model or _redraw(model, rng), x, simulator, config)
         finally:
             if old is None:
                 del os.environ["SPARROW_CACHE"]
@@ -94,7 +121,10 @@ def measure(name, model, x, simulator, config, rng, new_model=None):
             "new_weights_compile_s": round(new["compile_seconds"], 2),
             "cycles": new["total_cycles"], "sim_s": round(new["seconds"], 3),
             "cycles_per_s": round(new["total_cycles"] / max(new["seconds"], 1e-9)),
-            "vectors_per_s": round(len(x) / max(new["seconds"], 1e-9))}
+            "vectors_per_s": round(len(x) / max(new["seconds"], 1e-9)),
+            **({"link_s": round(new["link_seconds"], 2), "wait_s": round(new["wait_seconds"], 2),
+                "cpu_s": round(new["cpu_seconds"], 3)}
+               if "link_seconds" in new else {})}
 
 
 def print_table(rows):
@@ -107,13 +137,23 @@ def print_table(rows):
               f"({r['cold_compile_s']:.1f}) | {r['new_weights_wall_s']:.1f} "
               f"({r['new_weights_compile_s']:.1f}) | {r['cycles']} | {r['sim_s']:.3f} | "
               f"{r['cycles_per_s'] / 1e6:.2f} M | {r['vectors_per_s']:,} |")
+    for r in rows:
+        if "link_s" in r:
+            print(f"\n{r['design']} on {r['simulator']}: {r['vectors']} vectors in {r['link_s']:.2f} s "
+                  f"over the link end to end ({r['vectors'] / max(r['link_s'], 1e-9):,.0f} vectors/s); "
+                  f"the simulation ran {r['sim_s']:.2f} s ({r['cpu_s']:.2f} s of processor time: "
+                  f"{r['cycles'] / max(r['cpu_s'], 1e-9) / 1e6:.2f} M cycles per processor second) "
+                  f"and waited {r['wait_s']:.2f} s for the host (simulated time standing still)")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--simulators", default="verilator,icarus")
     ap.add_argument("--vectors", type=int, default=256, help="vectors per engine run (default 256)")
-    ap.add_argument("--no-digits", action="store_true", help="skip sparrow sim of digits-mlp")
+    ap.add_argument("--no-digits", action="store_true",
+                    help="skip digits-mlp (sparrow sim and sparrow run --sim)")
+    ap.add_argument("--only", default=None, metavar="TEXT",
+                    help="only the designs whose name contains TEXT (e.g. 'run --sim')")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
     from sparrow.hw.engine import EngineConfig
@@ -136,12 +176,16 @@ def main(argv=None):
         _, _, pixels, _ = digits.load_split()
         designs.append(("sparrow sim digits-mlp", model, digits.quantize_inputs(pixels),
                         EngineConfig(pes=8), retrained))
+        designs.append(("sparrow run --sim digits-mlp (whole accelerator, UART)", model,
+                        digits.quantize_inputs(pixels), EngineConfig(pes=8), retrained, _timed_run))
+    if args.only:
+        designs = [d for d in designs if args.only in d[0]]
     rows = []
     for simulator in args.simulators.split(","):
-        for name, model, x, config, new_model in designs:
+        for name, model, x, config, new_model, *timed in designs:
             t = time.time()
             rows.append(measure(name, model, x, simulator, config, np.random.default_rng(1),
-                                new_model))
+                                new_model, *timed))
             print(f"[bench_sim] {name} on {simulator} done in {time.time() - t:.0f} s",
                   file=sys.stderr, flush=True)
     print_table(rows)

@@ -11,7 +11,8 @@ frames whose replies are lost or corrupted.
 
 ``--sim verilator|icarus`` instead of ``--port`` runs the same driver against
 the accelerator's RTL: the simulated board listens on a local TCP port
-(``tb/accel_tb.py``'s bridge) and the driver connects with ``socket://``.
+(``tb/link_tb.py``'s bridge: the link bench, no Python per bit or cycle) and
+the driver connects with ``socket://``.
 :class:`FaultyLink` between the driver and the link drops, corrupts,
 duplicates and inserts bytes and stalls the host mid-frame
 (``--fault-rate``).
@@ -145,7 +146,9 @@ class Device:
             decoder, deadline = P.FrameDecoder(), time.monotonic() + self.timeout
             try:
                 while time.monotonic() < deadline:
-                    frames = decoder.feed(self.link.read(256))
+                    # What has come, or wait for one byte: read(256) would wait out the
+                    # link's whole read timeout (50 ms) for a reply shorter than 256 bytes.
+                    frames = decoder.feed(self.link.read(max(1, getattr(self.link, "in_waiting", 0))))
                     if frames:
                         if frames[0][0] == P.CMD_ERROR and frames[0][1] == b"\x01":
                             raise P.ProtocolError("the device saw a CRC mismatch")
@@ -295,7 +298,13 @@ class Device:
 
 
 class SimulatedBoard:
-    """The accelerator's RTL under cocotb in a background thread, reachable at :attr:`port`.
+    """The accelerator's RTL under cocotb in a background thread, reachable at :meth:`wait_port`.
+
+    It runs in the link bench (:mod:`sparrow.tb.linkbench`): the host's end of
+    the UART line is in HDL at the accelerator's divisor, bytes cross between
+    it and the TCP socket in chunks, and simulated time stands still while
+    the device is idle and waits for the host, so no Python runs per bit or
+    per cycle.
 
     Parameters
     ----------
@@ -315,21 +324,20 @@ class SimulatedBoard:
         import threading
         from pathlib import Path
         from sparrow.hw.accel import Accelerator
-        from sparrow.tb.model_sim import sim_verilog
-        from sparrow.tb.runner import project_build_dir, run_cocotb
+        from sparrow.tb.linkbench import run_link
+        from sparrow.tb.runner import project_build_dir
         accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, config=config, max_batch=max_batch)
         work = project_build_dir() / "sim"
         work.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="bridge-", dir=work))
         self.error = None
+        self.stats, self._compile = {}, {}
         env = {"ACCEL_TB_DIVISOR": self.DIVISOR, "ACCEL_TB_BRIDGE": self.dir / "port"}
-        verilog = sim_verilog(accel, "accel")
 
         def simulate():
             try:
-                run_cocotb(verilog, "accel", "sparrow.tb.accel_tb", simulator, extra_env=env,
-                           testcase="accelerator_bridge", test_dir=self.dir / "run",
-                           log_file=self.dir / "sim.log")
+                run_link(accel, simulator, "link_bridge", extra_env=env, test_dir=self.dir / "run",
+                         log_file=self.dir / "sim.log", stats=self._compile)
             except Exception as exc:        # reported by wait_port() or close()
                 self.error = exc
 
@@ -349,11 +357,26 @@ class SimulatedBoard:
         return f"socket://127.0.0.1:{port_file.read_text().strip()}"
 
     def close(self):
-        """Stop the simulation (after its current connection ends) and wait for it."""
+        """Stop the simulation (after its current connection ends) and wait for it.
+
+        Then :attr:`stats` holds what the simulation did: ``cycles`` simulated,
+        ``run_seconds`` (wall time while it ran), ``wait_seconds`` (waiting for
+        the host, simulated time standing still), ``cpu_seconds`` (processor
+        time of the simulator process), ``bytes_in``, ``bytes_out``,
+        ``compile_seconds`` (0.0 when the build cache had the simulator).
+        """
+        import json
+        import shutil
         (self.dir / "port.stop").write_text("")
         self.thread.join(timeout=120)
         if self.error is not None:
             raise SparrowError(f"simulated board: {self.error}")
+        try:
+            self.stats = json.loads((self.dir / "port.json").read_text())
+        except (OSError, ValueError):
+            self.stats = {}
+        self.stats.update(self._compile)
+        shutil.rmtree(self.dir, ignore_errors=True)      # kept only when the simulation failed
 
 
 def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), baud=115200,
@@ -369,8 +392,9 @@ def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), 
     ``fault_rate`` puts a :class:`FaultyLink` between the driver and the link.
     Returns ``(y int8 [N, out], cycles per vector, seconds over the link,
     identity dict)``; ``stats`` (a :class:`LinkStats`) collects frames, recoveries
-    and repeats, and gets the injected ``faults``; ``progress(done, total)`` is
-    called as vectors complete.
+    and repeats, and gets the injected ``faults`` and, with ``sim``, the
+    simulation's ``sim`` dict (:attr:`SimulatedBoard.stats`);
+    ``progress(done, total)`` is called as vectors complete.
     """
     check_engine_kinds(model)
     n = len(x)
@@ -387,7 +411,7 @@ def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), 
         ident = dev.identify()
         if fault_rate:
             dev.link = link = FaultyLink(dev.link, fault_rate, fault_seed)
-        want = {"in_size": model.layers[0].attrs["in"], "out_size": model.layers[-1].attrs["out"],
+        want = {"in_size": model.layers[0].in_size, "out_size": model.layers[-1].out_size,
                 "layers": len(model.layers), "model_id": P.model_id(model)}
         diff = [f"{k} {ident[k]} (model {v})" for k, v in want.items() if ident[k] != v]
         if diff:
@@ -420,4 +444,5 @@ def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), 
         dev.close()
         if board is not None:
             board.close()
+            stats.sim = dict(board.stats)
     return y, cycles, seconds, ident

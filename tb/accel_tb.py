@@ -1,56 +1,55 @@
-"""cocotb bench for the whole-model accelerator (:class:`~sparrow.hw.accel.Accelerator`).
+"""The host's side of the accelerator benches: a per-bit UART host and the protocol checks.
 
-The bench is the host: cocotbext-uart's ``UartSource`` sends frames built by
-the host driver's own protocol module (:mod:`sparrow.protocol`) on ``rx``, its
-``UartSink`` reads ``tx`` (checking every stop bit) and the same module
-decodes the reply frames, and a scoreboard compares every run's outputs with
-the integer golden model's.  ``$ACCEL_TB_DATA`` (``.npz``) holds
-``x`` int8 [N, in], ``expected`` int8 [N, out], ``divisor``, ``model_id``,
-``layers``, ``clk_hz``, ``max_batch``.
+:class:`UartHost` is the host end of the UART line bit by bit: cocotbext-uart's
+``UartSource`` sends frames built by the host driver's own protocol module
+(:mod:`sparrow.protocol`) on ``rx``, its ``UartSink`` reads ``tx`` (checking
+every stop bit) and the same module decodes the reply frames.  Python awaits
+every bit here: it is the unit check of the UART line against an independent
+UART model (:func:`check_uart_line`).  The fast host for everything else is
+:class:`~sparrow.tb.link_tb.ChunkHost` (the link bench,
+:mod:`sparrow.tb.linkbench`: the host's end of the line in HDL, bytes in
+chunks); it has the same interface, so the checks here run on either.  The
+cocotb tests that use them are in :mod:`sparrow.tb.link_tb`, on the link
+bench's build, whose ``rx``/``tx`` are the accelerator's pins.
 
-Checks, in order: identify (protocol version 2, the batch capacity); every
-vector through ``R`` (outputs == golden, cycles > 0); the same vectors as
-``B`` batches streamed with a window of two frames in flight (the next frame
-sent while the previous one computes and its reply leaves: outputs ==
-golden, sequence numbers echoed, the line never idle between frames); a
-batch sent again with the same sequence number (flagged as a repeat); a
-batch of the wrong length and one over the capacity (``E`` 2); a frame with
-a wrong CRC (``E`` 1) and the next frame still answered; a run frame of the
-wrong length (``E`` 2); an unknown command (``E`` 3); a frame cut short
-(dropped after the timeout, the next frame answered); status (flags name the
-CRC failure, vectors counted, cycles of the last run); a byte with a low stop
-bit (flagged as a framing error).
+``data`` (the ``.npz`` of ``$ACCEL_TB_DATA``) holds ``x`` int8 [N, in],
+``expected`` int8 [N, out] (the golden model's), ``divisor``, ``model_id``,
+``layers``, ``clk_hz``, ``max_batch`` (``batch`` for :func:`check_stream`).
 
-A second test, ``accelerator_bridge``, makes the simulated board reachable
-by the real host driver: it listens on a TCP port on 127.0.0.1 (written to
-the file ``$ACCEL_TB_BRIDGE``), and moves the bytes of one connection to
-``rx`` and the bytes seen on ``tx`` back; one connection after the other,
-until the file ``$ACCEL_TB_BRIDGE`` with the suffix ``.stop`` appears.
-``sparrow run --sim`` connects to it through pyserial's ``socket://`` URL.
+:func:`check_protocol`, in order: identify (protocol version 2, the batch
+capacity); every vector through ``R`` (outputs == golden, cycles > 0); the
+same vectors as ``B`` batches streamed with a window of two frames in flight
+(the next frame sent while the previous one computes and its reply leaves:
+outputs == golden, sequence numbers echoed, the line never idle between
+frames); a batch sent again with the same sequence number (flagged as a
+repeat); a batch of the wrong length and one over the capacity (``E`` 2); a
+frame with a wrong CRC (``E`` 1) and the next frame still answered; a run
+frame of the wrong length (``E`` 2); an unknown command (``E`` 3); a frame
+cut short (dropped after the timeout, the next frame answered); status
+(flags name the CRC failure, vectors counted, cycles of the last run); a
+byte with a low stop bit (flagged as a framing error).
 """
 
 import logging
-import os
-import socket
-import time
 import warnings
-from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, Timer
+from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
 from cocotbext.uart import UartSink, UartSource
 
 from sparrow import protocol as P
-from sparrow.tb.bench import CLOCK_NS, Scoreboard, start
+from sparrow.tb.bench import CLOCK_NS, Scoreboard
+
+__all__ = ["UartHost", "check_protocol", "check_stream", "check_uart_line"]
 
 
 class UartHost:
     """The host end of the UART line at ``divisor`` clock cycles per bit: frames out, replies in.
 
-    ``raw`` keeps every byte seen on ``tx`` (for the bridge), ``frames`` the
-    decoded reply frames not yet taken by :meth:`reply`.
+    ``raw`` keeps every byte seen on ``tx``, ``frames`` the decoded reply
+    frames not yet taken by :meth:`reply`.
     """
 
     def __init__(self, dut, divisor):
@@ -77,16 +76,34 @@ class UartHost:
             self.raw.append(word & 0xFF)
             self.frames += self.decoder.feed(bytes([word & 0xFF]))
 
+    def busy(self):
+        return int(self.dut.busy.value)
+
+    def error(self):
+        return int(self.dut.error.value)
+
+    async def write(self, data):
+        """Queue ``data`` to send (sent back to back in the background)."""
+        await self.source.write(data)
+
+    async def drain(self):
+        """Return after the last stop bit of everything queued."""
+        await self.source.wait()
+
     async def send_bytes(self, data):
         """Send ``data`` on ``rx``; returns after the last stop bit."""
-        await self.source.write(data)
-        await self.source.wait()
+        await self.write(data)
+        await self.drain()
 
     async def send_bits(self, bits):
         """Drive ``rx`` with raw bit values, one bit time each (for malformed bytes)."""
         for bit in bits:
             self.dut.rx.value = bit
             await Timer(self.bit_ns, unit="ns")
+
+    async def wait_bytes(self, n):
+        """Let ``n`` byte times pass."""
+        await Timer(n * 10 * self.bit_ns, unit="ns")
 
     async def reply(self, timeout_bytes=4096):
         """The next reply frame ``(cmd, payload)``; fails if none comes within ``timeout_bytes``."""
@@ -111,21 +128,12 @@ def _error_code(frame):
     return payload[0]
 
 
-async def _start(dut, div):
-    await start(dut, idle={"rx": 1}, reset_cycles=3)
-    await Timer(2 * div * CLOCK_NS, unit="ns")
-    return UartHost(dut, div)
-
-
-@cocotb.test()
-async def accelerator_host_protocol(dut):
-    """Identify, runs bit-exact with the golden model, and every error path of the protocol."""
-    data = np.load(os.environ["ACCEL_TB_DATA"])
+async def check_protocol(dut, host, data):
+    """The host protocol checks (module docstring) through ``host`` (:class:`UartHost` or a
+    :class:`~sparrow.tb.link_tb.ChunkHost`); ``data`` is the ``$ACCEL_TB_DATA`` archive."""
     x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
-    div = int(data["divisor"])
     n, n_in = x.shape
     n_out = expected.shape[1]
-    host = await _start(dut, div)
 
     max_batch = int(data["max_batch"])
     ident = P.parse_identify(await host.request(P.CMD_IDENTIFY))
@@ -193,16 +201,15 @@ async def accelerator_host_protocol(dut):
     assert _error_code(await host.request(b"Z"[0])) == 3
 
     await host.send_bytes(P.encode_frame(P.CMD_RUN, bytes(n_in))[:5])     # cut short
-    await Timer((P.TIMEOUT_BYTES + 2) * 10 * host.bit_ns, unit="ns")
-    await FallingEdge(dut.clk)
-    assert int(dut.busy.value) == 0, "a frame cut short was not dropped after the timeout"
+    await host.wait_bytes(P.TIMEOUT_BYTES + 2)
+    assert host.busy() == 0, "a frame cut short was not dropped after the timeout"
     status = P.parse_status(await host.request(P.CMD_STATUS))
     assert status["flags"] == [P.FLAGS[3]], status
     # The batch one byte too long and the frame with the wrong CRC ran their complete vectors
     # before their end came (their outputs never left).
     assert status["vectors"] == n + batch_vectors + 2, status
     assert status["cycles"] == again[1], status
-    assert int(dut.error.value) == 1
+    assert host.error() == 1
 
     # A byte whose stop bit is low (a wrong baud rate) is dropped and flagged.
     await host.send_bits([0] + [1] * 8 + [0] + [1] * 2)
@@ -210,90 +217,64 @@ async def accelerator_host_protocol(dut):
     assert status["flags"] == [P.FLAGS[2], P.FLAGS[3]], status
 
 
-@cocotb.test()
-async def accelerator_bridge(dut):
-    """The simulated board on a TCP port: bytes in go to ``rx``, bytes from ``tx`` go back."""
-    div = int(os.environ["ACCEL_TB_DIVISOR"])
-    accept_s = float(os.environ.get("ACCEL_TB_ACCEPT_S", "120"))
-    host = await _start(dut, div)
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.setblocking(False)
-    port_file = Path(os.environ["ACCEL_TB_BRIDGE"])
-    stop_file = port_file.with_suffix(".stop")
-    port_file.with_suffix(".tmp").write_text(str(server.getsockname()[1]))
-    port_file.with_suffix(".tmp").replace(port_file)
-    conn, deadline, sent, served = None, time.monotonic() + accept_s, 0, 0
-    while True:
-        host.collect()
-        if conn is None:
-            if stop_file.exists():
-                break
-            try:
-                conn, _ = server.accept()
-                conn.setblocking(False)
-                sent = len(host.raw)
-            except BlockingIOError:
-                assert served or time.monotonic() < deadline, \
-                    f"no host connected within {accept_s:g} s"
-        else:
-            closed = False
-            try:
-                data = conn.recv(4096)
-                if data:
-                    await host.source.write(data)      # queued: replies keep flowing meanwhile
-                else:
-                    closed = True                  # the host closed the link
-            except BlockingIOError:
-                pass
-            except ConnectionResetError:
-                closed = True
-            if closed:
-                conn.close()
-                conn, served = None, served + 1
-            elif len(host.raw) > sent:
-                conn.sendall(bytes(host.raw[sent:]))
-                sent = len(host.raw)
-        await Timer(10 * host.bit_ns, unit="ns")
-    server.close()
+async def check_stream(dut, host, data):
+    """Stream ``B`` batches, window of two frames, answered at once: outputs == golden.
 
-
-@cocotb.test()
-async def accelerator_stream(dut):
-    """Stream ``B`` batches at the real bit time, window of two frames: outputs == golden, timing.
-
-    ``$ACCEL_TB_DATA`` (``.npz``): ``x``, ``expected``, ``divisor``, ``batch``.  The
-    host answers at once (no USB latency).  Writes ``$ACCEL_TB_RESULT`` (``.json``):
-    clock cycles from the first byte sent to the last byte received, vectors,
-    bytes sent and received, the cycles the host-to-device line carried bytes,
-    and the device cycles of every frame.
+    ``data``: ``x``, ``expected``, ``divisor``, ``batch``.  Returns a dict:
+    clock ``cycles`` from the first byte sent to the last byte received,
+    ``vectors``, ``bytes_sent`` and ``bytes_received``, ``line_busy_cycles``
+    (the cycles the host-to-device line carried bytes) and the device cycles
+    of every frame (``frame_cycles``).
     """
-    import json
-    data = np.load(os.environ["ACCEL_TB_DATA"])
     x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
     div, batch = int(data["divisor"]), int(data["batch"])
     n, n_out = len(x), expected.shape[1]
-    host = await _start(dut, div)
     starts = list(range(0, n, batch))
     frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(k, x[s:s + batch])) for k, s in enumerate(starts)]
+    received = len(host.raw)
     t0 = get_sim_time("ns")
-    await host.source.write(b"".join(frames[:2]))       # queued: sent back to back
+    await host.write(b"".join(frames[:2]))       # queued: sent back to back
     frame_cycles = []
     for k, s in enumerate(starts):
         reply = await host.reply(timeout_bytes=1 << 20)
         if k + 2 < len(frames):
-            await host.source.write(frames[k + 2])
+            await host.write(frames[k + 2])
         want = expected[s:s + batch]
         ys, cycles, _ = P.parse_batch(reply, k, len(want), n_out)
         for v, (y, w) in enumerate(zip(ys, want)):
             Scoreboard("output", w.tolist(), where=lambda i: f"frame {k} vector {v}: output {i}",
                        terms=lambda i: f"rtl {y}, expected {w.tolist()}").compare(y)
         frame_cycles.append(cycles)
-    await host.source.wait()
+    await host.drain()
     total = (get_sim_time("ns") - t0) / CLOCK_NS
     sent = sum(len(f) for f in frames)
-    Path(os.environ["ACCEL_TB_RESULT"]).write_text(json.dumps({
-        "cycles": total, "vectors": n, "bytes_sent": sent, "bytes_received": len(host.raw),
-        "line_busy_cycles": sent * 10 * div, "frame_cycles": frame_cycles}))
     dut._log.info(f"{n} vectors streamed bit-exact in {total:.0f} cycles")
+    return {"cycles": total, "vectors": n, "bytes_sent": sent,
+            "bytes_received": len(host.raw) - received, "line_busy_cycles": sent * 10 * div,
+            "frame_cycles": frame_cycles}
+
+
+async def check_uart_line(dut, host, data):
+    """The UART line against an independent UART model (a :class:`UartHost`): bit timing, stop bits.
+
+    Identify; every vector through ``R`` (outputs == golden); two ``B``
+    frames sent back to back while the first one's reply leaves (both
+    directions busy at once); a byte with a low stop bit (dropped, flagged);
+    status.  ``data`` as for :func:`check_protocol`.
+    """
+    x, expected = data["x"].astype(np.int64), data["expected"].astype(np.int64)
+    n_out = expected.shape[1]
+    ident = P.parse_identify(await host.request(P.CMD_IDENTIFY))
+    assert ident["in_size"] == x.shape[1] and ident["out_size"] == n_out, ident
+    for v in range(len(x)):
+        y, cycles = P.parse_run(await host.request(P.CMD_RUN, (x[v] & 0xFF).astype(np.uint8).tobytes()),
+                                n_out)
+        assert y == expected[v].tolist() and cycles > 0, f"vector {v}: rtl {y}, expected {expected[v]}"
+    frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(k, x)) for k in (1, 2)]
+    await host.send_bytes(frames[0] + frames[1])
+    for k in (1, 2):
+        ys, _, repeat = P.parse_batch(await host.reply(), k, len(x), n_out)
+        assert ys == expected.tolist() and not repeat, f"batch {k}: rtl {ys}"
+    await host.send_bits([0] + [1] * 8 + [0] + [1] * 2)
+    status = P.parse_status(await host.request(P.CMD_STATUS))
+    assert status["flags"] == [P.FLAGS[2]], status

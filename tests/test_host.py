@@ -1,4 +1,8 @@
-"""``sparrow run``: the host driver against the accelerator's RTL (``--sim``), and its errors."""
+"""``sparrow run``: the host driver against the accelerator's RTL (``--sim``), and its errors.
+
+The simulated board is the link bench (:mod:`sparrow.tb.linkbench`): the
+host's end of the UART line in HDL, bytes in chunks over a local TCP port.
+"""
 
 
 import numpy as np

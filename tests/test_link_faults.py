@@ -1,6 +1,7 @@
 """The host link under faults: dropped, corrupted, duplicated and inserted bytes, host stalls.
 
-The driver streams batches to the accelerator's RTL (Verilator) through
+The driver streams batches to the accelerator's RTL (Verilator, in the link
+bench: no Python per bit) through
 :class:`~sparrow.fpga.host.FaultyLink`; every output must equal the integer
 golden model, or the driver must stop with one line, in bounded time.  The
 long version (>= 1000 frames) is ``bench/bench_link.py --faults``.

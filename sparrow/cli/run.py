@@ -79,6 +79,12 @@ def run(args):
     print(f"run: {model.name}: {len(y)} vectors on {where} -> {args.out} (int8 {list(y.shape)}); "
           f"{mean:.0f} cycles per vector on the device{clock}; {seconds:.1f} s over the link, "
           f"{rate:.0f} inferences/s end to end")
+    sim = getattr(stats, "sim", None)
+    if sim and sim.get("run_seconds"):
+        print(f"sim: {sim['cycles']:.0f} cycles simulated in {sim['run_seconds']:.2f} s "
+              f"({sim['cycles'] / sim['run_seconds'] / 1e6:.2f} M cycles/s; "
+              f"{sim['cycles'] / max(sim['cpu_seconds'], 1e-9) / 1e6:.2f} M per processor "
+              f"second; {sim['wait_seconds']:.2f} s waiting for the host)")
     if stats.frames_sent:
         faults = getattr(stats, "faults", {})
         print(f"link: protocol v{ident['version']}, {stats.batches} frames of up to "
