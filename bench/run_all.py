@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("bench_pe", "bench_sd", "bench_bc", "bench_compress", "bench_sim", "bench_link")
+BENCHES = ("bench_pe", "bench_sd", "bench_bc", "bench_compress", "bench_storage", "bench_sim", "bench_link",
+           "bench_cnn")
 
 
 def main():

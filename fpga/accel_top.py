@@ -14,6 +14,7 @@ from dataclasses import replace
 from amaranth.hdl import Elaboratable, Module
 
 from sparrow import SparrowError
+from sparrow.hw.conv import DenseConvEngine
 from sparrow.hw.dense_engine import DenseEngine
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import multipliers
@@ -34,7 +35,9 @@ def accelerator_design(model, board, baud=115200, config=EngineConfig(), clock_m
     """
     from sparrow.fpga.boards import get_board
     from sparrow.protocol import model_id
+    from sparrow.fpga.memfit import check_activation_fit
     board = get_board(board)
+    act_blocks, block_budget = check_activation_fit(model, board, config)
     lanes = fit_dense_lanes(model, board, config)
     top = AcceleratorTop(model, board, baud, replace(config, dense_lanes=lanes) if lanes else config,
                          clock_mhz=clock_mhz, check_baud=check_baud)
@@ -42,8 +45,9 @@ def accelerator_design(model, board, baud=115200, config=EngineConfig(), clock_m
     extra = {"model": model.name, "pes": config.pes, "design_kind": "accelerator", "baud": baud,
              "clock_mhz": mhz, "clock_hz": top.clk_hz, "uart_divisor": top.accel.divisor,
              "pll": top.pll.report() if top.pll else None, "dense_lanes": lanes,
-             "layers": [f"{l.name} {l.kind} {l.attrs['in']}->{l.attrs['out']}" for l in model.layers],
-             "model_id": f"{model_id(model):08x}"}
+             "layers": [f"{l.name} {l.kind} {l.in_size}->{l.out_size}" for l in model.layers],
+             "model_id": f"{model_id(model):08x}",
+             "activation_blocks": act_blocks, "block_budget": block_budget}
     return top, f"{model.name}_accel", extra, mhz
 
 
@@ -54,10 +58,11 @@ def fit_dense_lanes(model, board, config=EngineConfig()):
     with ``config``); the dense engines split the rest evenly, at least one
     lane and at most 8 each.
     """
-    dense = [l for l in model.layers if l.kind == DenseEngine.kind]
+    uses_lanes = (DenseEngine.kind, DenseConvEngine.kind)
+    dense = [l for l in model.layers if l.kind in uses_lanes]
     if not dense:
         return None
-    fixed = sum(multipliers(l, config) for l in model.layers if l.kind != DenseEngine.kind)
+    fixed = sum(multipliers(l, config) for l in model.layers if l.kind not in uses_lanes)
     return max(1, min(8, (board.dsps - fixed) // len(dense)))
 
 

@@ -64,3 +64,29 @@ def summarise(report):
     for clk, f in report["fmax_mhz"].items():
         parts.append(f"{f['achieved']:.1f} MHz")
     return ", ".join(parts)
+
+
+def weight_memory(onchip, family):
+    """The build report's ``weight_memory``: bits the design's ROMs hold and the block RAMs
+    their sizes imply.
+
+    ``onchip`` is :func:`sparrow.hw.onchip.model_onchip` (or one layer's
+    :func:`~sparrow.hw.onchip.engine_onchip` with ``name``); per ROM the
+    entry gives its layer, name, role, width, depth, bits, and the primitive
+    (EBR on iCE40, DP16KD on ECP5) with the count its size implies (nextpnr's own
+    count for the whole design is ``utilization.bram``).
+    """
+    from sparrow.hw.onchip import memory_blocks
+    layers = onchip.get("layers", [onchip])
+    memories = []
+    for layer in layers:
+        for name, mem in layer["memories"].items():
+            primitive, blocks = memory_blocks(mem["width"], mem["depth"], family)
+            memories.append({"layer": layer.get("name"), "rom": name, **mem, "primitive": primitive,
+                             "blocks": blocks})
+    by_role = {role: sum(m["blocks"] for m in memories if m["role"] == role)
+               for role in ("weight", "bias", "control")}
+    return {"weight_bits": onchip["weight_bits"], "bias_bits": onchip["bias_bits"],
+            "control_bits": onchip["control_bits"], "weight_blocks": by_role["weight"],
+            "bias_blocks": by_role["bias"], "control_blocks": by_role["control"],
+            "primitive": memories[0]["primitive"] if memories else None, "memories": memories}

@@ -14,9 +14,10 @@ layers.  Receiving, computing and replying overlap (protocol version 2): the
 vectors of a run or batch frame enter the chain as soon as each has arrived,
 one slot filling while the other feeds the chain, and a frame's reply leaves
 from its output bank while the next frame arrives into the other.  Each
-engine's output (which cannot stall) lands in a FIFO deep enough for a whole
+engine's output that cannot stall lands in a FIFO deep enough for a whole
 output vector, which the next engine drains at its own pace, so the chain
-never loses data.
+never loses data; an engine whose output waits (convolution, pooling,
+flatten) feeds the next one directly.
 
 The cycle count of a run goes from the first input element offered to the
 first engine to the last output element of the last engine.
@@ -46,7 +47,9 @@ class EngineChain(Component):
     """Engines joined by FIFOs: engine n -> FIFO n (a whole output vector) -> engine n+1.
 
     Each FIFO holds a whole output vector, which the next engine drains at its
-    own pace, so the chain never loses data (a loss would set ``error``).
+    own pace, so the chain never loses data (a loss would set ``error``).  An
+    engine whose output waits (:attr:`~sparrow.hw.engine.Engine.holds_output`:
+    convolutions, pooling, flatten) connects to the next one directly.
 
     Parameters
     ----------
@@ -76,14 +79,18 @@ class EngineChain(Component):
         source = wiring.flipped(self.i)
         for n, engine in enumerate(self._engines):
             m.submodules[f"engine{n}"] = engine
-            m.submodules[f"fifo{n}"] = fifo = SyncFIFOBuffered(width=8, depth=engine.out_features)
             wiring.connect(m, source, engine.i)
+            if engine.holds_output:         # its output waits: no FIFO needed
+                source = engine.o
+                continue
+            m.submodules[f"fifo{n}"] = fifo = SyncFIFOBuffered(width=8, depth=engine.out_features)
             wiring.connect(m, engine.o, fifo.w_stream)
             with m.If(engine.o.valid & ~fifo.w_rdy):
                 m.d.sync += lost.eq(1)
             source = fifo.r_stream
         wiring.connect(m, source, wiring.flipped(self.o))
-        m.d.comb += [self.emitted.eq(self._engines[-1].o.valid),
+        last = self._engines[-1]
+        m.d.comb += [self.emitted.eq(last.o.valid & (last.o.ready if last.holds_output else 1)),
                      self.error.eq(lost | Cat(*(e.error for e in self._engines)).any())]
         return m
 
@@ -547,7 +554,7 @@ class Accelerator(ValidatedComponent):
 
     def _validate(self, model, clk_hz, divisor, config=EngineConfig(), max_batch=16):
         check_engine_kinds(model)
-        in_size, out_size = model.layers[0].attrs["in"], model.layers[-1].attrs["out"]
+        in_size, out_size = model.layers[0].in_size, model.layers[-1].out_size
         if in_size > 0xFFFF or out_size + 4 > 0xFFFF:
             raise SparrowError(f"model {model.name!r}: the host protocol carries at most 65535 "
                                f"input and 65531 output bytes per vector")

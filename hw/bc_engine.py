@@ -43,6 +43,7 @@ from sparrow.hw.images import write_images as write_hex
 from sparrow.modeldir import Layer
 
 __all__ = ["BCEngine", "bc_cycles", "bin_order", "write_images", "memory_images", "spectra_images",
+           "spectrum_bits",
            "generic_bias_width"]
 
 #: Cycles after the last MAC issue until the last Z word is in the FFT buffer
@@ -99,29 +100,50 @@ def generic_bias_width(layer):
     return max(GENERIC_BIAS_WIDTH, _bias_width(adj))
 
 
-def spectra_images(layer, bias_width=None):
+def spectrum_bits(layer):
+    """Bits of one stored spectrum component: what the layer's weight spectra need (signed),
+    at most :data:`sparrow.fixedfft.DATA_BITS` (16, the datapath's width)."""
+    c = G.layer_constants(layer)
+    values = np.concatenate([np.ravel(c["wr"]), np.ravel(c["wi"]), [0]])
+    hi, lo = int(values.max()), int(values.min())
+    return min(G.DATA_BITS, max(2, max(hi.bit_length(), (-lo - 1).bit_length()) + 1))
+
+
+def spectra_images(layer, bias_width=None, component_bits=None):
     """Memory images of one bc_linear layer: dict name -> (width, list of unsigned words).
 
-    ``ws``: weight spectra of a block-row pair, word ((q*nb + j)*H + m) =
-    {im, re of W_2q+1,j[m], im, re of W_2q,j[m]} (16 bits each, W_2q,j[m].re
-    at bit 0; block rows padded to an even count with zeros); ``bias``: the
-    adjusted biases b' (signed, ``width`` bits, two's complement).
+    ``ws``: weight spectra of a block-row pair, ``b`` = ``component_bits`` (default
+    :func:`spectrum_bits`) bits per component, k/2 words per (pair q, input block j):
+    word ((q*nb + j)*k/2 + m) for 0 < m < k/2 = {im, re of W_2q+1,j[m], im, re of
+    W_2q,j[m]} (W_2q,j[m].re at bit 0, each ``b`` bits, signed); word (q*nb + j)*k/2
+    holds the two purely real bins: W[0].re in the re fields and W[k/2].re in the
+    im fields (their imaginary parts are 0: sin(0) = sin(pi) = 0 in the tables);
+    block rows padded to an even count with zeros.  ``bias``: the adjusted biases
+    b' (signed, ``width`` bits, two's complement).
     """
     c = G.layer_constants(layer)
     wr, wi = c["wr"], c["wi"]
     nbo, nb, h = wr.shape
+    half = h - 1
+    if wi[..., 0].any() or wi[..., half].any():
+        raise ValueError(f"layer {layer.name!r}: bins 0 and k/2 of a weight spectrum must be real")
+    b = spectrum_bits(layer) if component_bits is None else component_bits
+    mask = (1 << b) - 1
     if nbo % 2:
         wr = np.concatenate([wr, np.zeros((1, nb, h), np.int64)])
         wi = np.concatenate([wi, np.zeros((1, nb, h), np.int64)])
-    re = [int(v) & 0xFFFF for v in wr.reshape(-1, 2, nb * h).transpose(0, 2, 1).reshape(-1)]
-    im = [int(v) & 0xFFFF for v in wi.reshape(-1, 2, nb * h).transpose(0, 2, 1).reshape(-1)]
-    # lanes of a pair interleaved: (re, im) of row 2q, then of row 2q+1
-    ws = [re[2 * i] | (im[2 * i] << 16) | (re[2 * i + 1] << 32) | (im[2 * i + 1] << 48)
-          for i in range(len(re) // 2)]
-    b = c["bias_adj"]
-    bw = _bias_width(b) if bias_width is None else bias_width
-    bias = (b & ((1 << bw) - 1)).tolist()
-    return {"ws": (64, ws), "bias": (bw, bias)}
+    re, im = wr[..., :half].copy(), wi[..., :half].copy()
+    im[..., 0] = wr[..., half]                      # bin k/2 shares bin 0's word
+    ws = []
+    for q in range(len(re) // 2):
+        for j in range(nb):
+            for m in range(half):
+                fields = (re[2 * q, j, m], im[2 * q, j, m], re[2 * q + 1, j, m], im[2 * q + 1, j, m])
+                ws.append(sum((int(v) & mask) << (i * b) for i, v in enumerate(fields)))
+    bias_adj = c["bias_adj"]
+    bw = _bias_width(bias_adj) if bias_width is None else bias_width
+    bias = (bias_adj & ((1 << bw) - 1)).tolist()
+    return {"ws": (4 * b, ws), "bias": (bw, bias)}
 
 
 def _bias_width(b):
@@ -130,17 +152,21 @@ def _bias_width(b):
     return max(2, lim.bit_length() + 1)
 
 
-def memory_images(layer, bias_width=None):
+def memory_images(layer, bias_width=None, component_bits=None):
     """``{name: (width, words, layout)}`` of the engine's ROMs, exactly as the RTL holds them
-    (``bias_width``: that of a ``generic`` build, :func:`generic_bias_width`)."""
-    images = spectra_images(layer, bias_width)
+    (``bias_width``, ``component_bits``: those of a ``generic`` build, :func:`generic_bias_width`
+    and 16)."""
+    images = spectra_images(layer, bias_width, component_bits)
     c = G.layer_constants(layer)
-    h = c["k"] // 2 + 1
+    half = c["k"] // 2
+    b = images["ws"][0] // 4
     return {
-        "ws": (64, images["ws"][1],
-               f"word ((q*{c['nb']} + j)*{h} + m) = weight spectra W_2q,j[m] and W_2q+1,j[m]: "
-               f"re, im of row 2q at bits [0, 16), [16, 32), of row 2q+1 at [32, 48), [48, 64), "
-               f"signed; block rows padded to an even count with zeros"),
+        "ws": (4 * b, images["ws"][1],
+               f"word ((q*{c['nb']} + j)*{half} + m), 0 < m < {half} = weight spectra W_2q,j[m] and "
+               f"W_2q+1,j[m]: re, im of row 2q at bits [0, {b}), [{b}, {2 * b}), of row 2q+1 at "
+               f"[{2 * b}, {3 * b}), [{3 * b}, {4 * b}), signed; word (q*{c['nb']} + j)*{half}: "
+               f"W[0].re in the re fields, W[{half}].re in the im fields (both bins real); "
+               f"block rows padded to an even count with zeros"),
         "bias": (images["bias"][0], images["bias"][1],
                  f"adjusted bias b'[o] = floor((bias[o] + 2^(out_shift-1)) / 2^(out_shift - {c['fe']})), "
                  f"signed {images['bias'][0]}-bit two's complement"),
@@ -240,7 +266,8 @@ class BCEngine(Engine):
         self._generic = bool(generic)
         self._constants = G.layer_constants(layer)
         self._bias_width = generic_bias_width(layer) if generic else None
-        self._images = spectra_images(layer, self._bias_width)
+        self._ws_bits = G.DATA_BITS if generic else spectrum_bits(layer)
+        self._images = spectra_images(layer, self._bias_width, self._ws_bits)
         self._n_in, self._n_out, self._k = n_in, n_out, k
         self._acc_width = max(34, cmac_min_acc_width(self._constants["nb"], self._constants["s1"]))
         return self.stream_members()
@@ -274,7 +301,7 @@ class BCEngine(Engine):
 
     def memory_images(self):
         """``{name: (width, words, layout)}`` of the ROMs (for ``sparrow generate``)."""
-        return memory_images(self._layer, self._bias_width)
+        return memory_images(self._layer, self._bias_width, self._ws_bits)
 
     @property
     def cycles_per_vector(self):
@@ -290,7 +317,7 @@ class BCEngine(Engine):
         m.submodules.loader = loader = InputLoader(geo, consts["g"])
         m.submodules.splitter = splitter = SpectrumSplitter(geo)
         m.submodules.reader = reader = SpectrumReader(geo, self._images["ws"][1],
-                                                      rom_attrs("ws", self._generic))
+                                                      rom_attrs("ws", self._generic), self._ws_bits)
         m.submodules.mac = mac = FrequencyMAC(geo, self._acc_width, consts["s1"])
         m.submodules.readout = readout = OutputReader(geo, self._images["bias"], consts["fe"],
                                                       bool(self._layer.attrs["relu"]),

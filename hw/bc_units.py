@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from sparrow import fixedfft as G
 from sparrow.hw.cmac import ComplexMAC, operand_layout
 from sparrow.hw.fft import load_layout, mul_op_layout, mul_res_layout, result_layout
+from sparrow.validate import check_int
 
 __all__ = ["BlockGeometry", "bin_order", "InputLoader", "SpectrumSplitter", "SpectrumReader",
            "FrequencyMAC", "OutputReader", "OUT_FIFO_DEPTH"]
@@ -253,9 +254,12 @@ class SpectrumReader(wiring.Component):
     ----------
     geometry : BlockGeometry
     weight_words : list of int
-        The weight-spectrum ROM (``ws`` of :func:`sparrow.hw.bc_engine.spectra_images`).
+        The weight-spectrum ROM (``ws`` of :func:`sparrow.hw.bc_engine.spectra_images`:
+        k/2 words per input block, bins 0 and k/2 sharing the first).
     rom_attrs : dict, optional
         Attributes of that ROM (``sparrow_rom`` for run-time loading).
+    component_bits : int
+        Bits of one stored spectrum component (2..16; sign-extended to 16).
 
     Members
     -------
@@ -280,9 +284,11 @@ class SpectrumReader(wiring.Component):
         The pair's last beat is issued this cycle.
     """
 
-    def __init__(self, geometry, weight_words, rom_attrs=None):
+    def __init__(self, geometry, weight_words, rom_attrs=None, component_bits=G.DATA_BITS):
         self._geometry, self._weight_words = geometry, list(weight_words)
         self._rom_attrs = dict(rom_attrs or {})
+        check_int(component_bits, "Spectrum component width", 2, G.DATA_BITS)
+        self._bits = component_bits
         words = geometry.n_blocks_in * geometry.bins
         super().__init__({
             "start": In(1),
@@ -302,20 +308,23 @@ class SpectrumReader(wiring.Component):
         m = Module()
         geo = self._geometry
         k, h, nb = geo.k, geo.bins, geo.n_blocks_in
-        rom_words = len(self._weight_words)
-        m.submodules.ws = ws = Memory(shape=unsigned(64), depth=rom_words, init=self._weight_words,
+        rom_words, b, half = len(self._weight_words), self._bits, k // 2
+        m.submodules.ws = ws = Memory(shape=unsigned(4 * b), depth=rom_words, init=self._weight_words,
                                       attrs=self._rom_attrs)
         ws_read = ws.read_port()
 
         order, last_position = bin_order(k)
         next_bin = Array([Const(order[(order.index(b) + 1) % h], range(h)) for b in range(h)])
+        # ROM word of a bin within its block: bin k/2 shares bin 0's word.
+        next_slot = Array([Const(order[(order.index(b) + 1) % h] % half, range(half))
+                           for b in range(h)])
         bin_last_position = Array([Const(last_position[b], range(k)) for b in range(h)])
         bin_ = Signal(range(h + 1))
         block = Signal(range(nb + 1))
         gap = Signal()                              # nb == 1: every other cycle is idle
         xs_addr = Signal(range(nb * h + 1))         # j*H + m
-        ws_addr = Signal(range(rom_words + 1))      # (q*nb + j)*H + m
-        ws_base = Signal(range(rom_words + 1))      # q*nb*H
+        ws_addr = Signal(range(rom_words + 1))      # (q*nb + j)*k/2 + m mod k/2
+        ws_base = Signal(range(rom_words + 1))      # q*nb*k/2
         bin_free = Signal()
         issue = Signal()
         closing = block == nb - 1
@@ -329,11 +338,11 @@ class SpectrumReader(wiring.Component):
             if nb == 1:
                 m.d.sync += gap.eq(issue)
             with m.If(issue):
-                m.d.sync += [block.eq(block + 1), xs_addr.eq(xs_addr + h), ws_addr.eq(ws_addr + h)]
+                m.d.sync += [block.eq(block + 1), xs_addr.eq(xs_addr + h), ws_addr.eq(ws_addr + half)]
                 with m.If(closing):
                     following = next_bin[bin_]
                     m.d.sync += [block.eq(0), bin_.eq(following), xs_addr.eq(following),
-                                 ws_addr.eq(ws_base + following)]
+                                 ws_addr.eq(ws_base + next_slot[bin_])]
                     with m.If(bin_ == order[-1]):
                         m.d.comb += self.done.eq(1)
         with m.If(self.start):
@@ -341,16 +350,20 @@ class SpectrumReader(wiring.Component):
         with m.If(self.first_pair):
             m.d.sync += ws_base.eq(0)
         with m.If(self.next_pair):
-            m.d.sync += ws_base.eq(ws_base + nb * h)
+            m.d.sync += ws_base.eq(ws_base + nb * half)
 
         beat, weights = self.mac.payload, ws_read.data
         beat_first, beat_last = Signal(), Signal()
-        m.d.sync += [self.mac.valid.eq(issue), beat_first.eq(block == 0), beat_last.eq(closing)]
+        # With the ROM word: its bin is real (0 or k/2), and is k/2 (re in the im fields).
+        real, nyquist = Signal(), Signal()
+        m.d.sync += [self.mac.valid.eq(issue), beat_first.eq(block == 0), beat_last.eq(closing),
+                     real.eq((bin_ == 0) | (bin_ == half)), nyquist.eq(bin_ == half)]
+        field = [weights[i * b:(i + 1) * b].as_signed() for i in range(4)]
         m.d.comb += [
             self.xs_addr.eq(xs_addr), ws_read.addr.eq(ws_addr),
             beat.x_re.eq(self.xs_data.re), beat.x_im.eq(self.xs_data.im),
-            beat.w[0].re.eq(weights[0:16].as_signed()), beat.w[0].im.eq(weights[16:32].as_signed()),
-            beat.w[1].re.eq(weights[32:48].as_signed()), beat.w[1].im.eq(weights[48:64].as_signed()),
+            beat.w[0].re.eq(Mux(nyquist, field[1], field[0])), beat.w[0].im.eq(Mux(real, 0, field[1])),
+            beat.w[1].re.eq(Mux(nyquist, field[3], field[2])), beat.w[1].im.eq(Mux(real, 0, field[3])),
             beat.first.eq(beat_first), beat.last.eq(beat_last),
         ]
         return m

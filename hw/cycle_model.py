@@ -1,4 +1,4 @@
-"""Cycle model of the sd_linear and dense_linear engines, and break-even pruning ratios.
+"""Cycle model of the engines (sd, dense, convolution, pooling), and break-even pruning ratios.
 
 Cycles per input vector in steady state (vectors back to back), as in
 docs/design-sd.md:
@@ -12,6 +12,10 @@ docs/design-sd.md:
   ``max(1, d*in)`` per block.
 * dense engine (D MAC lanes, one int8 out per cycle):
   ``max(ceil(out/D) * in + 1, out + ceil(out/D))``.
+* convolution engine (:func:`conv_cycles`): the inner linear engine's
+  cycles per patch times the patches, against the input and output vectors'
+  lengths; max-pooling (:func:`pool_cycles`): the input's length when the
+  windows tile it, else the window reads.
 
 The break-even pruning ratio of a layer (ADMM-NN) is the smallest sparsity
 (fraction of P x 1 blocks removed) at which the SD engine is at least as fast
@@ -31,7 +35,8 @@ import math
 
 from sparrow.validate import check_int, check_number
 
-__all__ = ["sd_cycles", "sd_block_cycles", "dense_cycles", "break_even_ratio"]
+__all__ = ["sd_cycles", "sd_block_cycles", "dense_cycles", "break_even_ratio", "conv_cycles",
+           "pool_cycles"]
 
 
 def sd_cycles(n_in, n_out, density, pes, out_lanes=1, tiles=1):
@@ -91,3 +96,38 @@ def break_even_ratio(n_in, n_out, pes, dense_lanes, out_lanes=1, tiles=1, steps=
         if sd_cycles(n_in, n_out, 1.0 - sparsity, pes, out_lanes, tiles) <= target:
             return sparsity
     return 1.0
+
+
+def conv_cycles(n_in, patches, inner_cycles, out_ch):
+    """Steady-state cycles per vector of a convolution engine (:mod:`sparrow.hw.conv`).
+
+    Three stages overlap on consecutive vectors: the activation buffer takes
+    ``n_in`` = C*H*W elements (one a cycle); the inner linear engine runs
+    ``patches`` = OH*OW patches back to back at ``inner_cycles`` each (its
+    own steady-state cycles per vector), plus one cycle to start a vector;
+    the reorder buffer sends ``out_ch * patches`` outputs (one a cycle)::
+
+        max(n_in, patches * inner_cycles + 1, out_ch * patches)
+    """
+    check_int(n_in, "Input count", 1, 1 << 24)
+    check_int(patches, "Patch count", 1, 1 << 24)
+    check_int(inner_cycles, "Inner cycles", 1, 1 << 30)
+    check_int(out_ch, "Output channel count", 1, 1 << 20)
+    return max(n_in, patches * inner_cycles + 1, out_ch * patches)
+
+
+def pool_cycles(n_in, n_out, kernel, streaming=False):
+    """Steady-state cycles per vector of a max-pooling engine (:mod:`sparrow.hw.pool`).
+
+    Streaming (kernel == stride: windows do not overlap) the engine takes
+    one element a cycle and keeps only the partial maxima of one output row:
+    ``n_in``.  Otherwise the buffer takes ``n_in`` elements while the window
+    reader reads ``kernel**2`` elements per output (one a cycle), plus one
+    cycle to start a vector: ``max(n_in, n_out * kernel**2 + 1)``.
+    """
+    check_int(n_in, "Input count", 1, 1 << 24)
+    check_int(n_out, "Output count", 1, 1 << 24)
+    check_int(kernel, "Kernel size", 1, 1 << 16)
+    if streaming:
+        return n_in
+    return max(n_in, n_out * kernel * kernel + 1)

@@ -22,7 +22,18 @@ from sparrow.hw.engine import (DEFAULT_DENSE_LANES, GENERIC_BIAS_WIDTH, Engine, 
 from sparrow.hw.pe_array import DrainChain, OutputStage
 from sparrow.validate import check_int
 
-__all__ = ["DenseEngine", "dense_image", "dense_acc_width"]
+__all__ = ["DenseEngine", "dense_image", "dense_acc_width", "balanced_lanes"]
+
+
+def balanced_lanes(n_out, lanes):
+    """MAC lanes that a layer of ``n_out`` rows uses of ``lanes``: ``ceil(n_out / ceil(n_out / lanes))``.
+
+    As many row blocks as ``lanes`` lanes take (so the same cycles), each as
+    full as possible: the weight ROM holds no all-zero padding rows but the
+    last block's (at most ``blocks - 1`` rows), and idle lanes take no DSP.
+    """
+    blocks = -(-n_out // lanes)
+    return -(-n_out // blocks)
 
 
 def dense_acc_width(weight):
@@ -95,16 +106,16 @@ class DenseEngine(Engine):
 
     @classmethod
     def from_layer(cls, layer, config=EngineConfig()):
-        """The engine of a validated ``sparrow.modeldir.Layer`` of kind dense_linear
-        with ``config.dense_lanes`` MAC lanes (and ``config.generic``)."""
+        """The engine of a validated ``sparrow.modeldir.Layer`` of kind dense_linear with
+        :func:`balanced_lanes` of ``config.dense_lanes`` MAC lanes (and ``config.generic``)."""
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), p["weight"], p["bias"], int(a["out_shift"]),
-                   bool(a["relu"]), config.dense_lanes, config.generic)
+                   bool(a["relu"]), balanced_lanes(int(a["out"]), config.dense_lanes), config.generic)
 
     @classmethod
     def multipliers(cls, layer, config=EngineConfig()):
-        """One multiplier per MAC lane: ``config.dense_lanes``."""
-        return config.dense_lanes
+        """One multiplier per MAC lane: :func:`balanced_lanes` of ``config.dense_lanes``."""
+        return balanced_lanes(int(layer.attrs["out"]), config.dense_lanes)
 
     @classmethod
     def cycles(cls, layer, config=EngineConfig()):

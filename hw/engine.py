@@ -72,6 +72,11 @@ class EngineConfig:
         int8 outputs per beat of an sd_linear engine, 1..64 (divides ``pes``).
     bcast : int
         Broadcast register stages of an sd_linear PE array, 0..4.
+    max_groups : int
+        Most PE groups of an sd_linear engine's code layout, 1..16 (default 16:
+        the fewest code-ROM bits, a code ROM and a z-buffer copy per group; 1:
+        one of each, the least logic and block RAM, as a small board may need;
+        :func:`sparrow.hw.sd_program.sd_layout`).
     generic : bool
         Simulation builds (default False: the build for a board).  Every width
         and depth then depends on the layer's structure only (sizes, k, tiles,
@@ -95,6 +100,7 @@ class EngineConfig:
     out_lanes: int = 1
     bcast: int = 0
     generic: bool = False
+    max_groups: int = 16
 
     def __post_init__(self):
         check_int(self.pes, "PE count", 1, 1024)
@@ -102,6 +108,7 @@ class EngineConfig:
         check_int(self.out_lanes, "Output lane count", 1, 64)
         check_range(self.bcast, "Broadcast stages", 0, 4)
         check_bool(self.generic, "generic")
+        check_int(self.max_groups, "PE group limit", 1, 16)
         if self.pes % self.out_lanes:
             raise ValueError(f"Output lane count {self.out_lanes} does not divide PE count {self.pes}")
 
@@ -120,15 +127,23 @@ class Engine(ValidatedComponent):
         Input vector elements, x[0] first.
     o : Out(stream.Signature(signed(8)))  (``8 * out_lanes`` bits with several output lanes)
         Output elements, y[0] first (lane c of beat r holds y[r*C + c] at bits
-        [8c, 8c+8)).  An engine cannot stall its output: the consumer must
-        hold ``o.ready`` high (a value offered while it is low is lost and
-        sets ``error``).
+        [8c, 8c+8)).  Unless :attr:`holds_output`, an engine cannot stall its
+        output: the consumer must hold ``o.ready`` high (a value offered while
+        it is low is lost and sets ``error``).
     error : Out(1)
         Sticky: the engine lost an output or detected an internal overrun.
     """
 
     #: The layer kind of the model format this engine runs.
     kind = None
+
+    #: The engine's output waits while ``o.ready`` is low (nothing is lost), so
+    #: the accelerator's chain needs no output FIFO after it.
+    holds_output = False
+
+    #: The engine is a wire (``o`` is ``i``: a re-indexing that the C-major order
+    #: already is); a bench that runs engines one by one may leave it out.
+    identity = False
 
     @staticmethod
     def stream_members(out_lanes=1):
@@ -148,6 +163,13 @@ class Engine(ValidatedComponent):
     def multipliers(cls, layer, config=EngineConfig()):
         """Hardware multipliers (DSP blocks) the engine of ``layer`` uses."""
         raise NotImplementedError
+
+    @classmethod
+    def activation_buffers(cls, layer, config=EngineConfig()):
+        """``[(depth, width)]`` of the activation memories the engine of ``layer`` holds
+        beyond its own input staging (the vector buffers of convolution and pooling
+        engines; none by default)."""
+        return []
 
     @classmethod
     def cycles(cls, layer, config=EngineConfig()):

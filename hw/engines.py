@@ -8,15 +8,18 @@ engines only through it; adding an engine is a class in hw/ and one entry here.
 
 from sparrow import SparrowError
 from sparrow.hw.bc_engine import BCEngine
+from sparrow.hw.conv import BCConvEngine, DenseConvEngine, SDConvEngine
 from sparrow.hw.dense_engine import DenseEngine
 from sparrow.hw.engine import EngineConfig
+from sparrow.hw.pool import FlattenEngine, MaxPoolEngine
 from sparrow.hw.sd_engine import SDEngine
 
 __all__ = ["ENGINES", "engine_class", "engine_for_layer", "check_engine_kinds", "multipliers",
-           "layer_cycles", "model_cycles"]
+           "layer_cycles", "model_cycles", "activation_memories"]
 
 #: Layer kind -> engine class.
-ENGINES = {cls.kind: cls for cls in (SDEngine, DenseEngine, BCEngine)}
+ENGINES = {cls.kind: cls for cls in (SDEngine, DenseEngine, BCEngine, SDConvEngine, DenseConvEngine,
+                                     BCConvEngine, MaxPoolEngine, FlattenEngine)}
 
 
 def engine_class(kind):
@@ -71,3 +74,23 @@ def layer_cycles(layer, config=EngineConfig()):
 def model_cycles(model, config=EngineConfig()):
     """``{layer name: steady-state cycles per vector}`` of every layer of ``model``."""
     return {layer.name: layer_cycles(layer, config) for layer in model.layers}
+
+
+def activation_memories(model, config=EngineConfig(), max_batch=16):
+    """``[(what, depth, width)]`` of the activation memories of ``model``'s accelerator.
+
+    The engines' vector buffers (:meth:`~sparrow.hw.engine.Engine.activation_buffers`),
+    the chain's FIFO after every engine whose output cannot wait (a whole output
+    vector, :class:`~sparrow.hw.accel.EngineChain`) and the host interface's
+    input slots (two vectors) and output banks (two frames of ``max_batch`` vectors).
+    Parameter ROMs and the engines' internal staging are not included.
+    """
+    mems = []
+    for layer in model.layers:
+        cls = _layer_engine_class(layer)
+        mems += [(f"{layer.name} buffer", d, w) for d, w in cls.activation_buffers(layer, config)]
+        if not cls.holds_output:
+            mems.append((f"{layer.name} FIFO", layer.out_size, 8))
+    mems.append(("input slots", 2 * model.layers[0].in_size, 8))
+    mems.append(("output banks", 2 * max_batch * model.layers[-1].out_size, 8))
+    return mems

@@ -11,13 +11,16 @@
     bias add, rounding right shift, saturation to int8 and ReLU, one row per
     cycle (the end-of-tile arithmetic of sd_linear and dense_linear).
 
-Coefficient code (one per PE, ``exp_bits + 2`` bits, PE p at bits
-``[p*(exp_bits+2), (p+1)*(exp_bits+2))``)::
+Coefficient code (one per PE, ``cw = exp_bits + 2`` bits, PE p at bits
+``[p*cw, (p+1)*cw)``)::
 
     bit  exp_bits+1   exp_bits   exp_bits-1 .. 0
          nz           sign       exp
     nz = 0: coefficient 0 (sign and exp ignored); all-zero code = zero coefficient.
     value = (-1)^sign * 2^exp
+
+Without zero codes (``zero_codes=False``: a layout whose stored codes are all
+nonzero) the nz bit is left out: ``exp_bits + 1`` bits, value ``(-1)^sign * 2^exp``.
 """
 
 from amaranth.hdl import Module, Signal, Shape, signed, Mux, Cat, Const
@@ -32,16 +35,21 @@ from sparrow.validate import check_int, check_range
 __all__ = ["code_width", "encode_code", "DrainChain", "PEArray", "OutputStage", "rshift_sat"]
 
 
-def code_width(exp_bits):
-    """Bits of one coefficient code: nz, sign, exp."""
-    return exp_bits + 2
+def code_width(exp_bits, zero_codes=True):
+    """Bits of one coefficient code: (nz,) sign, exp."""
+    return exp_bits + 1 + int(bool(zero_codes))
 
 
-def encode_code(sign, exp, exp_bits=3):
-    """The code of coefficient ``sign * 2^exp`` (sign in {-1, 0, 1}) as an int."""
+def encode_code(sign, exp, exp_bits=3, zero_codes=True):
+    """The code of coefficient ``sign * 2^exp`` (sign in {-1, 0, 1}) as an int.
+
+    Raises ValueError for a zero coefficient without zero codes.
+    """
     if sign == 0:
+        if not zero_codes:
+            raise ValueError("A zero coefficient needs zero codes")
         return 0
-    return (1 << (exp_bits + 1)) | (int(sign < 0) << exp_bits) | int(exp)
+    return (int(bool(zero_codes)) << (exp_bits + 1)) | (int(sign < 0) << exp_bits) | int(exp)
 
 
 class DrainChain(ValidatedComponent):
@@ -150,16 +158,34 @@ class PEArray(ValidatedComponent):
         of C sums and a block of n rows drains in n/C cycles.
     bcast : int
         Broadcast register stages, 0..4.
+    groups : int
+        PE groups G (1..pes, divides ``pes``): with G > 1, group g (PEs
+        ``g*P/G .. (g+1)*P/G - 1``) takes its own activation, lane g of ``z``,
+        and adds its terms when ``group_valid[g]`` (each group runs its own
+        column list; a block still ends for all PEs at once, on ``valid`` and
+        ``last``).  ``group_valid`` replaces ``valid`` for the terms: the caller
+        holds it low when ``valid`` is low.
+    zero_codes : bool
+        Codes carry the nz bit (default); without it every code is a nonzero
+        coefficient and a group adds nothing only when not ``group_valid``.
+    gated : bool
+        With one group: take ``group_valid`` all the same (an entry may carry
+        ``last`` without a term).
 
     Members
     -------
-    z : In(signed(act_width))
-    codes : In(pes * (exp_bits + 2))
+    z : In(signed(act_width))   (G = 1)
+    z : In(groups * act_width)  (G > 1: group g's signed activation at bits ``[g*w, (g+1)*w)``)
+    group_valid : In(groups)    (G > 1 or ``gated`` only)
+    codes : In(pes * code_width(exp_bits, zero_codes))
     valid, last : In(1)
     lanes : In(range(pes // out_lanes + 1))
         With ``last``: how many chain words (C PEs each, from PE 0) hold rows of
         this block; only they are shifted out (the rest hold zero codes in this block).
     can_last : Out(1)
+    can_last_next : Out(1)
+        What ``can_last`` will be next cycle (a caller that registers its own
+        block-end decision combines it with its state).
     o : Out(stream.Signature(signed(acc_width)))  (``out_lanes`` = 1)
     o : Out(stream.Signature(out_lanes * acc_width))  (``out_lanes`` > 1: PE c of the
         word at bits ``[c*acc_width, (c+1)*acc_width)``)
@@ -178,11 +204,17 @@ class PEArray(ValidatedComponent):
     #: (without broadcast stages; see :attr:`latency`).
     ARRAY_LATENCY = PE_LATENCY + 1
 
-    def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20, out_lanes=1, bcast=0):
-        super().__init__(pes, act_width, exp_bits, acc_width, out_lanes, bcast)
+    def __init__(self, pes, act_width=8, exp_bits=3, acc_width=20, out_lanes=1, bcast=0, groups=1,
+                 zero_codes=True, gated=False):
+        super().__init__(pes, act_width, exp_bits, acc_width, out_lanes, bcast, groups, zero_codes,
+                         gated)
 
-    def _validate(self, pes, act_width, exp_bits, acc_width, out_lanes, bcast):
+    def _validate(self, pes, act_width, exp_bits, acc_width, out_lanes, bcast, groups, zero_codes,
+                  gated):
         check_int(pes, "PE count", 1, 1024)
+        check_int(groups, "PE group count", 1, pes)
+        if pes % groups:
+            raise ValueError(f"PE group count {groups} does not divide PE count {pes}")
         check_int(out_lanes, "Output lane count", 1, 64)
         if pes % out_lanes:
             raise ValueError(f"Output lane count {out_lanes} does not divide PE count {pes}")
@@ -190,11 +222,16 @@ class PEArray(ValidatedComponent):
         discard(ShiftAddPE(act_width, exp_bits, acc_width, max_terms=1))    # its checks only
         self._pes, self._act_width, self._exp_bits, self._acc_width = pes, act_width, exp_bits, acc_width
         self._out_lanes, self._bcast = out_lanes, bcast
+        self._groups, self._zero_codes = groups, bool(zero_codes)
+        self._gated = groups > 1 or bool(gated)
         payload = signed(acc_width) if out_lanes == 1 else out_lanes * acc_width
+        grouped = {"z": In(groups * act_width) if groups > 1 else In(signed(act_width))}
+        if self._gated:
+            grouped["group_valid"] = In(groups)
         return {
-            "z": In(signed(act_width)), "codes": In(pes * code_width(exp_bits)),
+            **grouped, "codes": In(pes * code_width(exp_bits, zero_codes)),
             "valid": In(1), "last": In(1), "lanes": In(range(pes // out_lanes + 1)),
-            "can_last": Out(1),
+            "can_last": Out(1), "can_last_next": Out(1),
             "o": Out(stream.Signature(payload)),
             "overrun": Out(1),
         }
@@ -210,7 +247,10 @@ class PEArray(ValidatedComponent):
 
     def elaborate(self, platform):
         m = Module()
-        P, eb, cw, C, S = self._pes, self._exp_bits, code_width(self._exp_bits), self._out_lanes, self._bcast
+        P, eb, C, S = self._pes, self._exp_bits, self._out_lanes, self._bcast
+        cw, G, w = code_width(eb, self._zero_codes), self._groups, self._act_width
+        zin = [self.z[g * w:(g + 1) * w].as_signed() for g in range(G)] if G > 1 else [self.z]
+        gvalid = [self.group_valid[g] for g in range(G)] if self._gated else [self.valid]
         # With broadcast stages, the chain's words load on copies of the load signal
         # (one per group of words, up to 2^(1+S) groups).
         groups = min(P // C, 1 << (PE_LATENCY - 1 + S)) if S else 1
@@ -236,19 +276,33 @@ class PEArray(ValidatedComponent):
             # code).  Sibling copies differ in their (reset-less, don't-care) initial
             # value, 0 or all ones, so that Yosys does not merge them back into one;
             # at time 0 the codes, delayed alike, are zero codes.
-            zs = _fanout_tree(m, Mux(self.valid, self.z, 0), S, max(1, P // 8), "bz",
-                              signed(self._act_width))
+            zs = [_fanout_tree(m, Mux(gvalid[g], zin[g], 0), S, max(1, P // G // 8),
+                               f"bz{g}_" if G > 1 else "bz", signed(w)) for g in range(G)]
         else:
-            zs = [self.z]
+            zs = [[z] for z in zin]
 
+        # Without zero codes an idle PE's code is no zero: the broadcast copies' don't-care
+        # initial values (above) would add terms until the first gated z arrives, so each
+        # group's valid travels with z (S flops from 0) and enables the PEs.
+        pe_valid = gvalid
+        if S and not self._zero_codes:
+            pe_valid = []
+            for g in range(G):
+                v = gvalid[g]
+                for s_ in range(S):
+                    nv = Signal(name=f"bvalid{g}_{s_}")
+                    m.d.sync += nv.eq(v)
+                    v = nv
+                pe_valid.append(v)
         accs = []
         for p in range(P):
             pe = RunningPE(self._act_width, eb, self._acc_width)
             m.submodules[f"pe{p}"] = pe
             code = bcodes[p * cw:(p + 1) * cw]
-            m.d.comb += [pe.act.eq(zs[p * len(zs) // P]), pe.exp.eq(code[:eb]),
-                         pe.sign.eq(code[eb]), pe.nz.eq(code[eb + 1]),
-                         pe.valid.eq(1 if S else self.valid)]
+            g, q = divmod(p, P // G)
+            m.d.comb += [pe.act.eq(zs[g][q * len(zs[g]) // (P // G)]), pe.exp.eq(code[:eb]),
+                         pe.sign.eq(code[eb]), pe.nz.eq(code[eb + 1] if self._zero_codes else 1),
+                         pe.valid.eq(1 if S and self._zero_codes else pe_valid[g])]
             accs.append(pe.acc)
         m.d.comb += [chain.data.eq(Cat(*accs)), chain.load.eq(last_pipe[-1]),
                      chain.load_count.eq(lanes_pipe[-1])]
@@ -270,7 +324,8 @@ class PEArray(ValidatedComponent):
         count_next = Mux(chain.load, chain.load_count,
                          Mux(chain.count != 0, chain.count - 1, 0))
         can = Signal(init=1)
-        m.d.sync += can.eq((count_next <= edges) & (inflight_next == 0))
+        m.d.comb += self.can_last_next.eq((count_next <= edges) & (inflight_next == 0))
+        m.d.sync += can.eq(self.can_last_next)
         m.d.comb += self.can_last.eq(can)
         return m
 

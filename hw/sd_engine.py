@@ -10,18 +10,21 @@ Three processes run concurrently, handing over double-buffered banks::
     loader   in cycles per vector      x -> x bank (k int8 per word)
     basis    in cycles per tile        z_t = satz(rshift(B_t x)) -> z bank
              (tiles back to back; 6 edges of pipeline)
-    issue    one cycle per code entry  z[col] and P codes -> PE array
-             of the tile (+ stalls, + 3)
+    issue    one cycle per code entry  per PE group: z[col] and B codes -> PE array
+             of the tile (+ stalls, + 3)   (groups in parallel, a block's end together)
     drain    P/C cycles per row block, overlapping the next block
 
 so in steady state a vector costs about
-max(in, T*in + 1, out/C, sum over blocks of max(entries_b, rows_b/C) + 4*T) cycles.
+max(in, T*in + 1, out/C, sum over blocks of max(entries_b, rows_b/C) + 4*T) cycles
+(entries_b: the longest group list of block b).
 
-Code program (one ROM word per entry, see :func:`sd_program`): the rows of
-tile t are split into blocks of P; for each block, one entry per column that
-is nonzero in at least one of the block's rows (all-zero columns cost no
-cycle), holding the column index, the P codes and a ``last`` flag on the
-block's final entry.  A block with no nonzero column gets one all-zero entry.
+Code program (:mod:`sparrow.hw.sd_program`): the rows of tile t are split
+into blocks of P and each block's PEs into G groups of B rows; each group
+has its own code ROM (one word per column where its rows are nonzero,
+delta-coded, plus fill entries) and its own copy of the z buffer, so a
+block costs as many cycles as its longest group list (all-zero columns cost
+no cycle) and the ROMs hold what the compressor's B x 1 blocks hold,
+whatever P is.
 """
 
 import numpy as np
@@ -34,14 +37,13 @@ from sparrow.hw.cycle_model import sd_block_cycles
 from sparrow.hw.engine import (GENERIC_BIAS_WIDTH, Engine, EngineConfig, consts_image, consts_rom,
                                rom_attrs)
 from sparrow.hw.pe import pe_min_acc_width
-from sparrow.hw.pe_array import PEArray, OutputStage, code_width, encode_code
+from sparrow.hw.pe_array import PEArray, OutputStage, code_width
+from sparrow.hw.sd_program import (EXP_BITS, MAX_GROUPS, code_rom_depth, sd_col_bits, sd_exp_bits,
+                                   sd_layout, sd_program, sd_row_blocks)
 from sparrow.validate import check_int, check_range
 
-__all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "code_rom_depth", "EXP_BITS"]
-
-#: Exponent code width of the model format (coef_exp in [0, 7]).
-EXP_BITS = 3
-
+__all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "code_rom_depth", "EXP_BITS",
+           "sd_exp_bits", "sd_layout"]
 
 def sd_acc_width(coef_sign, coef_exp, z_bits):
     """Signed width that holds every row's worst-case sum of ``coef * z`` (bias excluded).
@@ -56,78 +58,9 @@ def sd_acc_width(coef_sign, coef_exp, z_bits):
     return max(bound.bit_length() + 1, pe_min_acc_width(z_bits, EXP_BITS, 1))
 
 
-def code_rom_depth(entries, max_entries, generic=False):
-    """Depth of the code ROM: the program's ``entries`` plus one zero word.
-
-    With ``generic`` (simulation builds shared by every model of one structure)
-    the depth is rounded up to a power of two, at least 16, and capped at
-    ``max_entries + 1`` (every row block with every column: the largest program
-    of the structure), so programs of up to 15 entries share a build, 16..31
-    the next, 32..63 the next, and so on.
-    """
-    depth = entries + 1
-    if generic:
-        depth = min(max(16, 1 << (depth - 1).bit_length()), max(depth, max_entries + 1))
-    return depth
-
-
-def sd_row_blocks(coef_sign, tiles, pes):
-    """The row blocks of the code program: ``[(first row, end row, nonzero columns)]``.
-
-    Tile t's rows are split into blocks of ``pes``; a block's columns are those
-    with a nonzero coefficient in at least one of its rows (ascending), tile 0's
-    blocks first.
-    """
-    s = np.asarray(coef_sign)
-    rows = s.shape[0] // tiles
-    blocks = []
-    for t in range(tiles):
-        for b0 in range(0, rows, pes):
-            r0, r1 = t * rows + b0, t * rows + min(b0 + pes, rows)
-            blocks.append((r0, r1, np.flatnonzero((s[r0:r1] != 0).any(axis=0))))
-    return blocks
-
-
-def sd_program(coef_sign, coef_exp, tiles, pes):
-    """The code ROM of an sd_linear layer.
-
-    Returns ``(words, tile_ends, col_bits, first_cols)``: ``words`` the ROM
-    words (ints), ``tile_ends[t]`` the address one past tile t's last entry,
-    ``first_cols[t]`` the column of tile t's first entry.  Word layout, LSB
-    first: P codes of ``exp_bits + 2`` bits (PE p at bits ``[5p, 5p+5)``:
-    exp[3], sign, nz), the column of the *next* entry of the tile (0 after the
-    tile's last; ``col_bits``), the ``last`` flag (end of a row block), the
-    *next* entry's ``last`` flag (0 after the tile's last), so that the issue
-    stage holds an entry's ``last`` in a flip-flop, not behind the ROM output.
-    """
-    s = np.asarray(coef_sign, dtype=np.int64)
-    e = np.asarray(coef_exp, dtype=np.int64)
-    n_in = s.shape[1]
-    cw = code_width(EXP_BITS)
-    col_bits = max(1, (n_in - 1).bit_length())
-    words, tile_ends, first_cols = [], [], []
-    blocks = sd_row_blocks(s, tiles, pes)
-    per_tile = len(blocks) // tiles
-    for t in range(tiles):
-        entries = []                     # (column, codes, last)
-        for r0, r1, cols in blocks[t * per_tile:(t + 1) * per_tile]:
-            block = []
-            for c in cols:
-                w = 0
-                for p, r in enumerate(range(r0, r1)):
-                    w |= encode_code(int(s[r, c]), int(e[r, c]), EXP_BITS) << (cw * p)
-                block.append([int(c), w, 0])
-            if not block:
-                block = [[0, 0, 0]]
-            block[-1][2] = 1
-            entries.extend(block)
-        first_cols.append(entries[0][0])
-        for i, (c, w, last) in enumerate(entries):
-            nxt, nlast = entries[i + 1][0::2] if i + 1 < len(entries) else (0, 0)
-            words.append(w | (nxt << (cw * pes)) | (last << (cw * pes + col_bits))
-                         | (nlast << (cw * pes + col_bits + 1)))
-        tile_ends.append(len(words))
-    return words, tile_ends, col_bits, first_cols
+def _max_groups(config):
+    """The PE-group limit of ``config`` (:attr:`~sparrow.hw.engine.EngineConfig.max_groups`)."""
+    return getattr(config, "max_groups", MAX_GROUPS)
 
 
 class SDEngine(Engine):
@@ -159,11 +92,23 @@ class SDEngine(Engine):
         1-2 for hundreds of PEs: see :class:`~sparrow.hw.pe_array.PEArray`).
     generic : bool
         A simulation build whose widths and depths depend on the structure
+        (and the code layout's groups and delta width, which set the cycles)
         only (see :class:`~sparrow.hw.engine.EngineConfig`): the accumulator
-        holds any coefficients' sums, the bias ROM any int32, the code ROM
-        :func:`code_rom_depth` words, the per-tile tables (first column,
-        end address) are a ROM ``tiles`` and the shifts and ReLU flag a ROM
-        ``consts`` instead of constants.
+        holds any coefficients' sums, the bias ROM any int32, the codes are
+        5 bits (3-bit exponents, nz), each group's code ROM is
+        :func:`code_rom_depth` words, all groups' in one ROM ``codes`` (a
+        read port each), the per-tile tables (end address, first entry's
+        delta column and last flag) are a ROM ``tiles`` and the shifts and
+        ReLU flag a ROM ``consts`` instead of constants.
+    max_groups : int
+        Most PE groups of the code layout (1..16, default 16): 1 keeps one code
+        ROM and one z buffer (the least logic and block RAMs, more ROM bits when
+        the compressor's blocks are shorter than P).
+
+    The code layout (:func:`~sparrow.hw.sd_program.sd_layout`: PE groups of B
+    rows, each with its own code ROM ``codes<g>`` and z-buffer copy, delta-coded
+    columns, the layer's exponent width) is chosen for the fewest ROM bits at no
+    more cycles than whole column indices.
 
     Members
     -------
@@ -186,21 +131,24 @@ class SDEngine(Engine):
     kind = "sd_linear"
 
     def __init__(self, in_features, out_features, k, basis, coef_sign, coef_exp, bias,
-                 basis_shift, out_shift, relu, z_bits=8, pes=8, out_lanes=1, bcast=0, generic=False):
+                 basis_shift, out_shift, relu, z_bits=8, pes=8, out_lanes=1, bcast=0, generic=False,
+                 max_groups=MAX_GROUPS):
         super().__init__(in_features, out_features, k, basis, coef_sign, coef_exp, bias,
-                         basis_shift, out_shift, relu, z_bits, pes, out_lanes, bcast, generic)
+                         basis_shift, out_shift, relu, z_bits, pes, out_lanes, bcast, generic,
+                         max_groups)
 
     @classmethod
     def from_layer(cls, layer, config=EngineConfig()):
         """The engine of a validated ``sparrow.modeldir.Layer`` of kind sd_linear.
 
-        Reads ``config.pes``, ``config.out_lanes``, ``config.bcast`` and ``config.generic``.
+        Reads ``config.pes``, ``config.out_lanes``, ``config.bcast``, ``config.generic``
+        and ``config.max_groups``.
         """
         a, p = layer.attrs, layer.params
         return cls(int(a["in"]), int(a["out"]), int(a["k"]), p["basis"], p["coef_sign"],
                    p["coef_exp"], p["bias"], int(a["basis_shift"]), int(a["out_shift"]),
                    bool(a["relu"]), int(a.get("z_bits", 8)), config.pes, config.out_lanes,
-                   config.bcast, config.generic)
+                   config.bcast, config.generic, _max_groups(config))
 
     @classmethod
     def multipliers(cls, layer, config=EngineConfig()):
@@ -210,15 +158,17 @@ class SDEngine(Engine):
     @classmethod
     def cycles(cls, layer, config=EngineConfig()):
         """Steady-state cycles per vector (:func:`~sparrow.hw.cycle_model.sd_block_cycles`)
-        with the layer's actual code entries per row block."""
-        a = layer.attrs
-        tiles = np.asarray(layer.params["basis"]).shape[0]
-        blocks = [(max(1, len(cols)), r1 - r0)
-                  for r0, r1, cols in sd_row_blocks(layer.params["coef_sign"], tiles, config.pes)]
-        return sd_block_cycles(int(a["in"]), int(a["out"]), blocks, config.out_lanes, tiles)
+        with the layer's actual code entries per row block (its longest group list)."""
+        a, p = layer.attrs, layer.params
+        tiles = np.asarray(p["basis"]).shape[0]
+        program = sd_program(p["coef_sign"], p["coef_exp"], tiles, config.pes,
+                             max_groups=_max_groups(config))
+        rows = [r1 - r0 for r0, r1, _ in sd_row_blocks(p["coef_sign"], tiles, config.pes)]
+        return sd_block_cycles(int(a["in"]), int(a["out"]), list(zip(program.block_entries, rows)),
+                               config.out_lanes, tiles)
 
     def _validate(self, n_in, n_out, k, basis, coef_sign, coef_exp, bias, basis_shift,
-                  out_shift, relu, z_bits, pes, out_lanes, bcast, generic):
+                  out_shift, relu, z_bits, pes, out_lanes, bcast, generic, max_groups):
         check_int(n_in, "Input count", 1, 1 << 16)
         check_int(n_out, "Output count", 1, 1 << 16)
         check_int(pes, "PE count", 1, 1024)
@@ -249,15 +199,21 @@ class SDEngine(Engine):
             self._acc_width = sd_acc_width(np.ones((1, n_in)), np.full((1, n_in), 7), z_bits)
         else:
             self._acc_width = sd_acc_width(s, e, z_bits)
-        self._array = PEArray(pes, z_bits, EXP_BITS, self._acc_width, out_lanes, bcast)
+        self._layout = layout = sd_layout(s, e, tiles, pes, generic, max_groups)
+        self._groups = pes // layout.group_rows
+        self._array = PEArray(pes, z_bits, layout.exp_bits, self._acc_width, out_lanes, bcast,
+                              self._groups, layout.zero_codes, gated=True)
         self._post = OutputStage(self._acc_width, pes // out_lanes, n_out, n_out // tiles, bias,
                                  out_shift, relu, running=True, out_lanes=out_lanes,
                                  bias_width=GENERIC_BIAS_WIDTH if generic
                                  else None, rom_attrs=rom_attrs("bias", generic),
                                  runtime_shift=generic)
-        self._words, self._tile_ends, self._col_bits, self._first_cols = sd_program(s, e, tiles, pes)
+        self._program = sd_program(s, e, tiles, pes, layout)
+        self._active = len(self._program.groups)      # groups that hold rows
+        # the largest program of the structure: every column of every block, no fill
         max_entries = tiles * -(-(n_out // tiles) // pes) * n_in
-        self._code_depth = code_rom_depth(len(self._words), max_entries, generic)
+        self._code_depths = [code_rom_depth(len(g[0]), max_entries, generic)
+                             for g in self._program.groups]
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
         self._z_bits, self._out_lanes = z_bits, out_lanes
         return self.stream_members(out_lanes)
@@ -273,67 +229,98 @@ class SDEngine(Engine):
 
     @property
     def program(self):
-        """``(words, tile_ends, col_bits, first_cols)`` of the code ROM."""
-        return self._words, self._tile_ends, self._col_bits, self._first_cols
+        """The :class:`~sparrow.hw.sd_program.SDProgram` of the code ROMs."""
+        return self._program
+
+    def _rom_name(self, base, g):
+        return base if self._active == 1 else f"{base}{g}"
+
+    def _generic_code_rom(self):
+        """``(offsets, pcb, words)`` of a generic build's one ``codes`` ROM: the groups' ROMs
+        one after the other (group g from address ``offsets[g]``), ``pcb`` address bits."""
+        offsets = [sum(self._code_depths[:g]) for g in range(self._active)]
+        pcb = max(1, (sum(self._code_depths) - 1).bit_length())
+        words = []
+        for g, (gw, *_) in enumerate(self._program.groups):
+            words += list(gw) + [0] * (self._code_depths[g] - len(gw))
+        return offsets, pcb, words
 
     def _tile_table(self):
-        """``(width, words)`` of the ``tiles`` ROM of a generic build: per tile, LSB first,
-        its end address, its first entry's column and that entry's ``last`` flag."""
-        P, cw = self._pes, code_width(EXP_BITS)
-        pcb = max(1, (self._code_depth - 1).bit_length())
-        words = []
-        for t in range(self._tiles):
-            start = self._tile_ends[t - 1] if t else 0
-            first_last = (self._words[start] >> (P * cw + self._col_bits)) & 1
-            words.append(self._tile_ends[t] | (self._first_cols[t] << pcb)
-                         | (first_last << (pcb + self._col_bits)))
-        return pcb + self._col_bits + 1, words
+        """``(width, words)`` of the ``tiles`` ROM of a generic build: per tile, group g at bits
+        ``[g*w, (g+1)*w)`` holding, LSB first, the tile's end address in the ``codes`` ROM, its
+        first entry's ``v`` and that entry's ``last`` flag."""
+        offsets, pcb, _ = self._generic_code_rom()
+        d = self._layout.delta_bits
+        w = pcb + d + 1
+        words = [sum((offsets[g] + ends[t] | (first_v[t] << pcb) | (first_last[t] << (pcb + d))) << (g * w)
+                     for g, (_, ends, first_v, first_last) in enumerate(self._program.groups))
+                 for t in range(self._tiles)]
+        return self._active * w, words
 
     def memory_images(self):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
-        P, cw = self._pes, code_width(EXP_BITS)
+        B, d, eb, zero = self._layout
+        cw, ww = code_width(eb, zero), self._program.word_width
+        code = (f"exp[0:{eb}], sign[{eb}], nz[{eb + 1}]" if zero else
+                f"exp[0:{eb}], sign[{eb}] (no zero codes)")
         bw, bias = self._post.bias_image
         k = self._k
-        pad = self._code_depth - len(self._words)
-        images = {
-            "codes": (P * cw + self._col_bits + 2, list(self._words) + [0] * pad,
-                      f"one entry per (row block, nonzero column); LSB first: {P} codes of {cw} bits "
-                      f"(PE p at bits [{cw}p, {cw}p+{cw}): exp[0:3], sign[3], nz[4]), "
-                      f"next entry's column[{P * cw}:{P * cw + self._col_bits}] (0 after a tile's last), "
-                      f"last[{P * cw + self._col_bits}] (end of a row block), next entry's "
-                      f"last[{P * cw + self._col_bits + 1}] (0 after a tile's last); tile t ends at address "
-                      f"tile_ends[t] = {self._tile_ends}, its first entry's column is "
-                      f"first_cols[t] = {self._first_cols}; then {pad} zero word(s) (the issue "
-                      f"stage reads one word past the last entry)"),
-            "basis": (8 * k, basis_image(self._basis_unit._basis),
-                      f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits [8j, 8j+8), int8"),
-            "bias": (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw // self._out_lanes}-bit "
-                               f"two's complement, {self._out_lanes} row(s) per word (row "
-                               f"w*{self._out_lanes}+c at bits [{bw // self._out_lanes}c, ...))"),
-        }
+        images = {}
+        for g, (words, ends, first_v, first_last) in enumerate(self._program.groups):
+            pad = self._code_depths[g] - len(words)
+            images[self._rom_name("codes", g)] = (
+                ww, list(words) + [0] * pad,
+                f"PE group {g} of {self._groups} ({self._active} hold rows; rows g*{B}..g*{B}+{B - 1} "
+                f"of each row block of "
+                f"{self._pes}): one entry per nonzero column of the group's rows or fill "
+                f"(sparrow.hw.sd_program); LSB first: {B} codes of {cw} bits ({code}), the next "
+                f"entry's v[{B * cw}:{B * cw + d}] (delta column, {(1 << d) - 1} = fill; 0 after "
+                f"a tile's last), last[{B * cw + d}], next entry's last[{B * cw + d + 1}]; tile t "
+                f"ends at tile_ends[t] = {ends}, its first entry has v = {first_v}, last = "
+                f"{first_last}; then {pad} zero word(s) (the issue stage reads one word past the "
+                f"last entry)")
+        if self._generic and self._active > 1:      # one ROM: the groups' one after the other
+            offsets, _, words = self._generic_code_rom()
+            layouts = "; ".join(images.pop(self._rom_name("codes", g))[2] for g in range(self._active))
+            images["codes"] = (ww, words, f"the {self._active} groups' ROMs one after the other "
+                                          f"(group g from address {offsets}[g]): {layouts}")
+        images["basis"] = (8 * k, basis_image(self._basis_unit._basis),
+                           f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits "
+                           f"[8j, 8j+8), int8")
+        images["bias"] = (bw, bias, f"bias[row] + 2^(out_shift-1), signed {bw // self._out_lanes}-bit "
+                                    f"two's complement, {self._out_lanes} row(s) per word (row "
+                                    f"w*{self._out_lanes}+c at bits [{bw // self._out_lanes}c, ...))")
         if self._generic:
             images["consts"] = consts_image(*self._consts)
             tw, tiles = self._tile_table()
-            pcb = max(1, (self._code_depth - 1).bit_length())
-            images["tiles"] = (tw, tiles, f"word t: tile t's end address at bits [0, {pcb}), its first "
-                                          f"entry's column at [{pcb}, {pcb + self._col_bits}), that "
-                                          f"entry's last flag at bit {pcb + self._col_bits}")
+            _, pcb, _ = self._generic_code_rom()
+            images["tiles"] = (tw, tiles, f"word t, group g at bits [g*{tw // self._active}, ...): "
+                                          f"tile t's end address in the codes ROM at bits [0, {pcb}), "
+                                          f"its first entry's v at [{pcb}, {pcb + d}), that entry's "
+                                          f"last flag at bit {pcb + d}")
         return images
 
     @property
     def entries(self):
-        """Number of code entries (array cycles per vector without stalls)."""
-        return len(self._words)
+        """Code entries per vector: the longest group list of every row block (array cycles
+        per vector without stalls)."""
+        return sum(self._program.block_entries)
 
     def describe(self):
-        """``pes``, ``code_entries``, ``tile_ends`` and ``first_cols`` of the code program."""
-        return {"pes": self._pes, "code_entries": self.entries, "tile_ends": self._tile_ends,
-                "first_cols": self._first_cols}
+        """``pes``, the code layout (``group_rows``, ``delta_bits``, ``exp_bits``, ``zero_codes``),
+        ``groups``, ``code_entries`` (array cycles) and per group its ``tile_ends`` and each
+        tile's first entry's ``first_v`` and ``first_last`` (held as logic constants)."""
+        return {"pes": self._pes, **self._layout._asdict(), "groups": self._groups,
+                "active_groups": self._active,
+                "code_entries": self.entries, "tile_ends": [g[1] for g in self._program.groups],
+                "first_v": [g[2] for g in self._program.groups],
+                "first_last": [g[3] for g in self._program.groups]}
 
     def elaborate(self, platform):
         m = Module()
         n, k, T, P, C = self._n_in, self._k, self._tiles, self._pes, self._out_lanes
-        cw = code_width(EXP_BITS)
+        G, A, (B, d, eb, zero) = self._groups, self._active, self._layout
+        cw = code_width(eb, zero)
         m.submodules.basis = bu = self._basis_unit
         m.submodules.array = arr = self._array
         m.submodules.post = post = self._post
@@ -348,15 +335,14 @@ class SDEngine(Engine):
         zbits = max(1, (n - 1).bit_length())
         m.submodules.xbuf = xbuf = Memory(shape=8 * k, depth=2 << gbits, init=[])
         xw, xr = xbuf.write_port(), xbuf.read_port()
-        m.submodules.zbuf = zbuf = Memory(shape=signed(self._z_bits), depth=2 << zbits, init=[])
-        zw, zr = zbuf.write_port(), zbuf.read_port()
-        # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
-        depth = self._code_depth
-        m.submodules.codes = crom = Memory(shape=P * cw + self._col_bits + 2, depth=depth,
-                                           init=self._words + [0] * (depth - len(self._words)),
-                                           attrs=rom_attrs("codes", self._generic,
-                                                           {"ram_style": "block", "rom_style": "block"}))
-        cr = crom.read_port()
+        # One z buffer copy per PE group that holds rows (written alike, read at the
+        # group's own columns).
+        zws, zrs = [], []
+        for g in range(A):
+            zbuf = Memory(shape=signed(self._z_bits), depth=2 << zbits, init=[])
+            m.submodules[self._rom_name("zbuf", g)] = zbuf
+            zws.append(zbuf.write_port())
+            zrs.append(zbuf.read_port())
 
         xfull = [Signal(name=f"xfull{b}") for b in range(2)]
         zfull = [Signal(name=f"zfull{b}") for b in range(2)]
@@ -408,8 +394,10 @@ class SDEngine(Engine):
         rt_last = Signal()                 # the running tile is the vector's last
         zwriting = Signal(2)               # a started tile will write this z bank
         m.d.comb += [xr.addr.eq(Cat(bu.x_addr[:gbits], xb)), bu.x_data.eq(xr.data),
-                     zw.addr.eq(Cat(bu.z_addr[:zbits], bu.z_tag)), zw.data.eq(bu.z_data),
-                     zw.en.eq(bu.z_we), bu.tile.eq(bt), bu.tag.eq(zb)]
+                     bu.tile.eq(bt), bu.tag.eq(zb)]
+        for zw in zws:
+            m.d.comb += [zw.addr.eq(Cat(bu.z_addr[:zbits], bu.z_tag)), zw.data.eq(bu.z_data),
+                         zw.en.eq(bu.z_we)]
         start = Signal()
         m.d.comb += start.eq(~bu.running & Mux(xb, xfull[1], xfull[0])
                              & ~Mux(zb, zfull[1] | zwriting[1], zfull[0] | zwriting[0]))
@@ -425,66 +413,50 @@ class SDEngine(Engine):
             m.d.comb += [z_set.eq(bank_bit(bu.z_tag)), zw_clr.eq(bank_bit(bu.z_tag))]
         m.d.sync += zwriting.eq((zwriting | zw_set) & ~zw_clr)
 
-        # Issue: the entries of tile it from z bank ib.  One stage: the code ROM's
-        # output register holds entry i (codes, last) while the z buffer's holds
-        # z[col_i], read a cycle earlier at the column that entry i-1 carries
-        # (the tile's first column comes from a table).  A stall holds both.
+        # Issue: the entries of tile it from z bank ib, every PE group from its own code
+        # ROM and z copy (_issue_group).  A group whose entry ends its part of the row
+        # block waits there; when every group is at such an entry (and the array can
+        # take a block end) they all fire together, with ``last``.
         ib = Signal()
         it = Signal(range(max(T, 2)))
-        pc = Signal(range(depth))
-        if self._generic:    # per-tile tables in a ROM that a simulation loads at run time
-            tw, tiles = self._tile_table()
-            pcb = max(1, (depth - 1).bit_length())
-            m.submodules.tiles = trom = Memory(shape=tw, depth=T, init=tiles,
-                                               attrs=rom_attrs("tiles", True))
-            tr = trom.read_port(domain="comb")
-            m.d.comb += tr.addr.eq(it)
-            tile_end = tr.data[:pcb]
-            first_col = tr.data[pcb:pcb + self._col_bits]
-        else:
-            tile_end = Array(Const(v, range(len(self._words) + 1)) for v in self._tile_ends)[it]
-            first_col = Array(Const(v, self._col_bits) for v in self._first_cols)[it]
-        s1_valid = Signal()
-        issuing = Signal()
-        # The last flag of the entry at the ROM output, in a flop (loaded like the
-        # column: from the previous word's look-ahead bit or the tile's table), so
-        # that fire/advance (the ROM and z-read enables, the PEs' valid) start at flops.
-        if self._generic:
-            first_last = tr.data[pcb + self._col_bits]
-        else:
-            first_last = Array(Const((self._words[a] >> (P * cw + self._col_bits)) & 1, 1)
-                               for a in [0] + self._tile_ends[:-1])[it]
-        last1 = Signal()
-        fire = s1_valid & (~last1 | arr.can_last)
-        advance = ~s1_valid | fire
-        next_col = Mux(s1_valid, cr.data[P * cw:P * cw + self._col_bits], first_col)
-        with m.If(advance):
-            m.d.sync += last1.eq(Mux(s1_valid, cr.data[-1], first_last))
-        # Rows of the block being closed: P, or what is left of the tile.
+        issuing, restart, close = Signal(), Signal(), Signal()
+        groups = [self._issue_group(m, g, it, ib, issuing, restart, close, zbits, zrs[g], rom)
+                  for g, rom in enumerate(self._code_roms(m, it))]
+        # ``close`` is a flop, loaded from the groups' next states (every group at its last
+        # entry of the block) and the array's next can_last, so that fire and the PEs'
+        # enables start at flops.
+        m.d.sync += close.eq(Cat(*(grp["at_last_next"] for grp in groups)).all() & arr.can_last_next)
+        fires = []
+        for grp in groups:
+            m.d.comb += grp["fire"].eq(grp["s1_valid"] & (~grp["last1"] | close))
+            fires.append(grp["fire"])
+        fire = Cat(*fires).any()
         rows = self._n_out // T
         nb = -(-rows // P)
         blk = Signal(range(max(nb, 2)))
-        with m.If(fire & last1):
+        with m.If(close):
             m.d.sync += blk.eq(Mux(blk == nb - 1, 0, blk + 1))
-        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(next_col[:zbits], ib)),
-                     zr.en.eq(advance), arr.z.eq(zr.data), arr.codes.eq(cr.data[:P * cw]),
-                     arr.valid.eq(fire), arr.last.eq(last1),
+        # Groups past the tile's rows (G - A) add nothing: zero codes, z and group_valid.
+        m.d.comb += [arr.codes.eq(Cat(*(grp["codes"] for grp in groups))),
+                     arr.z.eq(Cat(*(grp["z"] for grp in groups))),
+                     arr.valid.eq(fire), arr.last.eq(close),
                      arr.lanes.eq(Mux(blk == nb - 1, (rows - (nb - 1) * P) // C, P // C))]
-        with m.If(advance):
-            m.d.sync += s1_valid.eq(issuing)
-            with m.If(issuing):
-                m.d.sync += pc.eq(pc + 1)
+        m.d.comb += arr.group_valid.eq(Cat(*(grp["term"] for grp in groups)))   # zero past A
+        done = Cat(*(grp["done"] for grp in groups)).all()
         with m.FSM(name="issue_fsm"):
             with m.State("WAIT"):
+                # Rewind the read pointers before a vector's first tile (here, not with
+                # ``done``: the pointers' next value then starts at flops).
+                m.d.comb += restart.eq(it == 0)
                 with m.If(Mux(ib, zfull[1], zfull[0])):
                     m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += issuing.eq(pc != tile_end)
-                with m.If((pc == tile_end) & ~s1_valid):
+                m.d.comb += issuing.eq(1)
+                with m.If(done):
                     m.d.comb += z_clr.eq(bank_bit(ib))
                     m.d.sync += ib.eq(~ib)
                     with m.If(it == T - 1):
-                        m.d.sync += [it.eq(0), pc.eq(0)]
+                        m.d.sync += it.eq(0)
                     with m.Else():
                         m.d.sync += it.eq(it + 1)
                     m.next = "WAIT"
@@ -492,3 +464,78 @@ class SDEngine(Engine):
         connect(m, arr.o, post.i)
         self.drive_output(m, post.o, arr.overrun)
         return m
+
+    def _code_roms(self, m, it):
+        """Per group ``(read port, first address, tile end, tile's first v, its last flag)``
+        for tile ``it``: a ROM per group (board builds: block RAM each), or one ROM with a read
+        port per group and one ``tiles`` ROM that a simulation loads at run time (generic)."""
+        G, T, d = self._active, self._tiles, self._layout.delta_bits
+        ram = {"ram_style": "block", "rom_style": "block"}
+        out = []
+        if self._generic:
+            offsets, pcb, words = self._generic_code_rom()
+            m.submodules.codes = crom = Memory(shape=self._program.word_width, depth=len(words),
+                                               init=words, attrs=rom_attrs("codes", True, ram))
+            tw, table = self._tile_table()
+            m.submodules.tiles = trom = Memory(shape=tw, depth=T, init=table,
+                                               attrs=rom_attrs("tiles", True))
+            tr = trom.read_port(domain="comb")
+            m.d.comb += tr.addr.eq(it)
+            w = tw // G
+            for g in range(G):
+                f = tr.data[g * w:(g + 1) * w]
+                out.append((crom.read_port(), offsets[g], f[:pcb], f[pcb:pcb + d], f[pcb + d]))
+            return out
+        for g, (words, ends, first_v, first_last) in enumerate(self._program.groups):
+            depth = self._code_depths[g]
+            # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
+            crom = Memory(shape=self._program.word_width, depth=depth,
+                          init=list(words) + [0] * (depth - len(words)), attrs=ram)
+            m.submodules[self._rom_name("codes", g)] = crom
+            out.append((crom.read_port(), 0, Array(Const(v, range(len(words) + 1)) for v in ends)[it],
+                        Array(Const(v, d) for v in first_v)[it],
+                        Array(Const(v, 1) for v in first_last)[it]))
+        return out
+
+    def _issue_group(self, m, g, it, ib, issuing, restart, close, zbits, zr, rom):
+        """Group g's issue stage: its read pointer, look-ahead column and z read.
+
+        One stage: the code ROM's output register holds entry i (codes, last) while
+        the z copy's holds z[col_i], read a cycle earlier at the column that entry
+        i-1's look-ahead ``v`` gives (the tile's first from a table).  ``fire``
+        (driven by the caller) takes the entry; a stall holds both.  ``rom`` is
+        the group's entry of :meth:`_code_roms`; ``restart`` (the vector's last
+        tile is done, the sequencer waits for the next) rewinds the read pointer.  Returns the signals the caller
+        joins: fire, s1_valid, last1, at_last_next (at its block's last entry next cycle),
+        done, codes, z, term (a real entry fires: the group adds its terms).  ``close``
+        (driven by the caller) ends the block: every group fires its last entry.
+        """
+        B, d, eb, zero = self._layout
+        cw = code_width(eb, zero)
+        cr, first, tile_end, tile_v, tile_last = rom
+        pc = Signal(range(first + self._code_depths[g]), init=first, name=f"pc{g}")
+        s1_valid, last1, real1 = (Signal(name=f"{n}{g}") for n in ("s1_valid", "last1", "real1"))
+        fire = Signal(name=f"fire{g}")
+        advance = ~s1_valid | fire
+        more = issuing & (pc != tile_end)
+        # Column of the entry read next: base + v, base = 0 at a tile's or block's start,
+        # else one past the entry at the ROM output (not past a fill), kept in a flop.
+        base = Signal(range(1 << (max(sd_col_bits(self._n_in), d) + 1)), name=f"base{g}")
+        v_next = Mux(s1_valid, cr.data[B * cw:B * cw + d], tile_v)
+        col = Signal.like(base, name=f"col{g}")
+        m.d.comb += col.eq(Mux(s1_valid, base, 0) + v_next)
+        fill_next = v_next == (1 << d) - 1
+        last_next = Mux(s1_valid, cr.data[B * cw + d + 1], tile_last)
+        m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(col[:zbits], ib)),
+                     zr.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(more), last1.eq(last_next), real1.eq(more & ~fill_next),
+                         base.eq(Mux(last_next, 0, col + ~fill_next))]
+            with m.If(more):
+                m.d.sync += pc.eq(pc + 1)
+        with m.If(restart):
+            m.d.sync += pc.eq(first)
+        return {"fire": fire, "s1_valid": s1_valid, "last1": last1,
+                "at_last_next": Mux(advance, more & last_next, s1_valid & last1),
+                "done": (pc == tile_end) & ~s1_valid, "codes": cr.data[:B * cw], "z": zr.data,
+                "term": real1 & (~last1 | close)}

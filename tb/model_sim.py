@@ -1,7 +1,9 @@
 """Run a model directory layer by layer on the generated RTL (``sparrow sim``).
 
 Each layer runs on its engine's RTL (:func:`sparrow.hw.engines.engine_for_layer`)
-under Verilator or Icarus; activations between layers are int8.  The layers run
+under Verilator or Icarus; activations between layers are int8.  A layer whose engine is
+a wire (:attr:`~sparrow.hw.engine.Engine.identity`: flatten) is left out of
+the simulation (0 cycles).  The layers run
 as one chain in the stream bench (:mod:`sparrow.tb.streambench`); the per-cycle
 cocotb bench (:mod:`sparrow.tb.engine_tb`) remains for unit checks.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparrow.hw.component import discard
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import check_engine_kinds, engine_for_layer
 
@@ -176,16 +179,26 @@ def simulate_model(model, x, simulator="verilator", config=EngineConfig(), progr
     check_engine_kinds(model)
     act = np.asarray(x).reshape(len(x), -1).astype(np.int8)
     generic = replace(config, generic=True)
-    engines = []
+    engines, layers = [], []
     for layer in model.layers:
         if progress:
-            progress(f"{layer.name} ({layer.kind}, {layer.attrs['in']} -> {layer.attrs['out']}) "
+            progress(f"{layer.name} ({layer.kind}, {layer.in_size} -> {layer.out_size}) "
                      f"on {simulator}")
-        engines.append(engine_for_layer(layer, generic))
-    run = run_stream(engines, act, simulator, labels=[l.name for l in model.layers],
-                     name=model.name)
+        engine = engine_for_layer(layer, generic)
+        if engine.identity:         # a wire (flatten): nothing to simulate, no cycles
+            discard(engine)
+            continue
+        engines.append(engine)
+        layers.append(layer)
+    if not engines:                 # only wires: the outputs are the inputs
+        if stats is not None:
+            stats.update(cycles={l.name: 0 for l in model.layers}, total_cycles=0, seconds=0.0,
+                         compile_seconds=0.0)
+        return act
+    run = run_stream(engines, act, simulator, labels=[l.name for l in layers], name=model.name)
     if stats is not None:
-        stats.update(cycles=dict(zip((l.name for l in model.layers), run.cycles)),
+        cycles = dict(zip((l.name for l in layers), run.cycles))
+        stats.update(cycles={l.name: cycles.get(l.name, 0) for l in model.layers},
                      total_cycles=run.total_cycles, seconds=run.seconds,
                      compile_seconds=run.compile_seconds)
     return run.y.reshape(len(run.y), -1)

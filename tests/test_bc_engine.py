@@ -58,21 +58,28 @@ def _documented_spectrum(w):
 
 
 def _documented_ws_words(w):
-    """Word ((q*nb + j)*H + m) = {im, re of W_2q+1,j[m], im, re of W_2q,j[m]}, 16 bits each,
-    W_2q,j[m].re at bit 0; a missing block row 2q+1 (odd count) is zero (docs/design-fft.md)."""
+    """``(b, words)``: b = the signed width of the largest spectrum component; word
+    ((q*nb + j)*k/2 + m) = {im, re of W_2q+1,j[m], im, re of W_2q,j[m]}, b bits each,
+    W_2q,j[m].re at bit 0, for 0 < m < k/2; at m = 0 the im fields hold W[k/2].re (bins
+    0 and k/2 are real); a missing block row 2q+1 (odd count) is zero (docs/design-fft.md)."""
     wr, wi = _documented_spectrum(w)
     nbo, nb, h = wr.shape
+    assert not wi[..., 0].any() and not wi[..., h - 1].any()
+    b = 2
+    while not all(-(1 << (b - 1)) <= v < (1 << (b - 1)) for v in np.concatenate([wr.ravel(), wi.ravel()])):
+        b += 1
     words = []
     for q in range((nbo + 1) // 2):
         for j in range(nb):
-            for m in range(h):
+            for m in range(h - 1):
                 word = 0
                 for lane, row in enumerate((2 * q, 2 * q + 1)):
                     if row < nbo:
-                        lane_bits = (int(wr[row, j, m]) & 0xFFFF) | (int(wi[row, j, m]) & 0xFFFF) << 16
-                        word |= lane_bits << (32 * lane)
+                        im = wr[row, j, h - 1] if m == 0 else wi[row, j, m]
+                        lane_bits = (int(wr[row, j, m]) % (1 << b)) | (int(im) % (1 << b)) << b
+                        word |= lane_bits << (2 * b * lane)
                 words.append(word)
-    return words
+    return b, words
 
 
 def _documented_bias(layer):
@@ -95,9 +102,9 @@ def test_images(tmp_path, k, n_in, n_out, extra):
     assert sorted(p.name for p in paths) == ["fc.bc.json", "fc.bias.hex", "fc.ws.hex"]
     meta = json.loads((tmp_path / "fc.bc.json").read_text())
     words = [int(s, 16) for s in (tmp_path / "fc.ws.hex").read_text().split()]
-    expected = _documented_ws_words(np.asarray(lay.params["w"]))
-    assert len(words) == meta["images"]["ws"]["depth"] == ((n_out // k + 1) // 2) * (n_in // k) * (k // 2 + 1)
-    assert meta["images"]["ws"]["width"] == 64
+    b, expected = _documented_ws_words(np.asarray(lay.params["w"]))
+    assert len(words) == meta["images"]["ws"]["depth"] == ((n_out // k + 1) // 2) * (n_in // k) * (k // 2)
+    assert meta["images"]["ws"]["width"] == 4 * b
     mismatch = [i for i, (got, want) in enumerate(zip(words, expected)) if got != want]
     assert not mismatch, (mismatch[0], hex(words[mismatch[0]]), hex(expected[mismatch[0]]))
     assert discard(BCEngine.from_layer(lay)).memory_images()["ws"][1] == words

@@ -45,31 +45,44 @@ def test_generate_model_images_round_trip(tmp_path):
     assert "module engine_fc1(" in (tmp_path / "g" / "fc1.v").read_text()
     layer = load_model(tmp_path / "m").layers[0]
     mem = doc["layers"][0]["memories"]
-    words = read_hex(tmp_path / "g" / mem["codes"]["file"])
-    # the entries, then one zero word (the issue stage reads one past the last entry)
-    assert len(words) == mem["codes"]["depth"] == doc["layers"][0]["code_entries"] + 1
-    assert words[-1] == 0
-    P, cw, col_bits = 3, 5, 4
+    desc = doc["layers"][0]
+    P, T, rows_per_tile = 3, 2, 5
+    B, d, eb, zero, G = (desc[key] for key in ("group_rows", "delta_bits", "exp_bits", "zero_codes",
+                                                "groups"))
+    cw, fill = eb + 1 + int(zero), (1 << d) - 1
     sign = np.zeros((10, 12), np.int64)
     exp = np.zeros((10, 12), np.int64)
-    rows_per_tile, pc = 5, 0
-    first_cols = doc["layers"][0]["first_cols"]
-    for t in range(2):
-        col = first_cols[t]
-        for b0 in range(0, rows_per_tile, P):
-            while True:
-                w = words[pc]
-                pc += 1
-                for p in range(P):
-                    code = (w >> (cw * p)) & 31
-                    r = t * rows_per_tile + b0 + p
-                    if code >> 4:
-                        assert b0 + p < rows_per_tile
-                        sign[r, col] = -1 if code & 8 else 1
-                        exp[r, col] = code & 7
-                col = (w >> (P * cw)) & ((1 << col_bits) - 1)    # the next entry's column
-                if (w >> (P * cw + col_bits)) & 1:
-                    break
+    # Decode every group's ROM as docs (sparrow.hw.sd_program) describe it: B codes, the next
+    # entry's delta column v (fill = 2^d - 1), last, next last; first v/last per tile.
+    for g in range(G):
+        name = "codes" if G == 1 else f"codes{g}"
+        words = read_hex(tmp_path / "g" / mem[name]["file"])
+        assert len(words) == mem[name]["depth"] == desc["tile_ends"][g][-1] + 1 and words[-1] == 0
+        pc = 0
+        for t in range(T):
+            v = desc["first_v"][g][t]
+            for b0 in range(0, rows_per_tile, P):
+                base = 0
+                while True:
+                    w = words[pc]
+                    pc += 1
+                    if v == fill:
+                        base += fill
+                    else:
+                        col = base + v
+                        base = col + 1
+                        for i in range(B):
+                            code = (w >> (cw * i)) & ((1 << cw) - 1)
+                            if zero and not code >> (eb + 1):
+                                continue
+                            assert b0 + g * B + i < rows_per_tile
+                            r = t * rows_per_tile + b0 + g * B + i
+                            sign[r, col] = -1 if (code >> eb) & 1 else 1
+                            exp[r, col] = code & ((1 << eb) - 1)
+                    v = (w >> (B * cw)) & fill
+                    if (w >> (B * cw + d)) & 1:
+                        break
+            assert pc == desc["tile_ends"][g][t]
     s = layer.params["coef_sign"].astype(np.int64)
     np.testing.assert_array_equal(sign, s)
     np.testing.assert_array_equal(exp[s != 0], layer.params["coef_exp"][s != 0])
@@ -81,12 +94,17 @@ def test_generate_model_images_round_trip(tmp_path):
     assert len(basis) == 2 * 12 and mem["basis"]["width"] == 32
 
 
-def test_generate_model_unsupported(tmp_path, capsys):
+def test_generate_model_unsupported(tmp_path, capsys, monkeypatch):
+    """A kind without an engine in the registry (every kind has one now: remove one) is refused."""
     import numpy as np
+    from sparrow.hw.engines import ENGINES
     from sparrow.modeldir import save_model
     from sparrow.sw.randmodel import random_layer, random_model
+    monkeypatch.delitem(ENGINES, "dense_conv2d")
     rng = np.random.default_rng(4)
     save_model(random_model([random_layer("dense_conv2d", rng, name="conv")], (2, 4, 4)),
                tmp_path / "m")
     assert main(["generate", str(tmp_path / "m"), "--out", str(tmp_path / "g")]) == 1
-    assert "layer 'conv': kind 'dense_conv2d' has no RTL engine (supported: sd_linear, dense_linear, bc_linear)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "layer 'conv': kind 'dense_conv2d' has no RTL engine (supported: sd_linear, dense_linear, " in err
+    assert err.count("\n") == 1

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparrow.hw.dense_engine import DenseEngine, dense_image, dense_acc_width
+from sparrow.hw.dense_engine import DenseEngine, balanced_lanes, dense_image, dense_acc_width
 from sparrow.hw.engine import EngineConfig
 from sparrow.modeldir import Layer
 from sparrow.sw import golden
@@ -56,6 +56,26 @@ def test_image_and_width():
     assert words == [1 | (2 << 8), 0xFF | (0x80 << 8), 127, 0]
     assert dense_acc_width(w) == 17                           # at least one full product
     assert dense_acc_width(np.full((2, 100), -128)) == (100 * 128 * 128).bit_length() + 1
+
+
+def test_balanced_lanes():
+    """As many row blocks as the configured lanes give (same cycles), no padding row but the last
+    block's: 10 rows on 8 lanes are two blocks of 5 (the weight ROM holds 10 rows, not 16)."""
+    assert [balanced_lanes(n, 8) for n in (10, 19, 16, 8, 3, 128)] == [5, 7, 8, 8, 3, 8]
+    assert balanced_lanes(22, 3) == 3
+    for n_out in range(1, 40):
+        lanes = balanced_lanes(n_out, 8)
+        blocks = -(-n_out // lanes)
+        assert blocks == -(-n_out // 8) and blocks * lanes - n_out < blocks
+    layer = _random_layer(np.random.default_rng(0))
+    layer.attrs["out"], layer.params["weight"] = 10, layer.params["weight"][:10]
+    layer.params["bias"] = layer.params["bias"][:10]
+    engine = DenseEngine.from_layer(layer, EngineConfig(dense_lanes=8))
+    width, words, _ = engine.memory_images()["weight"]
+    assert (engine.lanes, width, len(words)) == (5, 40, 2 * 37)
+    assert DenseEngine.multipliers(layer, EngineConfig(dense_lanes=8)) == 5
+    from sparrow.hw.onchip import discard_units
+    discard_units(engine)
 
 
 def test_parameter_errors():

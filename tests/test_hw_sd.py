@@ -9,7 +9,8 @@ import pytest
 
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.pe_array import PEArray, encode_code
-from sparrow.hw.sd_engine import SDEngine, sd_program, sd_acc_width
+from sparrow.hw.sd_engine import SDEngine, sd_exp_bits, sd_layout, sd_program, sd_acc_width
+from sparrow.hw.sd_program import SDLayout
 from sparrow.modeldir import Layer
 from sparrow.sw import golden
 from sparrow.sw.randmodel import random_layer
@@ -44,6 +45,20 @@ def _layer_hard(rng):
                   "bias": rng.integers(-40000, 40000, size=n_out).astype(np.int32)})
 
 
+def _layer_full_blocks(rng):
+    """32-row blocks whose rows are all nonzero at the block's columns: one group of 32 PEs
+    and codes without the nz bit, through a broadcast tree of several copies (bcast 1)."""
+    n_in, n_out = 16, 32
+    cols = rng.random(n_in) < 0.4
+    sign = np.where(cols, rng.choice([-1, 1], size=(n_out, n_in)), 0)
+    exp = rng.integers(0, 8, size=(n_out, n_in))
+    return Layer("full", "sd_linear",
+                 {"in": n_in, "out": n_out, "k": 2, "basis_shift": 5, "out_shift": 8, "relu": False},
+                 {"basis": rng.integers(-128, 128, size=(1, n_in // 2, 2, 2)).astype(np.int8),
+                  "coef_sign": sign.astype(np.int8), "coef_exp": exp.astype(np.uint8),
+                  "bias": rng.integers(-4000, 4000, size=n_out).astype(np.int32)})
+
+
 CASES = {
     # name: (layer factory, engine parameters)
     "small-relu-T2": (lambda r: random_layer("sd_linear", r, name="small", in_=12, out=10, k=4,
@@ -56,6 +71,7 @@ CASES = {
                                      relu=True), EngineConfig(pes=1)),
     "wide-k8-P16": (lambda r: random_layer("sd_linear", r, name="wide", in_=64, out=40, k=8,
                                            density=0.2), EngineConfig(pes=16, out_lanes=4, bcast=2)),
+    "full-blocks-P32": (_layer_full_blocks, EngineConfig(pes=32, out_lanes=2, bcast=1)),
 }
 
 
@@ -65,10 +81,12 @@ def test_sd_engine_bit_exact(simulator, case):
     rng = np.random.default_rng(sum(map(ord, case)))
     make, config = CASES[case]
     layer = make(rng)
-    n = 12 if case == "wide-k8-P16" else 24
+    n = 12 if case in ("wide-k8-P16", "full-blocks-P32") else 24
     x = _inputs(rng, n, layer.attrs["in"])
     expected = golden.sd_linear_forward(layer, x)
     engine = SDEngine.from_layer(layer, config)
+    if case == "full-blocks-P32":
+        assert engine.program.layout[0] == 32 and not engine.program.layout.zero_codes
     y, cycles = run_engine(engine, x, simulator, label=layer.name, expected=expected,
                            gaps=0.2 if case == "small-relu-T2" else 0.0, name="sd_engine")
     np.testing.assert_array_equal(y, expected)
@@ -88,19 +106,90 @@ def test_saturation_is_exercised():
 
 
 def test_program_layout_skips_zero_columns():
+    """Two groups of one row (P = 2): each stores only its row's columns, delta coded in 2 bits
+    (3 = fill), with the next entry's v and last flag; empty parts get one fill entry."""
     sign = np.array([[0, 1, 0, -1], [0, 0, 0, 1], [0, 0, 0, 0]])
     exp = np.array([[0, 3, 0, 7], [0, 0, 0, 2], [0, 0, 0, 0]])
-    words, ends, col_bits, first = sd_program(sign, exp, 1, 2)
-    assert col_bits == 2 and ends == [3] and first == [1]
-    cw = 5
-    # block 0 (rows 0, 1): columns 1 and 3; block 1 (row 2): no column -> one empty entry.
-    # Each word carries the column of the tile's next entry.
-    # ... and the next entry's last flag (top bit).
-    assert words[0] == encode_code(1, 3) | (3 << 2 * cw) | (1 << (2 * cw + col_bits + 1))
-    assert words[1] == (encode_code(-1, 7) | (encode_code(1, 2) << cw) | (0 << 2 * cw)
-                        | (1 << (2 * cw + col_bits)) | (1 << (2 * cw + col_bits + 1)))
-    assert words[2] == 1 << (2 * cw + col_bits)
-    assert encode_code(-1, 7) == 0b11111 and encode_code(0, 5) == 0
+    layout = SDLayout(group_rows=1, delta_bits=2, exp_bits=3, zero_codes=False)
+    program = sd_program(sign, exp, 1, 2, layout)
+    assert program.word_width == 4 + 2 + 2 and program.block_entries == [2, 1]
+    code = lambda sg, e: encode_code(sg, e, 3, zero_codes=False)
+    v, last, nlast = (lambda x: x << 4), 1 << 6, 1 << 7
+    # group 0 (row 0 of block 0, then the short block's row 2): columns 1 (v 1), 3 (v 1), fill
+    assert program.groups[0] == ([code(1, 3) | v(1) | nlast, code(-1, 7) | v(3) | last | nlast, last],
+                                 [3], [1], [0])
+    # group 1 (row 1; no row in the short block): column 3 needs a fill (3 columns) then v 0
+    assert program.groups[1] == ([v(0) | nlast, code(1, 2) | v(3) | last | nlast, last], [3], [3], [0])
+    assert encode_code(-1, 7) == 0b11111 and encode_code(0, 5) == 0 and code(-1, 7) == 0b1111
+    with pytest.raises(ValueError, match="A zero coefficient needs zero codes"):
+        code(0, 1)
+
+
+def test_layout_follows_the_compressor_blocks():
+    """4 x 1 blocks (a compressor's) on 16 and 4 PEs: groups of 4 rows, no nz bit, 2-bit
+    exponents, and the ROM words are the stored blocks plus fills and one zero word a group."""
+    rng = np.random.default_rng(7)
+    stored = rng.random((8, 64)) < 0.12
+    sign = np.repeat(stored, 4, axis=0) * rng.choice([-1, 1], size=(32, 64))
+    exp = rng.integers(0, 4, size=(32, 64))
+    for pes in (16, 4):
+        layout = sd_layout(sign, exp, 1, pes)
+        assert layout == SDLayout(group_rows=4, delta_bits=layout.delta_bits, exp_bits=2,
+                                  zero_codes=False)
+        program = sd_program(sign, exp, 1, pes, layout)
+        real = sum(1 for words, *_ in program.groups for w in words if w & 0xFFFF)
+        words = sum(len(words) for words, *_ in program.groups)
+        assert words >= int(stored.sum()) and words - int(stored.sum()) <= stored.shape[0] * 2
+        assert program.word_width == 4 * 3 + layout.delta_bits + 2
+        assert real <= int(stored.sum())
+    assert sd_layout(sign, exp, 1, 16, generic=True)[2:] == (3, True)
+
+
+def test_layout_never_costs_cycles():
+    """The chosen layout's entries per row block never exceed the union of the block's
+    columns (the cycles of one P-wide word per column), on random and block-sparse layers."""
+    from sparrow.hw.sd_program import sd_row_blocks
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n_in, rows, tiles = int(rng.integers(1, 70)), int(rng.integers(1, 5)) * 4, int(rng.integers(1, 3))
+        sign = rng.integers(-1, 2, size=(rows * tiles, n_in)) * (rng.random((rows * tiles, n_in))
+                                                                < rng.random())
+        exp = rng.integers(0, 8, size=sign.shape)
+        for pes in (1, 4, 16):
+            program = sd_program(sign, exp, tiles, pes)
+            union = [max(1, len(cols)) for _, _, cols in sd_row_blocks(sign, tiles, pes)]
+            assert all(e <= u for e, u in zip(program.block_entries, union)), (trial, pes)
+
+
+def test_group_limit():
+    """max_groups 1: one group of P rows (one code ROM, one z buffer); bad limits refused."""
+    rng = np.random.default_rng(8)
+    sign = np.repeat(rng.random((4, 32)) < 0.2, 4, axis=0).astype(int)
+    exp = np.zeros((16, 32), int)
+    assert sd_layout(sign, exp, 1, 16).group_rows == 4
+    assert sd_layout(sign, exp, 1, 16, max_groups=1).group_rows == 16
+    with pytest.raises(ValueError, match=r"Group limit must be an integer in \[1, 16\], not 0"):
+        sd_layout(sign, exp, 1, 16, max_groups=0)
+
+
+def test_exponent_width_follows_the_levels():
+    """Codes carry as many exponent bits as the layer's largest exponent needs (generic: 3)."""
+    sign = np.array([[1, 0, -1], [0, 1, 0]])
+    assert sd_exp_bits(sign, np.array([[3, 7, 2], [0, 1, 0]])) == 2      # 7 is under a zero sign
+    assert sd_exp_bits(sign, np.array([[0, 0, 0], [0, 0, 0]])) == 1
+    assert sd_exp_bits(sign, np.array([[4, 0, 0], [0, 0, 0]])) == 3
+    layer = random_layer("sd_linear", np.random.default_rng(5), name="l", in_=8, out=4, k=4,
+                         density=0.5)
+    layer.params["coef_exp"] = (layer.params["coef_exp"] % 4).astype(np.uint8)
+    board = SDEngine.from_layer(layer, EngineConfig(pes=4))
+    generic = SDEngine.from_layer(layer, EngineConfig(pes=4, generic=True))
+    # codes of (2-bit exponent, sign[, nz]); generic: 5-bit codes, same groups and delta bits
+    B, d, eb, zero = board.program.layout
+    assert eb == 2 and generic.program.layout == (B, d, 3, True)
+    images = board.memory_images()
+    assert images["codes" if B == 4 else "codes0"][0] == B * (3 + zero) + d + 2
+    from sparrow.hw.onchip import discard_units
+    discard_units(board), discard_units(generic)
 
 
 def test_acc_width_bound():

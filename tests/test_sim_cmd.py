@@ -79,8 +79,11 @@ def test_sim_errors(tmp_path, capsys):
     assert not (tmp_path / "y.npy").exists()
 
 
-def test_sim_unsupported_kind(tmp_path, capsys):
-    """A valid model with a layer kind that no engine runs (a convolution) is refused up front."""
+def test_sim_unsupported_kind(tmp_path, capsys, monkeypatch):
+    """A valid model with a layer kind that no engine runs is refused up front (every kind has
+    an engine now: remove one from the registry)."""
+    from sparrow.hw.engines import ENGINES
+    monkeypatch.delitem(ENGINES, "dense_conv2d")
     rng = np.random.default_rng(2)
     layers = [random_layer("dense_conv2d", rng, name="conv", in_ch=2, out_ch=3),
               random_layer("flatten", rng, name="flat"),
@@ -89,8 +92,8 @@ def test_sim_unsupported_kind(tmp_path, capsys):
     np.save(tmp_path / "ok.npy", np.zeros((2, 2, 4, 4), np.int8))
     err = _one_line_error(capsys, ["sim", str(tmp_path / "m"), "--inputs", str(tmp_path / "ok.npy"),
                                    "--out", str(tmp_path / "y.npy")])
-    assert err.endswith("layer 'conv': kind 'dense_conv2d' has no RTL engine "
-                        "(supported: sd_linear, dense_linear, bc_linear)")
+    assert "layer 'conv': kind 'dense_conv2d' has no RTL engine (supported: sd_linear, dense_linear, " \
+        "bc_linear, sd_conv2d, bc_conv2d, maxpool2d, flatten)" in err
     assert not (tmp_path / "y.npy").exists()
 
 

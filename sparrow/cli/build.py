@@ -34,6 +34,10 @@ def configure(parser):
     parser.add_argument("--pes", type=int, default=None,
                         help="PE count for pe-array (default 32) or for each sd_linear engine "
                              "of --model (default 8)")
+    parser.add_argument("--max-groups", type=int, default=16, metavar="G",
+                        help="with --model: most PE groups of an sd_linear engine's code layout "
+                             "(1..16, default 16: the fewest ROM bits; 1: the least logic and "
+                             "block RAM, as the iCE40UP5K needs for digits-mlp at 16 PEs)")
     parser.add_argument("--act-width", type=int, default=8, help="activation width (default 8)")
     parser.add_argument("--exp-bits", type=int, default=3, help="exponent code width (default 3)")
     parser.add_argument("--acc-width", type=int, default=20, help="accumulator width (default 20)")
@@ -66,7 +70,10 @@ def model_design(args):
     from sparrow.cli.common import engine_config
     from sparrow.hw.engines import engine_for_layer
     pes = 8 if args.pes is None else args.pes
-    config = engine_config(pes)
+    if not 1 <= args.max_groups <= 16:
+        raise SparrowError(f"--max-groups must be between 1 and 16, not {args.max_groups}")
+    import dataclasses
+    config = dataclasses.replace(engine_config(pes), max_groups=args.max_groups)
     model = load_model(args.model)
     if args.layer is None:
         return model, config
@@ -75,8 +82,22 @@ def model_design(args):
         raise SparrowError(f"--layer {args.layer!r}: {args.model} has no such layer "
                            f"(layers: {', '.join(l.name for l in model.layers)})")
     extra = {"model": model.name, "pes": pes, "design_kind": "layer", "layer": layer.name,
-             "kind": layer.kind, "shape": [layer.attrs["in"], layer.attrs["out"]]}
-    return engine_for_layer(layer, config), f"{model.name}_{layer.name}", extra, None
+             "kind": layer.kind, "shape": [layer.in_size, layer.out_size]}
+    engine = engine_for_layer(layer, config)
+    extra["weight_memory"] = _weight_memory(args.board, {"name": layer.name, **_engine_onchip(engine)})
+    return engine, f"{model.name}_{layer.name}", extra, None
+
+
+def _engine_onchip(engine):
+    from sparrow.hw.onchip import engine_onchip
+    return engine_onchip(engine)
+
+
+def _weight_memory(board, onchip):
+    """The report's ``weight_memory`` (:func:`sparrow.fpga.report.weight_memory`) on ``board``."""
+    from sparrow.fpga.boards import get_board
+    from sparrow.fpga.report import weight_memory
+    return weight_memory(onchip, get_board(board).family)
 
 
 def run(args):
@@ -116,6 +137,7 @@ def _build_accelerator(args, model, config):
     out = Path(args.out or f"build/fpga/{args.board}-{name}")
     report = build_accelerator(model, args.board, out, config=config, baud=args.baud,
                                clock_mhz=args.clock, seed=args.seed)
+    _add_weight_memory(out / f"{name}.report.json", report, args.board, model, config)
     print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
           f"{summarise(report)}")
     learnt = (f", fmax learnt {report['learn_fmax_hz'] / 1e6:.1f} MHz"
@@ -124,3 +146,18 @@ def _build_accelerator(args, model, config):
           f"MHz{learnt}), UART {report['baud']} baud (divisor {report['uart_divisor']})")
     print(f"report: {out / (name + '.report.json')}")
     return 0
+
+
+def _add_weight_memory(path, report, board, model, config):
+    """Add ``weight_memory`` (the model's ROM bits and the block RAMs they imply) to the report
+    file and print it beside the encoded storage."""
+    import json
+    from sparrow.hw.onchip import model_onchip, storage_line
+    from sparrow.sw.storage import model_storage
+    onchip = model_onchip(model, config)
+    report["weight_memory"] = _weight_memory(board, onchip)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    st = model_storage(model)
+    wm = report["weight_memory"]
+    print(f"{storage_line(model, config, st['ratio'], st['fp32_bits'])}; "
+          f"{wm['weight_blocks']} {wm['primitive']} by size")

@@ -174,8 +174,9 @@ def _short(settings):
     return f"{settings:.3g}" if isinstance(settings, float) else str(settings)
 
 
-def _print_report(rep, out):
-    """The report lines of a compression (a digits run names no split: it is always the test split)."""
+def _print_report(rep, out, pes=8):
+    """The report lines of a compression (a digits run names no split: it is always the test split),
+    with the on-chip storage of the written model at ``pes`` PEs (:func:`sparrow.hw.onchip.storage_line`)."""
     split = rep.get("split", "test")
     on_split = f" on the {split} split" if "split" in rep else ""
     print(f"{rep['model']} {rep['method']}: fp32 {100 * rep['fp32_accuracy']:.2f}%  "
@@ -191,6 +192,10 @@ def _print_report(rep, out):
               f"({rep['val_delta_pp']:+.2f} pp vs fp32 {100 * rep['fp32_val_accuracy']:.2f}%), {state} budget")
     print(f"golden vs fake-quantised torch: {rep['golden_vs_torch_mismatching_samples']} of "
           f"{rep['test_samples']} {split} samples differ -> {out}")
+    from sparrow.cli.common import engine_config
+    from sparrow.hw.onchip import storage_line
+    from sparrow.modeldir import load_model
+    print(storage_line(load_model(out), engine_config(pes), rep["storage_ratio"], rep["fp32_bits"]))
 
 
 def _run_search(args, o):
@@ -227,7 +232,7 @@ def _run_search(args, o):
         print(f"import: {args.model} equals its {c['reference']} program on {c['samples']} samples "
               f"(max |difference| {c['max_abs_diff']:.2g}, tolerance {c['tolerance']:.2g}; "
               f"argmax agrees on {c['argmax_agree']})")
-    _print_report(rep, args.out)
+    _print_report(rep, args.out, args.pes)
     return 0
 
 
@@ -268,7 +273,7 @@ def run(args):
             record["dense_lanes"] = args.dense_lanes
         record["break_even_ratios"] = o["break_even"]
     save_model(model, args.out)
-    _print_report(rep, args.out)
+    _print_report(rep, args.out, args.pes)
     return 0
 
 

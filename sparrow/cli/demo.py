@@ -14,9 +14,12 @@ Stages (each prints progress; a failing stage stops the demo with one line):
    interface) in Verilator, driven by the host driver over its framed,
    CRC-checked protocol (``--host-samples`` samples), again bit-exact.
 5. **build**: place and route that accelerator (``--pes`` PEs per SmartDeal
-   engine) for each board with Yosys + nextpnr and report LUTs, flip-flops,
-   DSPs, block RAMs and fmax against the board clock; the bitstream is ready
-   for ``sparrow flash`` and ``sparrow run --port``.
+   engine) for each board with Yosys + nextpnr: a first run learns fmax, the
+   second builds with the board PLL at the fastest clock below it that carries
+   the bridge's fastest UART rate (``sparrow build --model`` without
+   ``--clock``); report LUTs, flip-flops, DSPs, block RAMs, fmax, the clock
+   and the baud rate.  The bitstream is ready for ``sparrow flash`` and
+   ``sparrow run --port``.
 
 Everything goes under ``--out`` (default ``build/demo``); the summary is also
 written to ``<out>/demo.json``.
@@ -126,16 +129,32 @@ def stage_host(model, x, y_gold, n, pes):
 
 
 def stage_build(out, model_dir, pes, seed, boards):
-    from sparrow.fpga.accel_top import accelerator_design
+    """Each board's bitstream at the fastest PLL clock the design meets (two place and routes:
+    the first learns fmax), with the UART at the board bridge's fastest rate."""
+    import dataclasses
+    from sparrow import SparrowError
     from sparrow.hw.engine import EngineConfig
-    from sparrow.fpga.build import build_design
+    from sparrow.fpga.build import build_accelerator
     from sparrow.modeldir import load_model
     model = load_model(model_dir)
     builds = {}
     for board in boards:
-        top, name, extra, mhz = accelerator_design(model, board, config=EngineConfig(pes=pes))
-        builds[board] = build_design(top, board, out / f"{board}-{name}", name=name, seed=seed,
-                                     target_mhz=mhz, extra=extra)
+        _say(f"build: {board}: a first place and route learns fmax, the second builds at the "
+             f"fastest PLL clock below it")
+        config = EngineConfig(pes=pes)
+        try:
+            builds[board] = build_accelerator(model, board, out / f"{board}-accel",
+                                              config=config, seed=seed)
+        except SparrowError as exc:
+            if "does not fit" not in str(exc):
+                raise
+            # Grouped code ROMs (the fewest bits) cost a z-buffer copy and logic per group:
+            # a small device takes the single-group layout instead.
+            _say(f"build: {board}: {exc}; again with one PE group per engine (--max-groups 1)")
+            config = dataclasses.replace(config, max_groups=1)
+            builds[board] = build_accelerator(model, board, out / f"{board}-accel",
+                                              config=config, seed=seed)
+        builds[board]["max_groups"] = config.max_groups
     return builds
 
 
@@ -166,7 +185,12 @@ def run(args):
         if args.host_samples else None
     builds = stage_build(out, out / "model", args.pes, args.seed, boards) if boards else {}
 
+    from sparrow.hw.engine import EngineConfig
+    from sparrow.hw.onchip import model_onchip
+    onchip = model_onchip(model, EngineConfig(pes=args.pes))
+    onchip_ratio = crep["fp32_bits"] / onchip["weight_bits"]
     summary = {"model": MODEL, "method": METHOD, "compress": crep, "golden_accuracy": gold_acc,
+               "onchip": {k: onchip[k] for k in ("pes", "weight_bits", "bias_bits")} | {"ratio": onchip_ratio},
                "sim": sims, "host": host, "builds": builds}
     (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
@@ -174,7 +198,8 @@ def run(args):
     print("===================")
     kinds = ", ".join(f"{l.name} {l.kind}" for l in model.layers)
     print(f"model      {MODEL} compressed with {METHOD}: {kinds}")
-    print(f"storage    {crep['storage_ratio']:.1f}x smaller than fp32 weights "
+    print(f"storage    {crep['storage_ratio']:.1f}x encoded, {onchip_ratio:.1f}x on chip "
+          f"({args.pes} PEs: {onchip['weight_bits']} weight bits in ROM) smaller than fp32 weights "
           f"({crep['nonzero']}/{crep['weights']} coefficients nonzero; biases "
           f"{crep['bias_bits']} bits beside)")
     print(f"accuracy   fp32 {100 * crep['fp32_accuracy']:.2f}%  integer golden "
@@ -187,7 +212,10 @@ def run(args):
         print(f"host       accelerator RTL behind its UART: {host['samples']} samples through the "
               f"host driver bit-exact, {host['cycles_per_vector']:.0f} cycles per vector")
     for board, rep in builds.items():
-        print(f"board      accelerator on {board} ({rep['device']}, {rep['clock_mhz']:g} MHz clock, "
-              f"nextpnr seed {rep['seed']}): {summarise(rep)}")
+        print(f"board      accelerator on {board} ({rep['device']}, PLL clock "
+              f"{rep['clock_hz'] / 1e6:.3f} MHz, fmax {rep['fmax_hz'] / 1e6:.1f} MHz, UART "
+              f"{rep['baud']} baud, nextpnr seed {rep['seed']}): {summarise(rep)}"
+              + ("" if rep.get("max_groups", 16) == 16 else
+                 f" (one PE group per engine: {rep['max_groups']} max, to fit)"))
     print(f"total {time.monotonic() - start:.0f} s; details in {out / 'demo.json'}")
     return 0

@@ -29,6 +29,7 @@ def _eval_data(model, path):
     delta, fp32 = _fp32_text(meta.get(key), acc)
     print(f"{model.name}: {path} {split} split ({len(y)} samples): golden int8 {100 * acc:.2f}%{delta}, "
           f"fp32 {fp32}")
+    _print_storage(model)
     return 0
 
 
@@ -52,4 +53,14 @@ def run(args):
     delta, fp32 = _fp32_text(model.meta.get("fp32_accuracy"), acc)
     print(f"{model.name}: digits test split ({len(yte)} samples): golden int8 {100 * acc:.2f}%{delta}, "
           f"fp32 {fp32}")
+    _print_storage(model)
     return 0
+
+
+def _print_storage(model):
+    """The model's encoded and on-chip storage (default PE count of the engines)."""
+    from sparrow.hw.engine import EngineConfig
+    from sparrow.hw.onchip import storage_line
+    from sparrow.sw.storage import model_storage
+    st = model_storage(model)
+    print(storage_line(model, EngineConfig(), st["ratio"], st["fp32_bits"]))

@@ -88,5 +88,14 @@ def _generate_model(model_dir, out, config):
                  "acc_width": engine.acc_width, "memories": images, **engine.describe()}
         doc["layers"].append(entry)
         print(f"wrote {vfile} (top {top}) and {len(images)} memory images")
+    from sparrow.hw.onchip import model_onchip, storage_line
+    from sparrow.sw.storage import model_storage
+    st = model_storage(model)
+    oc = model_onchip(model, config)
+    doc["storage"] = {"fp32_bits": st["fp32_bits"], "encoded_weight_bits": st["weight_bits"],
+                      "encoded_ratio": st["ratio"], "onchip_weight_bits": oc["weight_bits"],
+                      "onchip_bias_bits": oc["bias_bits"], "onchip_control_bits": oc["control_bits"],
+                      "onchip_ratio": st["fp32_bits"] / oc["weight_bits"] if oc["weight_bits"] else None}
     (out / "generate.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(storage_line(model, config, st["ratio"], st["fp32_bits"]))
     return 0

@@ -1,0 +1,243 @@
+"""The code program of an sd_linear engine: which words its code ROMs hold.
+
+The rows of tile t are split into row blocks of P (the PE count); a block's P
+PEs are split into G groups of B = P/G rows (:class:`SDLayout`).  Each group
+runs its own column list from its own code ROM and its own copy of the z
+buffer, so a group stores only the columns where *its* rows are nonzero: with
+the compressor's B x 1 blocks every stored word holds one block's codes, what
+the model's encoding counts, whatever P is.  A row block ends for all groups
+at once (the drain chain takes the P sums together), so it costs as many
+cycles as its longest group list.
+
+Group entry (one ROM word, LSB first, ``cw`` = :func:`~sparrow.hw.pe_array.code_width`)::
+
+    [0, B*cw)            B codes, row gB+i at bits [i*cw, (i+1)*cw)
+    [B*cw, B*cw+d)       v of the group's NEXT entry in the tile (0 after its last)
+    B*cw+d               last: this entry ends the group's part of a row block
+    B*cw+d+1             the next entry's last flag (0 after the tile's last)
+
+Columns are delta coded with ``d`` bits: the first entry of a block has
+``base = 0``; an entry with ``v < 2^d - 1`` is column ``c = base + v`` and sets
+``base = c + 1``; ``v = 2^d - 1`` (FILL) is no term and sets
+``base = base + 2^d - 1``.  A group with no column in a block gets one FILL
+entry (it carries the block's ``last``).  The first entry of each tile has
+its ``v`` and ``last`` in a per-tile table (constants, or the ``tiles`` ROM of
+a generic build).  Codes are ``exp_bits`` exponent bits and a sign, plus the
+nz bit only when some stored code is zero (:func:`sd_layout` decides).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sparrow.hw.pe_array import code_width, encode_code
+
+__all__ = ["EXP_BITS", "MAX_GROUPS", "SDLayout", "SDProgram", "sd_exp_bits", "sd_row_blocks",
+           "sd_active_groups",
+           "sd_layout", "sd_program", "code_rom_depth", "sd_col_bits"]
+
+#: Exponent code width of the model format (coef_exp in [0, 7]).
+EXP_BITS = 3
+
+#: Most PE groups of one engine (each a code ROM and a copy of the z buffer).
+MAX_GROUPS = 16
+
+
+class SDLayout(NamedTuple):
+    """How an engine stores a layer's codes: ``group_rows`` B, ``delta_bits`` d,
+    ``exp_bits``, ``zero_codes`` (the nz bit)."""
+    group_rows: int
+    delta_bits: int
+    exp_bits: int
+    zero_codes: bool
+
+
+class SDProgram(NamedTuple):
+    """The code ROMs of a layer (:func:`sd_program`).
+
+    ``groups[g]`` = ``(words, tile_ends, first_v, first_last)`` of each active group
+    (:func:`sd_active_groups`): group g's ROM words (ints), the address one past each tile's last entry, each tile's first
+    entry's ``v`` and ``last``; ``block_entries`` the entries of every row block
+    (its longest group list, tile 0's blocks first); ``word_width`` the bits of one word.
+    """
+    groups: list
+    block_entries: list
+    layout: SDLayout
+    word_width: int
+
+
+def sd_col_bits(n_in):
+    """Bits of a column index of a layer with ``n_in`` inputs."""
+    return max(1, (n_in - 1).bit_length())
+
+
+def sd_exp_bits(coef_sign, coef_exp):
+    """Exponent field width of a layer's codes: the bits of its largest exponent (at least 1).
+
+    A model with exponents 0..3 (four levels) stores 2-bit exponents; ``generic``
+    builds keep :data:`EXP_BITS`.
+    """
+    s, e = np.asarray(coef_sign), np.asarray(coef_exp, dtype=np.int64)
+    return max(1, int(e[s != 0].max(initial=0)).bit_length())
+
+
+def sd_row_blocks(coef_sign, tiles, pes):
+    """The row blocks: ``[(first row, end row, nonzero columns)]``.
+
+    Tile t's rows are split into blocks of ``pes``; a block's columns are those
+    with a nonzero coefficient in at least one of its rows (ascending), tile 0's
+    blocks first.
+    """
+    s = np.asarray(coef_sign)
+    rows = s.shape[0] // tiles
+    blocks = []
+    for t in range(tiles):
+        for b0 in range(0, rows, pes):
+            r0, r1 = t * rows + b0, t * rows + min(b0 + pes, rows)
+            blocks.append((r0, r1, np.flatnonzero((s[r0:r1] != 0).any(axis=0))))
+    return blocks
+
+
+def sd_active_groups(rows, pes, group_rows):
+    """PE groups that hold rows of a tile of ``rows`` rows (the others, past a tile shorter
+    than P, have no code ROM, no z copy and no term)."""
+    return min(pes // group_rows, -(-rows // group_rows))
+
+
+def _group_rows(r0, r1, pes, group_rows, active):
+    """``[(g0, g1)]``: the rows of each active group of a row block [r0, r1) (empty past r1)."""
+    return [(min(r0 + g, r1), min(r0 + g + group_rows, r1))
+            for g in range(0, active * group_rows, group_rows)]
+
+
+def _entries(cols, delta_bits):
+    """``[(v, column or None)]`` of one group's part of a row block (columns ascending)."""
+    fill = (1 << delta_bits) - 1
+    out, base = [], 0
+    for c in cols:
+        gap = int(c) - base
+        while gap > fill - 1:
+            out.append((fill, None))
+            gap -= fill
+        out.append((gap, int(c)))
+        base = int(c) + 1
+    return out or [(fill, None)]
+
+
+def _count(cols, delta_bits):
+    """Length of :func:`_entries` (vectorised)."""
+    if len(cols) == 0:
+        return 1
+    fill = (1 << delta_bits) - 1
+    gaps = np.diff(np.concatenate([[-1], cols])) - 1
+    return len(cols) + int(((np.maximum(gaps - (fill - 1), 0) + fill - 1) // fill).sum())
+
+
+def _layout_cost(s, tiles, pes, group_rows, delta_bits, exp_bits):
+    """``(rom bits, cycles, zero codes needed)`` of a candidate layout."""
+    nz = s != 0
+    active = sd_active_groups(s.shape[0] // tiles, pes, group_rows)
+    per_group = np.zeros(active, dtype=np.int64)
+    cycles, zero = 0, False
+    for r0, r1, _ in sd_row_blocks(s, tiles, pes):
+        longest = 0
+        for g, (g0, g1) in enumerate(_group_rows(r0, r1, pes, group_rows, active)):
+            block = nz[g0:g1]
+            cols = np.flatnonzero(block.any(axis=0))
+            if len(cols) and (g1 - g0 < group_rows or not block[:, cols].all()):
+                zero = True
+            n = _count(cols, delta_bits)
+            per_group[g] += n
+            longest = max(longest, n)
+        cycles += longest
+    width = group_rows * code_width(exp_bits, zero) + delta_bits + 2
+    return int(((per_group + 1) * width).sum()), cycles, zero
+
+
+def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GROUPS):
+    """The :class:`SDLayout` of a layer on ``pes`` PEs: the fewest ROM bits.
+
+    Tries every group size B dividing P with at most ``max_groups`` groups (each
+    a code ROM, a z-buffer copy and a read pointer: 1 keeps the single broadcast
+    of whole-array words, the least logic and block RAMs for a small model)
+    and every delta width d from 1 to the column bits + 1 whose fill entries cost
+    no cycle (the longest group list of every row block is no longer than without
+    fills, so never longer than the union of the block's columns, one entry per
+    cycle), with the layer's exponent width (:func:`sd_exp_bits`) and the nz bit
+    only where a stored code is zero; ties go to fewer cycles, then to larger
+    groups.  A ``generic`` build keeps
+    B and d (so its cycles are the board build's) but takes :data:`EXP_BITS`
+    and zero codes, which hold any coefficients.
+    """
+    s = np.asarray(coef_sign)
+    eb, col_bits = sd_exp_bits(s, coef_exp), sd_col_bits(s.shape[1])
+    best = None
+    if not (isinstance(max_groups, int) and 1 <= max_groups <= MAX_GROUPS):
+        raise ValueError(f"Group limit must be an integer in [1, {MAX_GROUPS}], not {max_groups!r}")
+    for b in (b for b in range(1, pes + 1) if pes % b == 0 and pes // b <= max_groups):
+        # d = col_bits + 1 never needs a fill: the group's column lists, no longer than
+        # the union of the row block's columns (one group of P: the same)
+        fewest = _layout_cost(s, tiles, pes, b, col_bits + 1, eb)[1]
+        for d in range(1, col_bits + 2):
+            bits, cycles, zero = _layout_cost(s, tiles, pes, b, d, eb)
+            if cycles > fewest:          # fill entries that would cost cycles
+                continue
+            key = (bits, cycles, -b)
+            if best is None or key < best[0]:
+                best = (key, SDLayout(b, d, eb, zero))
+    layout = best[1]
+    return layout._replace(exp_bits=EXP_BITS, zero_codes=True) if generic else layout
+
+
+def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROUPS):
+    """The code ROMs of an sd_linear layer (:class:`SDProgram`; layout: :func:`sd_layout`)."""
+    s = np.asarray(coef_sign, dtype=np.int64)
+    e = np.asarray(coef_exp, dtype=np.int64)
+    layout = layout or sd_layout(s, e, tiles, pes, max_groups=max_groups)
+    B, d, eb, zero = layout
+    cw = code_width(eb, zero)
+    active = sd_active_groups(s.shape[0] // tiles, pes, B)
+    blocks = sd_row_blocks(s, tiles, pes)
+    per_tile = len(blocks) // tiles
+    groups = [([], [], [], []) for _ in range(active)]
+    block_entries = []
+    lists = []                                   # [block][group] -> entries
+    for r0, r1, _ in blocks:
+        row = []
+        for g0, g1 in _group_rows(r0, r1, pes, B, active):
+            cols = np.flatnonzero((s[g0:g1] != 0).any(axis=0))
+            ents = []
+            for v, c in _entries(cols, d):
+                w = 0
+                if c is not None:
+                    for i, r in enumerate(range(g0, g1)):
+                        w |= encode_code(int(s[r, c]), int(e[r, c]), eb, zero) << (cw * i)
+                ents.append([v, w, 0])
+            ents[-1][2] = 1
+            row.append(ents)
+        block_entries.append(max(len(x) for x in row))
+        lists.append(row)
+    for g, (words, ends, first_v, first_last) in enumerate(groups):
+        for t in range(tiles):
+            entries = [x for row in lists[t * per_tile:(t + 1) * per_tile] for x in row[g]]
+            first_v.append(entries[0][0])
+            first_last.append(entries[0][2])
+            for i, (v, w, last) in enumerate(entries):
+                nv, nlast = (entries[i + 1][0], entries[i + 1][2]) if i + 1 < len(entries) else (0, 0)
+                words.append(w | (nv << (B * cw)) | (last << (B * cw + d)) | (nlast << (B * cw + d + 1)))
+            ends.append(len(words))
+    return SDProgram(groups, block_entries, layout, B * cw + d + 2)
+
+
+def code_rom_depth(entries, max_entries, generic=False):
+    """Depth of a code ROM: the program's ``entries`` plus one zero word.
+
+    With ``generic`` (simulation builds shared by every model of one structure)
+    the depth is rounded up to a power of two, at least 16, and capped at
+    ``max_entries + 1`` (the largest program of the structure), so programs of
+    up to 15 entries share a build, 16..31 the next, 32..63 the next, and so on.
+    """
+    depth = entries + 1
+    if generic:
+        depth = min(max(16, 1 << (depth - 1).bit_length()), max(depth, max_entries + 1))
+    return depth
