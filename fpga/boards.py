@@ -18,6 +18,12 @@ class Board:
     the USB-serial bridge of the host link and the fastest rate used on it,
     3 Mbaud on both: the FT231X's maximum (48 MHz / 16) and, for the FT2232H
     (12 Mbaud at most, 12 MHz / n), its 3 MHz-base rate, exact on both chips.
+    ``max_groups``: the PE-group limit of the SmartDeal code layout that
+    accelerator builds use by default (``EngineConfig.max_groups``): 16 (the
+    fewest ROM bits) where logic is plentiful; 1 on the iCE40UP5K, where each
+    group's z-buffer copy and issue logic cost more LCs and EBRs than the
+    smaller ROMs save (digits-mlp at 16 PEs: 101% of the LCs with 16 groups,
+    100% with 4, 93% with 1).
     """
     name: str
     module: str          # amaranth_boards module
@@ -31,6 +37,7 @@ class Board:
     description: str
     bridge: str = ""         # the USB-serial bridge on the host link
     max_baud: int = 115200   # the fastest UART rate sparrow uses on that bridge
+    max_groups: int = 16     # default PE-group limit of accelerator builds (EngineConfig)
 
     def platform_class(self):
         import importlib
@@ -41,7 +48,7 @@ BOARDS = {b.name: b for b in (
     Board("icebreaker", "icebreaker", "ICEBreakerPlatform", "ice40", "iCE40UP5K", 48.0,
           luts=5280, dsps=8, bram_bits=30 * 4096 + 4 * 256 * 1024,
           description="1BitSquared iCEBreaker (iCE40UP5K-SG48, 12 MHz clock)",
-          bridge="FT2232H", max_baud=3_000_000),
+          bridge="FT2232H", max_baud=3_000_000, max_groups=1),
     Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "ecp5", "LFE5U-12F", 100.0,
           luts=12288, dsps=28, bram_bits=32 * 18432,
           description="Radiona ULX3S (ECP5 LFE5U-12F, 25 MHz clock)",

@@ -187,8 +187,9 @@ def build_accelerator(model, board, out_dir, *, config, baud=None, clock_mhz=Non
     most ``fmax * (1 - margin)`` that carries ``baud`` within 2%, stepping
     down once more if the final placement misses it.  ``baud`` defaults to
     the board bridge's fastest rate (:attr:`Board.max_baud`).  The report
-    adds ``clock_hz``, ``fmax_hz``, ``baud``, ``uart_divisor``, ``pll`` and,
-    when learnt, ``learn_fmax_hz``.
+    adds ``clock_hz``, ``fmax_hz``, ``baud``, ``uart_divisor``, ``pll``,
+    ``max_groups``, ``weight_memory`` (:func:`sparrow.fpga.report.weight_memory`)
+    and, when learnt, ``learn_fmax_hz``.
     """
     from sparrow.fpga.accel_top import accelerator_design
     from sparrow.fpga.pll import pll_for
@@ -217,8 +218,11 @@ def build_accelerator(model, board, out_dir, *, config, baud=None, clock_mhz=Non
         if fmax >= mhz or tries == 0:
             break
         clock = pick_clock(spec.family, osc_mhz, min(fmax, mhz) * (1 - margin), baud)
+    from sparrow.fpga.report import weight_memory
+    from sparrow.hw.onchip import model_onchip
     report.update({"fmax_hz": round(fmax * 1e6), "learn_fmax_hz": learnt and round(learnt * 1e6),
-                   "clock_margin": margin})
+                   "clock_margin": margin, "max_groups": config.max_groups,
+                   "weight_memory": weight_memory(model_onchip(model, config), spec.family)})
     _write_json_atomic(out_dir / f"{name}.report.json", report)
     if fmax < mhz:
         for suffix in (".bin", ".bit"):

@@ -104,6 +104,7 @@ class LinkStats:
     def __init__(self):
         self.frames_sent = self.recoveries = self.repeats = self.errors = 0
         self.batches = self.vectors = 0
+        self.batch, self.window = None, None     # what sparrow run chose (_paced_stream)
 
     def as_dict(self):
         return dict(vars(self))
@@ -176,24 +177,28 @@ class Device:
         except P.ProtocolError as exc:
             raise SparrowError(f"status: {exc}") from None
 
-    def stream(self, x, out_size, batch, window=P.WINDOW, pause=None, progress=None, stats=None):
+    def stream(self, x, out_size, batch, window=P.WINDOW, pause=None, progress=None, stats=None,
+               seq0=0):
         """Int8 vectors ``x`` [N, in] in ``B`` frames of ``batch`` -> ``(int8 outputs [N, out], cycles per frame)``.
 
-        Keeps ``window`` frames in flight, each numbered (mod 256).  A reply is
-        accepted only if it has a valid CRC, is a ``B`` reply to a frame in
-        flight and has the length of that frame's reply.  On anything else (an
-        ``E`` reply, a corrupted frame, no reply within ``timeout``) the driver
-        waits ``pause`` seconds for the device to drop partial frames and
-        finish its replies, keeps the valid replies that came, and sends every
-        frame in flight again (go-back-N); a frame the device had already run
-        comes back flagged as a repeat (counted in ``stats.repeats``).  After
-        ``retries`` recoveries in a row without a frame completing it stops
-        with one line.
+        Keeps ``window`` frames in flight, frame k numbered ``(seq0 + k) mod 256``.
+        A reply is accepted only if it has a valid CRC, is a ``B`` reply to a
+        frame in flight and has the length of that frame's reply.  The device
+        answers frames in the order they arrive, so a reply to a frame sent
+        after one still waiting means the older reply was lost.  On that, or
+        on anything else (an ``E`` reply, a corrupted frame, no reply within
+        ``timeout``) the driver waits ``pause`` seconds for the device to drop
+        partial frames and finish its replies, keeps the valid replies that
+        came, and sends every frame in flight again (go-back-N), oldest
+        first, so the frames in flight are always consecutive and their
+        numbers distinct; a frame the device had already run comes back
+        flagged as a repeat (counted in ``stats.repeats``).  After ``retries``
+        recoveries in a row without a frame completing it stops with one line.
         """
         x = (np.asarray(x, dtype=np.int64) & 0xFF).astype(np.uint8)
         n = len(x)
         starts = list(range(0, n, batch))
-        frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(k, x[s:s + batch]))
+        frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload((seq0 + k) % 256, x[s:s + batch]))
                   for k, s in enumerate(starts)]
         counts = [min(batch, n - s) for s in starts]
         pause = self.timeout / 4 if pause is None else pause
@@ -206,19 +211,21 @@ class Device:
         decoder = P.FrameDecoder()
         failures, completed = 0, 0
         deadline = time.monotonic() + self.timeout
+        skipped = []                         # frames whose replies a newer reply shows lost
 
         def accept(frame):
             nonlocal completed, failures, deadline
             cmd, payload = frame
             if cmd != P.CMD_BATCH or not payload:
                 return False
-            k = next((k for k in flight if k % 256 == payload[0]), None)
+            k = next((k for k in flight if (seq0 + k) % 256 == payload[0]), None)
             if k is None:
                 return True                      # a late reply to a frame already done
             try:
-                ys, c, repeat = P.parse_batch(frame, k, counts[k], out_size)
+                ys, c, repeat = P.parse_batch(frame, (seq0 + k) % 256, counts[k], out_size)
             except P.ProtocolError:
                 return False
+            skipped.extend(j for j in flight if j < k and not done[j])
             y[starts[k]:starts[k] + counts[k]] = ys
             cycles[k], done[k] = c, True
             flight.remove(k)
@@ -267,6 +274,8 @@ class Device:
                                    else f"unexpected {chr(frame[0])!r} reply")
             except P.ProtocolError as exc:
                 trouble, decoder = str(exc), P.FrameDecoder()
+            if trouble is None and skipped:
+                trouble = f"no reply to batch {skipped[0]} before the reply to a later one"
             if trouble is None and flight and time.monotonic() > deadline:
                 trouble = f"no reply within {self.timeout:g} s"
             if trouble is None:
@@ -280,8 +289,9 @@ class Device:
                                    f"{failures} tries ({trouble}); is the accelerator's bitstream "
                                    f"loaded and the baud rate right?")
             drain()
-            todo.extendleft(reversed([k for k in flight if not done[k]]))
+            todo.extendleft(sorted(k for k in set(flight) | set(skipped) if not done[k])[::-1])
             flight.clear()
+            skipped.clear()
             deadline = time.monotonic() + self.timeout
         stats.batches += len(frames)
         stats.vectors += n
@@ -379,6 +389,38 @@ class SimulatedBoard:
         shutil.rmtree(self.dir, ignore_errors=True)      # kept only when the simulation failed
 
 
+def _paced_stream(dev, x, out_size, batch, divisor, pause, progress, stats):
+    """Stream ``x`` at the pace the device keeps: ``(int8 outputs [N, out], cycles per vector)``.
+
+    The protocol has no flow control: vectors of a batch arrive back to back
+    and a second frame arrives while the first runs, so a device whose engine
+    chain needs longer per vector than the link takes to carry one would have
+    its input slots and reply places overrun (``E`` 4) on every frame.  The
+    first vector goes alone and measures the device's cycles per vector; if
+    that exceeds the wire time of one vector (``in`` bytes of 10 bits at
+    ``divisor`` clock cycles per bit), the rest go one vector per frame, one
+    frame at a time (``stats.batch``, ``stats.window``), otherwise in frames
+    of ``batch`` with :data:`~sparrow.protocol.WINDOW` in flight.
+    """
+    n = len(x)
+    y = np.zeros((n, out_size), dtype=np.int8)
+    if n == 0:
+        return y, []
+    y[:1], first = dev.stream(x[:1], out_size, 1, window=1, pause=pause, stats=stats)
+    if progress:
+        progress(1, n)
+    wire = x.shape[1] * 10 * divisor
+    stats.window, stats.batch = (1, 1) if first[0] > wire else (P.WINDOW, batch)
+    cycles = [float(first[0])]
+    if n > 1:
+        step = (lambda done, total: progress(done + 1, n)) if progress else None
+        y[1:], frame_cycles = dev.stream(x[1:], out_size, stats.batch, window=stats.window,
+                                         pause=pause, progress=step, stats=stats, seq0=1)
+        counts = [min(stats.batch, n - 1 - s) for s in range(0, n - 1, stats.batch)]
+        cycles += [c / k for c, k in zip(frame_cycles, counts) for _ in range(k)]
+    return y, cycles
+
+
 def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), baud=115200,
                        timeout=1.0, progress=None, batch=None, fault_rate=0.0, fault_seed=0,
                        retries=3, stats=None):
@@ -423,12 +465,11 @@ def run_model_on_board(model, x, *, port=None, sim=None, config=EngineConfig(), 
         out_size = ident["out_size"]
         start = time.monotonic()
         if ident["max_batch"]:
-            size = min(batch or ident["max_batch"], ident["max_batch"])
-            pause = 0.3 if sim else None
-            y, frame_cycles = dev.stream(x, out_size, size, progress=progress, stats=stats,
-                                         pause=pause)
-            counts = [min(size, n - s) for s in range(0, n, size)]
-            cycles = [c / k for c, k in zip(frame_cycles, counts) for _ in range(k)]
+            divisor = SimulatedBoard.DIVISOR if sim else ident["clk_hz"] / baud
+            y, cycles = _paced_stream(dev, x, out_size, min(batch or ident["max_batch"],
+                                                            ident["max_batch"]),
+                                      divisor, pause=0.3 if sim else None, progress=progress,
+                                      stats=stats)
         else:
             y = np.zeros((n, out_size), dtype=np.int8)
             cycles = []

@@ -53,7 +53,8 @@ STATUS_LEN = 1 + 4 + 4
 WINDOW = 2
 #: ``E`` payload codes.
 ERRORS = {1: "CRC mismatch", 2: "wrong payload length for the command", 3: "unknown command",
-          4: "overrun: the frame arrived while two replies were still waiting to leave"}
+          4: "overrun: the frame arrived while its input slot or reply place was still taken "
+             "(frames sent faster than the device runs them)"}
 #: ``B`` reply flag bits.
 BATCH_FLAGS = {0: "repeat: the previous batch had the same sequence number and was run again"}
 #: Status flag bits (sticky until the device is reset).

@@ -34,10 +34,10 @@ def configure(parser):
     parser.add_argument("--pes", type=int, default=None,
                         help="PE count for pe-array (default 32) or for each sd_linear engine "
                              "of --model (default 8)")
-    parser.add_argument("--max-groups", type=int, default=16, metavar="G",
+    parser.add_argument("--max-groups", type=int, default=None, metavar="G",
                         help="with --model: most PE groups of an sd_linear engine's code layout "
-                             "(1..16, default 16: the fewest ROM bits; 1: the least logic and "
-                             "block RAM, as the iCE40UP5K needs for digits-mlp at 16 PEs)")
+                             "(1..16; 16: the fewest ROM bits; 1: the least logic and block RAM; "
+                             "default: the board's, 1 on the iCEBreaker, 16 on the ECP5 boards)")
     parser.add_argument("--act-width", type=int, default=8, help="activation width (default 8)")
     parser.add_argument("--exp-bits", type=int, default=3, help="exponent code width (default 3)")
     parser.add_argument("--acc-width", type=int, default=20, help="accumulator width (default 20)")
@@ -70,10 +70,12 @@ def model_design(args):
     from sparrow.cli.common import engine_config
     from sparrow.hw.engines import engine_for_layer
     pes = 8 if args.pes is None else args.pes
-    if not 1 <= args.max_groups <= 16:
-        raise SparrowError(f"--max-groups must be between 1 and 16, not {args.max_groups}")
+    from sparrow.fpga.boards import get_board
+    groups = get_board(args.board).max_groups if args.max_groups is None else args.max_groups
+    if not 1 <= groups <= 16:
+        raise SparrowError(f"--max-groups must be between 1 and 16, not {groups}")
     import dataclasses
-    config = dataclasses.replace(engine_config(pes), max_groups=args.max_groups)
+    config = dataclasses.replace(engine_config(pes), max_groups=groups)
     model = load_model(args.model)
     if args.layer is None:
         return model, config
@@ -137,7 +139,7 @@ def _build_accelerator(args, model, config):
     out = Path(args.out or f"build/fpga/{args.board}-{name}")
     report = build_accelerator(model, args.board, out, config=config, baud=args.baud,
                                clock_mhz=args.clock, seed=args.seed)
-    _add_weight_memory(out / f"{name}.report.json", report, args.board, model, config)
+    _print_weight_memory(report, model, config)
     print(f"{name} on {report['board']} ({report['device']}), seed {report['seed']}: "
           f"{summarise(report)}")
     learnt = (f", fmax learnt {report['learn_fmax_hz'] / 1e6:.1f} MHz"
@@ -148,15 +150,10 @@ def _build_accelerator(args, model, config):
     return 0
 
 
-def _add_weight_memory(path, report, board, model, config):
-    """Add ``weight_memory`` (the model's ROM bits and the block RAMs they imply) to the report
-    file and print it beside the encoded storage."""
-    import json
-    from sparrow.hw.onchip import model_onchip, storage_line
+def _print_weight_memory(report, model, config):
+    """Print the report's ``weight_memory`` beside the model's encoded storage."""
+    from sparrow.hw.onchip import storage_line
     from sparrow.sw.storage import model_storage
-    onchip = model_onchip(model, config)
-    report["weight_memory"] = _weight_memory(board, onchip)
-    path.write_text(json.dumps(report, indent=2) + "\n")
     st = model_storage(model)
     wm = report["weight_memory"]
     print(f"{storage_line(model, config, st['ratio'], st['fp32_bits'])}; "

@@ -130,10 +130,10 @@ def stage_host(model, x, y_gold, n, pes):
 
 def stage_build(out, model_dir, pes, seed, boards):
     """Each board's bitstream at the fastest PLL clock the design meets (two place and routes:
-    the first learns fmax), with the UART at the board bridge's fastest rate."""
-    import dataclasses
-    from sparrow import SparrowError
+    the first learns fmax), with the UART at the board bridge's fastest rate and the board's
+    PE-group limit (:attr:`sparrow.fpga.boards.Board.max_groups`)."""
     from sparrow.hw.engine import EngineConfig
+    from sparrow.fpga.boards import get_board
     from sparrow.fpga.build import build_accelerator
     from sparrow.modeldir import load_model
     model = load_model(model_dir)
@@ -141,20 +141,9 @@ def stage_build(out, model_dir, pes, seed, boards):
     for board in boards:
         _say(f"build: {board}: a first place and route learns fmax, the second builds at the "
              f"fastest PLL clock below it")
-        config = EngineConfig(pes=pes)
-        try:
-            builds[board] = build_accelerator(model, board, out / f"{board}-accel",
-                                              config=config, seed=seed)
-        except SparrowError as exc:
-            if "does not fit" not in str(exc):
-                raise
-            # Grouped code ROMs (the fewest bits) cost a z-buffer copy and logic per group:
-            # a small device takes the single-group layout instead.
-            _say(f"build: {board}: {exc}; again with one PE group per engine (--max-groups 1)")
-            config = dataclasses.replace(config, max_groups=1)
-            builds[board] = build_accelerator(model, board, out / f"{board}-accel",
-                                              config=config, seed=seed)
-        builds[board]["max_groups"] = config.max_groups
+        config = EngineConfig(pes=pes, max_groups=get_board(board).max_groups)
+        builds[board] = build_accelerator(model, board, out / f"{board}-accel",
+                                          config=config, seed=seed)
     return builds
 
 
@@ -214,8 +203,9 @@ def run(args):
     for board, rep in builds.items():
         print(f"board      accelerator on {board} ({rep['device']}, PLL clock "
               f"{rep['clock_hz'] / 1e6:.3f} MHz, fmax {rep['fmax_hz'] / 1e6:.1f} MHz, UART "
-              f"{rep['baud']} baud, nextpnr seed {rep['seed']}): {summarise(rep)}"
-              + ("" if rep.get("max_groups", 16) == 16 else
-                 f" (one PE group per engine: {rep['max_groups']} max, to fit)"))
+              f"{rep['baud']} baud, nextpnr seed {rep['seed']}): {summarise(rep)}; "
+              f"weights on chip {rep['weight_memory']['weight_bits']} bits "
+              f"({crep['fp32_bits'] / rep['weight_memory']['weight_bits']:.1f}x, "
+              f"{rep['max_groups']} PE group{'s' if rep['max_groups'] > 1 else ''})")
     print(f"total {time.monotonic() - start:.0f} s; details in {out / 'demo.json'}")
     return 0

@@ -87,8 +87,11 @@ def run(args):
               f"second; {sim['wait_seconds']:.2f} s waiting for the host)")
     if stats.frames_sent:
         faults = getattr(stats, "faults", {})
+        paced = (f" (one at a time: the device needs longer per vector than the link)"
+                 if stats.window == 1 else f", {stats.window} in flight")
         print(f"link: protocol v{ident['version']}, {stats.batches} frames of up to "
-              f"{ident['max_batch']} vectors, {stats.frames_sent} sent, {stats.recoveries} "
+              f"{stats.batch or ident['max_batch']} vectors{paced}, {stats.frames_sent} sent, "
+              f"{stats.recoveries} "
               f"recoveries, {stats.repeats} repeats reported by the device"
               + (f"; {sum(faults.values())} faults injected "
                  f"({', '.join(f'{k} {v}' for k, v in sorted(faults.items()))})"
