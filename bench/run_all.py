@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 BENCHES = ("bench_pe", "bench_sd", "bench_bc", "bench_compress", "bench_storage", "bench_sim", "bench_link",
-           "bench_cnn")
+           "bench_cnn", "bench_estimate")
 
 
 def main():

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("hw", "sw", "tb", "fpga", "bench")
+SUBPACKAGES = ("hw", "sw", "tb", "fpga", "bench", "explore")
 
 
 def _package_tree(dest):

@@ -28,6 +28,9 @@ COMMANDS = {
     "build":    ("sparrow.cli.build",    "place and route for a board and write a JSON report"),
     "flash":    ("sparrow.cli.flash",    "load a built bitstream onto a board with openFPGALoader"),
     "run":      ("sparrow.cli.run",      "run inputs on a board's accelerator over its UART (or --sim)"),
+    "estimate": ("sparrow.cli.estimate", "resources, fmax and cycles of a model's accelerator before synthesis"),
+    "explore":  ("sparrow.cli.explore",  "sweep compression and hardware together: Pareto front, confirming builds"),
+    "report":   ("sparrow.cli.report",   "the explorer's HTML report with its plots"),
 }
 
 
