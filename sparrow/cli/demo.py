@@ -2,8 +2,9 @@
 
 Stages (each prints progress; a failing stage stops the demo with one line):
 
-1. **compress**: train ``digits-mlp`` on scikit-learn's digits (fixed split),
-   compress it with SmartDeal (basis x sparse power-of-two coefficients, int8
+1. **compress**: train ``digits-mlp`` (or ``--model digits-cnn``, the CNN:
+   convolutions and max-pooling on the accelerator too) on scikit-learn's
+   digits (fixed split), compress it with SmartDeal (basis x sparse power-of-two coefficients, int8
    activations) and write the model directory ``<out>/model``.
 2. **golden**: run the integer golden model on the whole test split; its
    accuracy next to the fp32 model's and the storage ratio.
@@ -32,19 +33,25 @@ from pathlib import Path
 
 __all__ = ["configure", "run"]
 
-MODEL = "digits-mlp"
+MODELS = ("digits-mlp", "digits-cnn")
 METHOD = "smartdeal"
+#: Boards built by default: the CNN accelerator does not fit the iCE40UP5K's 5280 LCs.
+DEFAULT_BOARDS = {"digits-mlp": "icebreaker,ulx3s-85f", "digits-cnn": "ulx3s-85f"}
 
 
 def configure(parser):
     parser.add_argument("--out", default="build/demo", help="work folder (default build/demo)")
+    parser.add_argument("--model", default="digits-mlp", choices=MODELS,
+                        help="the built-in model to take from compression to bitstream "
+                             "(default digits-mlp; digits-cnn: the CNN, convolutions and pooling "
+                             "on the accelerator)")
     parser.add_argument("--pes", type=int, default=16,
                         help="PEs of each SmartDeal engine, for simulation and the board builds "
                              "(default 16)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
-    parser.add_argument("--boards", default="icebreaker,ulx3s-85f",
+    parser.add_argument("--boards", default=None,
                         help="comma-separated boards to build for (default icebreaker,ulx3s-85f; "
-                             "empty: no builds)")
+                             "ulx3s-85f for digits-cnn; empty: no builds)")
     parser.add_argument("--sim-samples", type=int, default=360,
                         help="test samples run on Verilator (default 360: the whole test split)")
     parser.add_argument("--icarus-samples", type=int, default=16,
@@ -58,11 +65,11 @@ def _say(msg):
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def stage_compress(out):
+def stage_compress(out, name):
     from sparrow.modeldir import save_model
     from sparrow.sw.pipeline import compress_digits
-    _say(f"compress: training {MODEL} in fp32 and compressing it with {METHOD}")
-    model, rep = compress_digits(MODEL, METHOD, seed=0, progress=True)
+    _say(f"compress: training {name} in fp32 and compressing it with {METHOD}")
+    model, rep = compress_digits(name, METHOD, seed=0, progress=True)
     save_model(model, out / "model")
     _say(f"compress: wrote {out / 'model'} ({rep['seconds']:.0f} s)")
     return model, rep
@@ -73,7 +80,7 @@ def stage_golden(model):
     from sparrow.sw import digits
     from sparrow.sw.golden import run_model
     _, _, pixels, labels = digits.load_split()
-    x = digits.quantize_inputs(pixels)
+    x = digits.quantize_inputs(pixels).reshape(len(pixels), *model.input_shape)
     y = np.asarray(run_model(model, x))
     acc = float((y.argmax(axis=1) == labels).mean())
     _say(f"golden: {len(labels)} test samples, integer accuracy {100 * acc:.2f}%")
@@ -152,7 +159,8 @@ def run(args):
     from sparrow.fpga.boards import get_board
     from sparrow.fpga.report import summarise
     out = Path(args.out)
-    boards = [b for b in args.boards.split(",") if b]
+    boards = [b for b in (DEFAULT_BOARDS[args.model] if args.boards is None
+                          else args.boards).split(",") if b]
     for b in boards:
         get_board(b)
     for flag, v, lo in (("--pes", args.pes, 1), ("--sim-samples", args.sim_samples, 1),
@@ -163,7 +171,7 @@ def run(args):
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
 
-    model, crep = stage_compress(out)
+    model, crep = stage_compress(out, args.model)
     x, y_gold, labels, gold_acc = stage_golden(model)
     n_ver = min(args.sim_samples, len(x))
     sims = {"verilator": stage_sim(model, x, y_gold, "verilator", n_ver, args.pes)}
@@ -178,7 +186,7 @@ def run(args):
     from sparrow.hw.onchip import model_onchip
     onchip = model_onchip(model, EngineConfig(pes=args.pes))
     onchip_ratio = crep["fp32_bits"] / onchip["weight_bits"]
-    summary = {"model": MODEL, "method": METHOD, "compress": crep, "golden_accuracy": gold_acc,
+    summary = {"model": args.model, "method": METHOD, "compress": crep, "golden_accuracy": gold_acc,
                "onchip": {k: onchip[k] for k in ("pes", "weight_bits", "bias_bits")} | {"ratio": onchip_ratio},
                "sim": sims, "host": host, "builds": builds}
     (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -186,7 +194,7 @@ def run(args):
     print("\nsparrow demo report")
     print("===================")
     kinds = ", ".join(f"{l.name} {l.kind}" for l in model.layers)
-    print(f"model      {MODEL} compressed with {METHOD}: {kinds}")
+    print(f"model      {args.model} compressed with {METHOD}: {kinds}")
     print(f"storage    {crep['storage_ratio']:.1f}x encoded, {onchip_ratio:.1f}x on chip "
           f"({args.pes} PEs: {onchip['weight_bits']} weight bits in ROM) smaller than fp32 weights "
           f"({crep['nonzero']}/{crep['weights']} coefficients nonzero; biases "
