@@ -7,7 +7,7 @@ in order.  Both hold two vectors: bank b occupies addresses ``[b*size,
 (b+1)*size)`` of one memory of ``2*size`` int8 words.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -21,8 +21,18 @@ __all__ = ["ActivationBuffer", "OutputReorder", "MAX_VECTOR"]
 MAX_VECTOR = 1 << 20
 
 
+#: Memory attribute: a read of the word being written may return anything, so Yosys puts
+#: no bypass logic (write-data and address registers, a comparator, a multiplexer) around
+#: the block RAM.  Neither buffer uses such a read: data read counts only from a full bank,
+#: and the writer writes only the other one (OutputReorder's overrun aside, an error anyway).
+_NO_RW_CHECK = {"no_rw_check": 1}
+
+
 def _bank_addr(bank, addr, size):
-    """Address of element ``addr`` of bank ``bank`` (a constant offset, no multiplier)."""
+    """Address of element ``addr`` of bank ``bank`` (a constant offset, no multiplier; the bank
+    bit above the address when ``size`` is a power of two)."""
+    if size & (size - 1) == 0 and size > 1:
+        return Cat(addr[:(size - 1).bit_length()], bank)
     return Mux(bank, addr + size, addr)
 
 
@@ -71,7 +81,7 @@ class ActivationBuffer(ValidatedComponent):
     def elaborate(self, platform):
         m = Module()
         n = self._size
-        m.submodules.mem = mem = Memory(shape=signed(8), depth=2 * n, init=[])
+        m.submodules.mem = mem = Memory(shape=signed(8), depth=2 * n, init=[], attrs=_NO_RW_CHECK)
         wp, rp = mem.write_port(), mem.read_port()
         full = Signal(2)
         set_full, clr_full = Signal(2), Signal(2)
@@ -145,17 +155,19 @@ class OutputReorder(ValidatedComponent):
         m = Module()
         C, P = self._channels, self._positions
         n = C * P
-        m.submodules.mem = mem = Memory(shape=signed(8), depth=2 * n, init=[])
+        m.submodules.mem = mem = Memory(shape=signed(8), depth=2 * n, init=[], attrs=_NO_RW_CHECK)
         wp, rp = mem.write_port(), mem.read_port()
         full = Signal(2)
         set_full, clr_full = Signal(2), Signal(2)
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        # Writer: address o*P + p, kept as a running sum (no multiplier).
+        # Writer: address o*P + p, kept as a running sum (no multiplier); the counters side
+        # by side when P is a power of two.
         wb = Signal()
         ch = Signal(range(max(C, 2)))
         pos = Signal(range(max(P, 2)))
-        waddr = Signal(range(max(n, 2)))
+        packed = P & (P - 1) == 0 and P > 1
+        waddr = Cat(pos, ch) if packed else Signal(range(max(n, 2)))
         m.d.comb += [wp.addr.eq(_bank_addr(wb, waddr, n)), wp.data.eq(self.w_data),
                      wp.en.eq(self.w_valid)]
         with m.If(self.w_valid):
@@ -164,12 +176,18 @@ class OutputReorder(ValidatedComponent):
             with m.If(ch == C - 1):
                 m.d.sync += ch.eq(0)
                 with m.If(pos == P - 1):
-                    m.d.sync += [pos.eq(0), waddr.eq(0), wb.eq(~wb)]
+                    m.d.sync += [pos.eq(0), wb.eq(~wb)]
                     m.d.comb += set_full.eq(Mux(wb, 0b10, 0b01))
+                    if not packed:
+                        m.d.sync += waddr.eq(0)
                 with m.Else():
-                    m.d.sync += [pos.eq(pos + 1), waddr.eq(pos + 1)]
+                    m.d.sync += pos.eq(pos + 1)
+                    if not packed:
+                        m.d.sync += waddr.eq(pos + 1)
             with m.Else():
-                m.d.sync += [ch.eq(ch + 1), waddr.eq(waddr + P)]
+                m.d.sync += ch.eq(ch + 1)
+                if not packed:
+                    m.d.sync += waddr.eq(waddr + P)
 
         # Reader: the full bank in address order; the read port's register is o's payload.
         rb = Signal()

@@ -1,14 +1,17 @@
 """Nested loops over an activation vector: the addresses of im2col patches and pooling windows.
 
-:class:`WindowScanner` steps through nested counters (innermost first), each
-level adding a constant to the element address and to the input row and
-column, so the address c*H*W + ih*W + iw of every step comes from registers
-and constant adders: no multiplier.  :func:`conv_levels` and
-:func:`pool_levels` give the loops of the two users in the order of
-docs/format.md.
+:class:`WindowScanner` steps through nested counters (innermost first).  A
+step of level l (the inner levels returning to 0) moves the element address
+c*H*W + ih*W + iw by a constant that depends on l alone, so the address is
+one register and one adder fed by a constant chosen by the counters' wraps:
+no multiplier, no per-level copies.  Whether a position lies in the zero
+padding is a table of the few counters that move the row (or column), or
+that register-and-adder scheme again for the row and column when those
+counters are wide.  :func:`conv_levels` and :func:`pool_levels` give the
+loops of the two users in the order of docs/format.md.
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
 from sparrow.hw.component import ValidatedComponent
@@ -100,39 +103,90 @@ class WindowScanner(ValidatedComponent):
 
     def elaborate(self, platform):
         m = Module()
-        L = len(self._levels)
-        cnt = [Signal(range(max(lv[0], 2)), name=f"cnt{l}") for l, lv in enumerate(self._levels)]
-        wrap = [c == lv[0] - 1 for c, lv in zip(cnt, self._levels)]
-        # base[d][l]: value d at the current iteration of level l with every inner level at 0;
-        # base[d][0] is the current value.
-        base = [[Signal(signed(self._widths[d]), init=self._init[d], name=f"b{d}_{l}")
-                 for l in range(L)] for d in range(3)]
-        with m.If(self.step):
-            for l in range(L):
-                inner_wrap = [wrap[j] for j in range(l)]
-                cond = ~wrap[l]
-                for w in inner_wrap:
-                    cond = cond & w
-                with (m.If(cond) if l == 0 else m.Elif(cond)):
-                    m.d.sync += cnt[l].eq(cnt[l] + 1)
-                    m.d.sync += [cnt[j].eq(0) for j in range(l)]
-                    for d in range(3):
-                        delta = self._levels[l][1 + d]
-                        m.d.sync += [base[d][j].eq(base[d][l] + delta) for j in range(l + 1)]
-            with m.Else():          # the vector's last position: back to the first
-                m.d.sync += [c.eq(0) for c in cnt]
-                m.d.sync += [b.eq(self._init[d]) for d in range(3) for b in base[d]]
+        # Levels of one trip never step: they add nothing and always wrap.
+        levels = [lv for lv in self._levels[:self._window] if lv[0] > 1]
+        n_win = len(levels)
+        levels += [lv for lv in self._levels[self._window:] if lv[0] > 1]
+        L = len(levels)
+        cnt = [Signal(range(lv[0]), name=f"cnt{l}") for l, lv in enumerate(levels)]
+        wrap = [c == lv[0] - 1 for c, lv in zip(cnt, levels)]
+        # carry[l]: level l steps (every inner level wraps); carry[L]: the vector's last step.
+        carry = [self.step]
+        for w in wrap:
+            carry.append(carry[-1] & w)
+        for l in range(L):
+            with m.If(carry[l]):
+                m.d.sync += cnt[l].eq(Mux(wrap[l], 0, cnt[l] + 1))
+        # Row and column only matter for padding; where the counters that move them are
+        # few (8 bits at most), ``inside`` is a table of those counters.
+        tables = {}
+        for d in (1, 2) if self._pad else ():
+            movers = [l for l in range(L) if levels[l][1 + d]]
+            if sum(len(cnt[l]) for l in movers) <= 8:
+                tables[d] = movers
+        tracked = [d for d in ((0, 1, 2) if self._pad else (0,)) if d not in tables]
+        # One register per tracked value (address; row, column without a table), one adder:
+        # when level l steps, the levels inside it return to 0, so the value moves by the
+        # constant delta_l - sum_{j<l} (count_j - 1) * delta_j (after the last step, back to
+        # the start).
+        values = {}
+        for d in tracked:
+            width = self._widths[d]
+            value = Signal(signed(width), init=self._init[d], name=("addr_r", "row", "col")[d])
+            inc = Signal(width, name=("d_addr", "d_row", "d_col")[d])
+            back = 0
+            for l in range(L + 1):
+                delta = levels[l][1 + d] if l < L else 0
+                const = (delta - back) & ((1 << width) - 1)
+                if L == 0:
+                    m.d.comb += inc.eq(const)
+                else:
+                    with (m.If(~wrap[l]) if l == 0 else m.Elif(~wrap[l]) if l < L else m.Else()):
+                        m.d.comb += inc.eq(const)
+                if l < L:
+                    back += (levels[l][0] - 1) * levels[l][1 + d]
+            with m.If(self.step):
+                m.d.sync += value.eq(value + inc)
+            values[d] = value
         win_first, win_last, last = 1, 1, 1
         for l in range(L):
-            if l < self._window:
+            if l < n_win:
                 win_first = win_first & (cnt[l] == 0)
                 win_last = win_last & wrap[l]
             last = last & wrap[l]
-        m.d.comb += [self.addr.eq(base[0][0]), self.win_first.eq(win_first),
+        m.d.comb += [self.addr.eq(values[0]), self.win_first.eq(win_first),
                      self.win_last.eq(win_last), self.last.eq(last)]
-        if self._pad:
-            row, col = base[1][0], base[2][0]
-            m.d.comb += self.inside.eq((row >= 0) & (row < self._h) & (col >= 0) & (col < self._w))
-        else:
-            m.d.comb += self.inside.eq(1)
+        inside = Const(1, 1)
+        for d, bound in ((1, self._h), (2, self._w)) if self._pad else ():
+            if d in tables:
+                inside = inside & _table(levels, cnt, tables[d], d, self._init[d], bound)
+            else:
+                inside = inside & _in_range(values[d], bound)
+        m.d.comb += self.inside.eq(inside)
         return m
+
+
+def _table(levels, cnt, movers, d, init, bound):
+    """0 <= init + sum(cnt_l * delta_l) < bound, looked up by the counters of ``movers``."""
+    if not movers:
+        return Const(int(0 <= init < bound), 1)
+    widths = [len(cnt[l]) for l in movers]
+    bits = 0
+    for key in range(1 << sum(widths)):
+        value, shift = init, 0
+        for l, w in zip(movers, widths):
+            value += ((key >> shift) & ((1 << w) - 1)) * levels[l][1 + d]
+            shift += w
+        bits |= int(0 <= value < bound) << key
+    return Const(bits, 1 << sum(widths)).bit_select(Cat(*(cnt[l] for l in movers)), 1)
+
+
+def _in_range(value, bound):
+    """0 <= value < bound for a signed signal, as gates (no carry chain): bit by bit from the LSB."""
+    width = len(value)
+    if bound >= 1 << (width - 1):
+        return ~value[-1]
+    lt = Const(0, 1)
+    for i in range(width - 1):
+        lt = (~value[i] | lt) if (bound >> i) & 1 else (~value[i] & lt)
+    return ~value[-1] & lt

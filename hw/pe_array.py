@@ -365,6 +365,22 @@ def rshift_sat(m, value, shift, relu, name="y"):
     else:
         shifted = value >> shift
     y = Signal(signed(8), name=name)
+    if isinstance(shift, int) and isinstance(relu, (bool, int)):
+        # Constant shift and flag: the clamp tests the bits above the int8 (no comparators).
+        n = len(shifted)
+        sign = shifted[-1]
+        if n <= 8:
+            over, under = Const(0, 1), sign & bool(relu)
+        else:
+            top = shifted[7:n - 1]
+            over, under = ~sign & top.any(), sign & (Const(1, 1) if relu else ~top.all())
+        with m.If(over):
+            m.d.comb += y.eq(127)
+        with m.Elif(under):
+            m.d.comb += y.eq(0 if relu else -128)
+        with m.Else():
+            m.d.comb += y.eq(shifted)
+        return y
     if isinstance(relu, (bool, int)):
         lo = 0 if relu else -128
     else:
@@ -376,6 +392,13 @@ def rshift_sat(m, value, shift, relu, name="y"):
     with m.Else():
         m.d.comb += y.eq(shifted)
     return y
+
+
+#: Blocks of at most this many words keep the previous snapshots (``running``) in registers:
+#: a shift register when every block is whole, else a RAM read asynchronously (registers
+#: and a small multiplexer).  Longer blocks keep them in a RAM with a synchronous read
+#: port, which may be a memory block.
+EARLY_LANES = 8
 
 
 class OutputStage(ValidatedComponent):
@@ -392,7 +415,12 @@ class OutputStage(ValidatedComponent):
     datapath is one add, an arithmetic shift and a clamp per lane.  Latency: 3 edges;
     4 with ``running``, whose snapshot difference gets an edge of its own (the
     previous-snapshot RAM's clock-to-out, about 6 ns on ECP5, then two adder
-    chains in one cycle held a 768-PE engine at 77 MHz).
+    chains in one cycle held a 768-PE engine at 77 MHz); with at most
+    :data:`EARLY_LANES` lanes the previous snapshot is at hand combinationally
+    (registers), so the difference is taken from the input at edge 1 and the
+    clamped result waits an edge before ``o`` (still 4 edges, one adder chain
+    per edge, ``2*acc_width + bias_width`` fewer registers).
+    The clamp of a constant shift tests the bits above the int8 (no comparator).
 
     Parameters
     ----------
@@ -411,8 +439,11 @@ class OutputStage(ValidatedComponent):
     relu : bool
     running : bool
         The sums are running-sum snapshots (the PE array's): each lane's block
-        sum is its snapshot minus the lane's previous snapshot (kept in a
-        ``lanes``-deep RAM, initially 0), modulo ``2^acc_width``.
+        sum is its snapshot minus the lane's previous snapshot (initially 0),
+        modulo ``2^acc_width``.  The previous snapshots are a ``lanes``-deep
+        RAM addressed by lane, or, with at most :data:`EARLY_LANES` lanes all of
+        whose blocks are whole (``lanes`` divides the words per tile: the lanes
+        come in turn), a shift register.
     out_lanes : int
         Rows per word and per output beat C (1..64).
     bias_width : int, optional
@@ -501,44 +532,72 @@ class OutputStage(ValidatedComponent):
                                           attrs=self._rom_attrs)
         rd = bias.read_port()
 
-        lane = Signal(range(L))
-        in_tile = Signal(range(TR))          # tile-relative word of this lane
+        # Word counters.  Blocks start at the tile's start (a short block ends it), so the
+        # lane is the tile-relative word modulo L: its low bits when L is a power of two;
+        # the tile-relative word is the row when a tile is the whole vector.
         row = Signal(range(R))
         keep = self.i.valid
         with m.If(self.i.valid):
-            # A block ends after word L-1 or at the tile's last word (a short block).
-            with m.If(in_tile == TR - 1):
-                m.d.sync += [lane.eq(0), in_tile.eq(0)]
-            with m.Elif(lane == L - 1):
-                m.d.sync += [lane.eq(0), in_tile.eq(in_tile + 1)]
-            with m.Else():
-                m.d.sync += [lane.eq(lane + 1), in_tile.eq(in_tile + 1)]
             m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
+        if TR == R:
+            in_tile = row
+        else:
+            in_tile = Signal(range(TR))          # tile-relative word of this lane
+            with m.If(self.i.valid):
+                m.d.sync += in_tile.eq(Mux(in_tile == TR - 1, 0, in_tile + 1))
+        if L & (L - 1) == 0:
+            lane = in_tile[:min((L - 1).bit_length(), len(in_tile))]
+        else:
+            lane = Signal(range(L))
+            with m.If(self.i.valid):
+                # A block ends after word L-1 or at the tile's last word (a short block).
+                m.d.sync += lane.eq(Mux((in_tile == TR - 1) | (lane == L - 1), 0, lane + 1))
         m.d.comb += rd.addr.eq(row)
 
         # Edge 1: sums and bias word (and previous snapshots) arrive together; then
         # (running only) the snapshot difference; then add; then shift/clamp.
         v1 = Signal()
         snap = Signal(C * aw)
-        m.d.sync += [v1.eq(keep), snap.eq(self.i.payload)]
-        if self._running:
+        m.d.sync += v1.eq(keep)
+        # With the previous snapshot at hand combinationally (a few registers), the
+        # difference is taken at edge 1 from the input itself and the clamped result waits
+        # an edge at the end instead: the same 4 edges, 2*acc_width + bias_width fewer
+        # registers.
+        early = self._running and L <= EARLY_LANES
+        if early and TR % L == 0:
+            # Every block is whole, so the lanes come in turn 0..L-1: the previous snapshots
+            # are a shift register, the lane's own at its end (no address, no read mux).
+            hist = [Signal(C * aw, name=f"prev{j}") for j in range(L)]
+            with m.If(self.i.valid):
+                m.d.sync += hist[0].eq(self.i.payload)
+                m.d.sync += [hist[j].eq(hist[j - 1]) for j in range(1, L)]
+            prev_now = hist[-1]
+        elif self._running:
             m.submodules.prev = prev = Memory(shape=C * aw, depth=L, init=[])
-            pw, pr = prev.write_port(), prev.read_port()    # read port: old value on a write
+            # Read port: the old value on a write (synchronous), or before the edge (comb).
+            pw, pr = prev.write_port(), prev.read_port(domain="comb" if early else "sync")
             m.d.comb += [pr.addr.eq(lane), pw.addr.eq(lane), pw.data.eq(self.i.payload),
                          pw.en.eq(self.i.valid)]
+            prev_now = pr.data
+        if self._running and not early:
+            m.d.sync += snap.eq(self.i.payload)
             # Edge 2: the block sums (acc1, below) and the bias word, registered.
             bias_word = Signal(C * bw)
             v_sub = Signal()
             m.d.sync += [bias_word.eq(rd.data), v_sub.eq(v1)]
         else:
+            if not early:
+                m.d.sync += snap.eq(self.i.payload)
             bias_word, v_sub = rd.data, v1
         v2 = Signal()
         m.d.sync += v2.eq(v_sub)
         ys = []
         for c in range(C):
             acc1 = Signal(signed(aw), name=f"acc1_{c}")
-            if self._running:
-                m.d.sync += acc1.eq((snap[c * aw:(c + 1) * aw] - pr.data[c * aw:(c + 1) * aw])[:aw])
+            if early:
+                m.d.sync += acc1.eq((self.i.payload[c * aw:(c + 1) * aw] - prev_now[c * aw:(c + 1) * aw])[:aw])
+            elif self._running:
+                m.d.sync += acc1.eq((snap[c * aw:(c + 1) * aw] - prev_now[c * aw:(c + 1) * aw])[:aw])
             else:
                 m.d.comb += acc1.eq(snap[c * aw:(c + 1) * aw])
             total = Signal(signed(max(aw, bw) + 1), name=f"total{c}")
@@ -547,6 +606,10 @@ class OutputStage(ValidatedComponent):
                 ys.append(rshift_sat(m, total, self.shift, self.relu, name=f"y{c}"))
             else:
                 ys.append(rshift_sat(m, total, self._out_shift, self._relu, name=f"y{c}"))
-        m.d.sync += [self.o.payload.eq(Cat(*ys)), self.o.valid.eq(v2)]
+        if early:
+            y_reg, v3 = Signal(C * 8), Signal()
+            m.d.sync += [y_reg.eq(Cat(*ys)), v3.eq(v2), self.o.payload.eq(y_reg), self.o.valid.eq(v3)]
+        else:
+            m.d.sync += [self.o.payload.eq(Cat(*ys)), self.o.valid.eq(v2)]
         m.d.comb += self.i.ready.eq(1)
         return m

@@ -118,6 +118,9 @@ class MaxPoolEngine(Engine):
 
     def _elaborate_streaming(self, m):
         c, h, w, k, _, oh, ow = self._geometry
+        if h % k == 0 and w % k == 0:
+            self._elaborate_tiled(m)
+            return
         # Position of the arriving element: column w = ocol*k + s, row h = orow*k + r.
         s, r = Signal(range(max(k, 2))), Signal(range(max(k, 2)))
         ocol, orow = Signal(range(w // k + 1)), Signal(range(h // k + 1))
@@ -158,6 +161,36 @@ class MaxPoolEngine(Engine):
                     m.d.sync += [s.eq(0), ocol.eq(ocol + 1)]
                 with m.Else():
                     m.d.sync += s.eq(s + 1)
+
+    def _elaborate_tiled(self, m):
+        # Streaming without a remainder (H and W multiples of the kernel): every element is
+        # in a window, and the partial maxima of an output row are visited in turn, so they
+        # rotate (the current window's at the front) and no counter tracks rows or columns.
+        _, _, _, k, _, _, ow = self._geometry
+        s, r = Signal(range(max(k, 2))), Signal(range(max(k, 2)))
+        ocol = Signal(range(max(ow, 2)))
+        part = [Signal(signed(8), name=f"part{j}") for j in range(ow)]
+        held, x = Signal(), Signal(signed(8))
+        proceed = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(~held | proceed)
+        with m.If(self.i.ready):
+            m.d.sync += [held.eq(self.i.valid), x.eq(self.i.payload)]
+        cur = part[0]
+        value = Mux(((s == 0) & (r == 0)) | (x > cur), x, cur)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(held & proceed):
+            with m.If(s == k - 1):          # the window's part of this row is in: next window
+                m.d.sync += [part[-1].eq(value), s.eq(0)]
+                m.d.sync += [part[j].eq(part[j + 1]) for j in range(ow - 1)]
+                with m.If(r == k - 1):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value)]
+                with m.If(ocol == ow - 1):  # the row's end
+                    m.d.sync += [ocol.eq(0), r.eq(Mux(r == k - 1, 0, r + 1))]
+                with m.Else():
+                    m.d.sync += ocol.eq(ocol + 1)
+            with m.Else():
+                m.d.sync += [cur.eq(value), s.eq(s + 1)]
 
     def _elaborate_windowed(self, m):
         m.submodules.buf = buf = self._buf

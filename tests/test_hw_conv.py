@@ -82,7 +82,9 @@ def test_golden_im2col_matches_format_loops():
         np.testing.assert_array_equal(cols[0], _golden_im2col(x[0], kh, kw, stride, pad))
 
 
-@pytest.mark.parametrize("c,h,w,kh,kw,stride,pad", [(2, 5, 4, 3, 2, 2, 2), (1, 3, 3, 1, 1, 1, 0)])
+@pytest.mark.parametrize("c,h,w,kh,kw,stride,pad", [(2, 5, 4, 3, 2, 2, 2), (1, 3, 3, 1, 1, 1, 0),
+                                                     (1, 8, 8, 3, 3, 1, 1), (1, 1, 1, 1, 1, 1, 0),
+                                                     (3, 4, 6, 2, 3, 3, 3), (1, 70, 1, 3, 1, 1, 1)])
 def test_window_scanner_addresses(c, h, w, kh, kw, stride, pad):
     # Amaranth's simulator: every step's (address, inside, window flags) against nested loops.
     from amaranth.sim import Simulator
@@ -252,3 +254,43 @@ def test_hand_written_conv_model_through_sparrow_sim(tmp_path):
         conv = np.clip((acc + (1 << (shift - 1))) >> shift, 0, 127).T.reshape(oc, oh, ow)
         pool = np.maximum.reduce([conv[:, r:r + oh - 1, s:s + ow - 1] for r in (0, 1) for s in (0, 1)])
         np.testing.assert_array_equal(np.load(tmp_path / "y.npy")[n], pool.reshape(-1))
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 6, 3), 3), ((3, 4, 6), 2), ((1, 2, 3), 1), ((2, 5, 7), 2)])
+def test_streaming_maxpool_with_stalls(shape, kernel):
+    # Amaranth's simulator: the streaming structure (tiled and with a remainder), bubbles on
+    # the input and back-pressure on the output, against the golden model.
+    from amaranth.sim import Simulator
+    from sparrow.hw.pool import MaxPoolEngine
+    rng = np.random.default_rng(kernel)
+    model = random_model([random_layer("maxpool2d", rng, name="pool", kernel=kernel,
+                                       pool_stride=kernel)], shape, name="pool")
+    x = rng.integers(-128, 128, size=(2, *shape)).astype(np.int8)
+    want = run_layers(model, x)[-1].reshape(-1).tolist()
+    dut = MaxPoolEngine(model.layers[0])
+    got = []
+
+    async def feed(ctx):
+        for v in x.reshape(-1).tolist():
+            ctx.set(dut.i.payload, v)
+            ctx.set(dut.i.valid, 0)
+            while rng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def drain(ctx):
+        while len(got) < len(want):
+            ready = rng.random() < 0.6
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if ready and valid:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    assert got == want
