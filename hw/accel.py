@@ -25,7 +25,7 @@ first engine to the last output element of the last engine.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -38,9 +38,22 @@ from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import check_engine_kinds, engine_for_layer
 from sparrow.hw.framer import FrameReceiver, FrameSender, crc16_step, payload_layout
 from sparrow.hw.uart import UARTRx, UARTTx
+from sparrow.hw.vecfifo import ShiftFIFO
 from sparrow.validate import check_int
 
 __all__ = ["Accelerator", "EngineChain", "CommandSequencer", "crc16_step"]
+
+# For the input and output buffers: a read of the address written in the same cycle may
+# return anything (Yosys then adds no bypass logic around the block RAM).  It only happens
+# where the data is lost anyway: a slot overwritten before the chain took it (the frames
+# are marked bad) or a bank written while its reply leaves (the reply is poisoned).
+_NO_RW_CHECK = {"no_rw_check": 1}
+
+
+#: Output vectors shorter than this wait in a :class:`~sparrow.hw.vecfifo.ShiftFIFO`
+#: (registers; on the iCE40 UP5K a 10-value FIFO takes 74 LUTs where
+#: SyncFIFOBuffered takes 102), longer ones in a SyncFIFOBuffered (a memory block).
+SHIFT_FIFO_DEPTH = 16
 
 
 class EngineChain(Component):
@@ -83,11 +96,17 @@ class EngineChain(Component):
             if engine.holds_output:         # its output waits: no FIFO needed
                 source = engine.o
                 continue
-            m.submodules[f"fifo{n}"] = fifo = SyncFIFOBuffered(width=8, depth=engine.out_features)
-            wiring.connect(m, engine.o, fifo.w_stream)
-            with m.If(engine.o.valid & ~fifo.w_rdy):
+            depth = engine.out_features
+            if depth < SHIFT_FIFO_DEPTH:    # a few values: registers, no memory block
+                m.submodules[f"fifo{n}"] = fifo = ShiftFIFO(8, depth)
+                fifo_w, fifo_r = fifo.w, fifo.r
+            else:
+                m.submodules[f"fifo{n}"] = fifo = SyncFIFOBuffered(width=8, depth=depth)
+                fifo_w, fifo_r = fifo.w_stream, fifo.r_stream
+            wiring.connect(m, engine.o, fifo_w)
+            with m.If(engine.o.valid & ~fifo_w.ready):
                 m.d.sync += lost.eq(1)
-            source = fifo.r_stream
+            source = fifo_r
         wiring.connect(m, source, wiring.flipped(self.o))
         last = self._engines[-1]
         m.d.comb += [self.emitted.eq(last.o.valid & (last.o.ready if last.holds_output else 1)),
@@ -196,9 +215,10 @@ class CommandSequencer(Component):
     def _receive_vectors(self, m, s):
         """Classify a frame at its start; write its vectors into the two input slots."""
         n_in, B, TAGS = self._in_size, self._max_batch, 1 << self._TAG_BITS
-        m.submodules.inbuf = inbuf = Memory(shape=8, depth=2 * n_in, init=[])
+        m.submodules.inbuf = inbuf = Memory(shape=8, depth=2 * n_in, init=[], attrs=_NO_RW_CHECK)
         in_w, s.in_r = inbuf.write_port(), inbuf.read_port()
-        s.data_frame, s.is_batch = Signal(), Signal()
+        # What the frame is, from its header (`length` is only valid at `start`)
+        s.data_frame, s.is_batch, s.empty = Signal(), Signal(), Signal()
         s.tag = tag = Signal(range(TAGS))
         s.done_tag, s.done_valid, s.done_cycles = Signal(range(TAGS)), Signal(), Signal(32)
         s.rx_seq, s.vidx = Signal(8), Signal(range(B + 1))
@@ -207,11 +227,11 @@ class CommandSequencer(Component):
         s.slot_tag = Array(Signal(range(TAGS), name=f"slot_tag{i}") for i in range(2))
         s.slot_vidx = Array(Signal(range(B), name=f"slot_vidx{i}") for i in range(2))
         s.slot_last = Array(Signal(name=f"slot_last{i}") for i in range(2))
-        s.bad = Signal(TAGS)                          # frames whose data was overwritten
-        set_bad_in, clear_bad = Signal(TAGS), Signal(TAGS)
-        s.set_bad_out = [Signal(TAGS, name=f"set_bad_out{i}") for i in range(2)]
-        m.d.sync += s.bad.eq((s.bad & ~clear_bad) | set_bad_in | s.set_bad_out[0] | s.set_bad_out[1])
-        s.one = one = Const(1, TAGS)
+        # Frames whose data was overwritten: the one being received (`rx_bad`), and (a bit
+        # in each reply record, see `_guard_banks`) the frames waiting for or in a reply.
+        s.rx_bad = Signal()
+        s.overwrite = Signal()                        # a slot the chain has not taken is written
+        s.overwrite_tag = Signal(range(TAGS))         # ... and the frame whose vector it held
         s.slot_free = Signal(2)                       # the feeder finished a slot (this cycle)
         slot_fill = Signal(2)
         m.d.sync += s.slot_ready.eq((s.slot_ready & ~s.slot_free) | slot_fill)
@@ -221,10 +241,9 @@ class CommandSequencer(Component):
             ok_batch = (self.cmd == P.CMD_BATCH) & (self.length >= 1 + n_in) & \
                 (self.length <= 1 + B * n_in)
             m.d.sync += [s.data_frame.eq(ok_run | ok_batch), s.is_batch.eq(self.cmd == P.CMD_BATCH),
-                         s.vidx.eq(0), s.offset.eq(0)]
+                         s.vidx.eq(0), s.offset.eq(0), s.empty.eq(self.length == 0)]
             with m.If(ok_run | ok_batch):
-                m.d.sync += tag.eq(tag + 1)
-                m.d.comb += clear_bad.eq(one << (tag + 1)[:self._TAG_BITS])
+                m.d.sync += [tag.eq(tag + 1), s.rx_bad.eq(0)]
                 with m.If(s.done_tag == (tag + 1)[:self._TAG_BITS]):
                     m.d.sync += s.done_valid.eq(0)    # a completion of an older frame with this tag
         # Payload bytes pass one register first (a short path from the receiver).
@@ -239,7 +258,8 @@ class CommandSequencer(Component):
                          in_w.data.eq(byte)]
             with m.If(s.slot_ready.bit_select(wslot, 1)):
                 # The chain has not taken the vector in this slot yet: both frames are lost.
-                m.d.comb += set_bad_in.eq((one << s.slot_tag[wslot]) | (one << tag))
+                m.d.comb += [s.overwrite.eq(1), s.overwrite_tag.eq(s.slot_tag[wslot])]
+                m.d.sync += s.rx_bad.eq(1)
             with m.If(s.offset == n_in - 1):
                 m.d.sync += [s.offset.eq(0), s.vidx.eq(s.vidx + 1), wslot.eq(~wslot),
                              s.slot_tag[wslot].eq(tag), s.slot_vidx[wslot].eq(s.vidx),
@@ -280,7 +300,7 @@ class CommandSequencer(Component):
         last output (``done_now``).
         """
         n_out, B, T = self._out_size, self._max_batch, self._TAG_BITS
-        m.submodules.outbuf = outbuf = Memory(shape=8, depth=2 * B * n_out, init=[])
+        m.submodules.outbuf = outbuf = Memory(shape=8, depth=2 * B * n_out, init=[], attrs=_NO_RW_CHECK)
         out_w, s.out_r = outbuf.write_port(), outbuf.read_port()
         r_data = s.inflight.r_data
         s.head_tag, head_vidx, head_last = r_data[:T], r_data[T:T + s.idx_bits], r_data[T + s.idx_bits]
@@ -288,8 +308,10 @@ class CommandSequencer(Component):
         s.done_now = Signal()
         s.vectors, s.last_cycles, s.acc = Signal(32), Signal(32), Signal(32)
         m.d.comb += self.chain_out.ready.eq(1)
+        acc_next = Signal(32)
+        m.d.comb += acc_next.eq(s.acc + 1)
         with m.If(s.inflight.r_rdy):
-            m.d.sync += s.acc.eq(s.acc + 1)
+            m.d.sync += s.acc.eq(Mux(s.done_now, 0, acc_next))
         with m.If(self.chain_out.valid):
             m.d.comb += [out_w.en.eq(1), out_w.data.eq(self.chain_out.payload),
                          out_w.addr.eq(Cat(s.head_tag[0], head_vidx * n_out + out_o))]
@@ -299,7 +321,7 @@ class CommandSequencer(Component):
                 with m.If(head_last):
                     m.d.comb += s.done_now.eq(1)
                     m.d.sync += [s.done_tag.eq(s.head_tag), s.done_valid.eq(1),
-                                 s.done_cycles.eq(s.acc + 1), s.acc.eq(0)]
+                                 s.done_cycles.eq(acc_next)]
             with m.Else():
                 m.d.sync += out_o.eq(out_o + 1)
 
@@ -318,8 +340,14 @@ class CommandSequencer(Component):
                     "seq": Signal(8, name=f"{prefix}_seq"), "repeat": Signal(name=f"{prefix}_repeat"),
                     "count": Signal(range(self._max_batch + 1), name=f"{prefix}_count"),
                     "code": Signal(3, name=f"{prefix}_code"), "cycles": Signal(32, name=f"{prefix}_cycles"),
-                    "done": Signal(name=f"{prefix}_done")}
+                    "done": Signal(name=f"{prefix}_done"), "bad": Signal(name=f"{prefix}_bad")}
         s.pend, s.ready, s.cur = record("pend"), record("ready"), record("cur")
+        # Set this cycle (`_guard_banks`): the pending or the ready frame's data is lost.  The
+        # marks stick, follow the frame into `ready` and `cur`, and poison its reply; the
+        # loads below (a new frame in the record) come later and win.
+        s.mark_pend, s.mark_ready = Signal(), Signal()
+        m.d.sync += [s.pend["bad"].eq(s.pend["bad"] | s.mark_pend),
+                     s.ready["bad"].eq(s.ready["bad"] | s.mark_ready)]
         s.claimed = Signal()      # the pending data frame moves to `ready` this cycle
 
     def _to_ready(self, m, s, kind, code=0, src=None):
@@ -333,9 +361,11 @@ class CommandSequencer(Component):
             m.d.sync += [ready["valid"].eq(1), ready["kind"].eq(kind), ready["code"].eq(code)]
             if src is not None:
                 m.d.sync += [ready[k].eq(src[k]) for k in ("tag", "seq", "repeat", "count", "cycles")]
+                m.d.sync += ready["bad"].eq(src["bad"] | s.mark_pend)
 
     def _start_reply(self, m, s):
-        """Start the next reply when the sender is idle: its command and length, into `cur`."""
+        """Start the next reply when the sender is idle: into `cur`, which gives the sender
+        its command and length (held until the reply has left)."""
         n_out, B = self._out_size, self._max_batch
         ready, cur = s.ready, s.cur
         s.n_data = n_data = Signal(range(B * n_out + 1))
@@ -345,34 +375,35 @@ class CommandSequencer(Component):
         with m.If(ready["valid"] & ~self.send_busy & ~starting):
             m.d.comb += self.send.eq(1)
             m.d.sync += [starting.eq(1), ready["valid"].eq(0), n_data.eq(product)] + \
-                [cur[k].eq(ready[k]) for k in ("kind", "tag", "seq", "repeat", "count", "code")]
-            with m.Switch(ready["kind"]):
-                for kind, cmd in self._KIND_CMD.items():
-                    with m.Case(kind):
-                        m.d.comb += self.send_cmd.eq(cmd)
-            with m.Switch(ready["kind"]):
-                with m.Case(self._K_IDENTIFY):
-                    m.d.comb += self.send_length.eq(P.IDENT_LEN)
-                with m.Case(self._K_STATUS):
-                    m.d.comb += self.send_length.eq(P.STATUS_LEN)
-                with m.Case(self._K_RUN):
-                    m.d.comb += self.send_length.eq(n_out + 4)
-                with m.Case(self._K_BATCH):
-                    m.d.comb += self.send_length.eq(2 + product + 4)
-                with m.Default():
-                    m.d.comb += self.send_length.eq(1)
+                [cur[k].eq(ready[k]) for k in ("kind", "tag", "seq", "repeat", "count", "code")] + \
+                [cur["bad"].eq(ready["bad"] | s.mark_ready)]
             with m.If(ready["kind"][2]):
                 m.d.sync += s.last_cycles.eq(ready["cycles"])
-            with m.If(ready["kind"] == self._K_RUN):
-                m.d.sync += n_data.eq(n_out)
         with m.Else():
             m.d.sync += starting.eq(0)
+        with m.Switch(cur["kind"]):
+            for kind, cmd in self._KIND_CMD.items():
+                with m.Case(kind):
+                    m.d.comb += self.send_cmd.eq(cmd)
+        with m.Switch(cur["kind"]):
+            with m.Case(self._K_IDENTIFY):
+                m.d.comb += self.send_length.eq(P.IDENT_LEN)
+            with m.Case(self._K_STATUS):
+                m.d.comb += self.send_length.eq(P.STATUS_LEN)
+            with m.Case(self._K_RUN, self._K_BATCH):
+                # an R frame holds one vector (`count` is 1); a B reply has 2 header bytes
+                m.d.comb += self.send_length.eq(Mux(cur["kind"][0], 6, 4) + n_data)
+            with m.Default():
+                m.d.comb += self.send_length.eq(1)
 
     def _finish_pending(self, m, s):
         """The pending frame's last output is in (now, at its CRC, or between): on to `ready`."""
         pend = s.pend
-        with m.If(pend["valid"] & ~pend["done"] & s.done_now & (s.head_tag == pend["tag"])):
-            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.acc + 1)]
+        # From the registered completion only (`done_*`, one cycle after `done_now`): the
+        # cycles have one source, and a completion before the frame's CRC (`done_valid`
+        # when it is judged) takes the same path.
+        with m.If(pend["valid"] & ~pend["done"] & s.done_valid & (s.done_tag == pend["tag"])):
+            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.done_cycles)]
         s.pend_take = Signal()
         with m.If(pend["valid"] & pend["done"] & ~s.ready["valid"]):
             m.d.comb += s.pend_take.eq(1)
@@ -394,13 +425,13 @@ class CommandSequencer(Component):
             with m.Elif((self.cmd == P.CMD_IDENTIFY) | (self.cmd == P.CMD_STATUS)):
                 m.d.sync += [verdict.eq(Mux(self.cmd == P.CMD_IDENTIFY, self._V_IDENTIFY, self._V_STATUS)),
                              code.eq(0)]
-                with m.If(self.length != 0):
+                with m.If(~s.empty):
                     m.d.sync += [verdict.eq(self._V_ERROR), code.eq(2)]
             with m.Elif((self.cmd == P.CMD_RUN) | (self.cmd == P.CMD_BATCH)):
                 m.d.sync += [verdict.eq(self._V_DATA), code.eq(0)]
                 with m.If(~s.data_frame | (s.offset != 0) | (s.vidx == 0)):
                     m.d.sync += [verdict.eq(self._V_ERROR), code.eq(2)]
-                with m.Elif(s.bad.bit_select(s.tag, 1)):
+                with m.Elif(s.rx_bad):
                     m.d.sync += [verdict.eq(self._V_ERROR), code.eq(4)]
             with m.Else():
                 m.d.sync += [verdict.eq(self._V_ERROR), code.eq(3)]
@@ -408,7 +439,10 @@ class CommandSequencer(Component):
     def _act_on_frame(self, m, s):
         """Queue the judged frame's reply, or (a data frame) make it the pending one."""
         pend = s.pend
-        s.status = Signal(8 * P.STATUS_LEN)
+        # The status reply's flags and vector count, taken when the request is judged.  Its
+        # cycles are `last_cycles` itself: that changes only when a data reply starts, and
+        # none starts between a status request taking `ready` and the end of its reply.
+        s.status_flags, s.status_vectors = Signal(5), Signal(32)
         last_seqs, seq_valid = Signal(16), Signal(2)
         with m.If(s.act):
             with m.Switch(s.verdict):
@@ -417,7 +451,7 @@ class CommandSequencer(Component):
                 with m.Case(self._V_IDENTIFY):
                     self._to_ready(m, s, self._K_IDENTIFY)
                 with m.Case(self._V_STATUS):
-                    m.d.sync += s.status.eq(s.flags | (s.vectors << 8) | (s.last_cycles << 40))
+                    m.d.sync += [s.status_flags.eq(s.flags), s.status_vectors.eq(s.vectors)]
                     self._to_ready(m, s, self._K_STATUS)
                 with m.Case(self._V_DATA):
                     with m.If(pend["valid"] & ~s.pend_take):
@@ -429,11 +463,7 @@ class CommandSequencer(Component):
                         m.d.sync += [pend["valid"].eq(1), pend["kind"].eq(Cat(s.is_batch, 0, 1)),
                                      pend["tag"].eq(tag), pend["seq"].eq(rx_seq),
                                      pend["repeat"].eq(repeat), pend["count"].eq(s.vidx),
-                                     pend["done"].eq(0)]
-                        with m.If(s.done_now & (s.head_tag == tag)):
-                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.acc + 1)]
-                        with m.Elif(s.done_valid & (s.done_tag == tag)):
-                            m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.done_cycles)]
+                                     pend["done"].eq(0), pend["bad"].eq(0)]
                         with m.If(s.is_batch):
                             m.d.sync += [last_seqs.eq(Cat(rx_seq, last_seqs[:8])),
                                          seq_valid.eq(Cat(1, seq_valid[0]))]
@@ -441,16 +471,19 @@ class CommandSequencer(Component):
     def _guard_banks(self, m, s):
         """Mark replies whose output bank is overwritten; poison the reply being sent."""
         writing_bank, cur = s.head_tag[0], s.cur
-        # A reply waiting in a bank that another frame's outputs now overwrite is lost.
-        with m.If(self.chain_out.valid):
-            for rec, set_bad in zip((s.pend, s.ready), s.set_bad_out):
-                with m.If(rec["valid"] & (rec["tag"][0] == writing_bank) & (rec["tag"] != s.head_tag)):
-                    m.d.comb += set_bad.eq(s.one << rec["tag"])
+        # A reply waiting in a bank that another frame's outputs now overwrite is lost, and
+        # so is a pending frame whose vector waiting in a slot is overwritten.
+        for rec, mark in ((s.pend, s.mark_pend), (s.ready, s.mark_ready)):
+            hit = self.chain_out.valid & rec["valid"] & (rec["tag"][0] == writing_bank) & \
+                (rec["tag"] != s.head_tag)
+            if rec is s.pend:
+                hit |= s.overwrite & rec["valid"] & (rec["tag"] == s.overwrite_tag)
+            m.d.comb += mark.eq(hit)
         # Poison the reply being sent if its bank or its frame's data changed under it.
         # (registered: a bank written in cycle t changes bytes read from t + 1 on, which
         # leave after the CRC's poison is set)
         m.d.sync += self.send_poison.eq(self.send_busy & cur["kind"][2] & (
-            s.bad.bit_select(cur["tag"], 1) |
+            cur["bad"] |
             (self.chain_out.valid & (writing_bank == cur["tag"][0]) & (s.head_tag != cur["tag"]))))
 
     def _reply_byte(self, m, s):
@@ -460,8 +493,10 @@ class CommandSequencer(Component):
         from the bank and the cycle count.  Bytes leave every 10 bit times at most, so
         the byte is computed over three registered stages (a short path to the UART):
         the index and its offset into the outputs; the output memory's read and the
-        comparisons; the byte.  It is valid once `send_index` has been still for three
-        cycles.
+        byte's source (an output, a byte of the counters, or one from the ROM, flags,
+        code or header); the byte.  It is valid three cycles after `send_index` moved.
+        The status reply's counters and a data reply's cycles are bytes of one 64-bit
+        word (vectors run, then `last_cycles`) behind one 8:1 multiplexer.
         """
         n_out, B, cur, n_data = self._out_size, self._max_batch, s.cur, s.n_data
         is_batch = cur["kind"] == self._K_BATCH
@@ -474,34 +509,40 @@ class CommandSequencer(Component):
         width = max(len(rel_q), len(n_data))
         past_data = Signal(width + 1)
         m.d.comb += past_data.eq(rel_q - n_data)
-        in_data, cyc_byte, hdr_byte = Signal(), Signal(2), Signal(range(3))
-        m.d.sync += [in_data.eq(past_data[width]), cyc_byte.eq(past_data[:2]),
-                     hdr_byte.eq(Mux(is_batch & (index_q < 2), index_q[:1] + 1, 0))]
-        value = Signal(8)
-        ident = Array(Const(b, 8) for b in self._ident)
+        # The byte's source, registered: an output, counter byte `cnt_sel`, or `misc`.
+        from_out, from_cnt, cnt_sel, misc = Signal(), Signal(), Signal(3), Signal(8)
+        m.d.sync += [from_out.eq(0), from_cnt.eq(0)]
         with m.Switch(cur["kind"]):
             with m.Case(self._K_IDENTIFY):
-                m.d.comb += value.eq(ident[index_q[:5]])
+                with m.Switch(index_q[:5]):
+                    for i, b in enumerate(self._ident):
+                        with m.Case(i):
+                            m.d.sync += misc.eq(b)
             with m.Case(self._K_STATUS):
-                m.d.comb += value.eq(s.status.word_select(index_q[:4], 8))
+                # flags, then the 8 counter bytes
+                m.d.sync += [misc.eq(s.status_flags), from_cnt.eq(index_q != 0),
+                             cnt_sel.eq(index_q[:3] - 1)]
             with m.Case(self._K_RUN, self._K_BATCH):
-                with m.If(hdr_byte == 1):
-                    m.d.comb += value.eq(cur["seq"])
-                with m.Elif(hdr_byte == 2):
-                    m.d.comb += value.eq(cur["repeat"])
-                with m.Elif(in_data):
-                    m.d.comb += value.eq(s.out_r.data)
+                with m.If(is_batch & (index_q == 0)):
+                    m.d.sync += misc.eq(cur["seq"])
+                with m.Elif(is_batch & (index_q == 1)):
+                    m.d.sync += misc.eq(cur["repeat"])
+                with m.Elif(past_data[width]):
+                    m.d.sync += from_out.eq(1)
                 with m.Else():
-                    m.d.comb += value.eq(s.last_cycles.word_select(cyc_byte, 8))
+                    m.d.sync += [from_cnt.eq(1), cnt_sel.eq(Cat(past_data[:2], 1))]
             with m.Default():
-                m.d.comb += value.eq(cur["code"])
+                m.d.sync += misc.eq(cur["code"])
+        counters = Cat(s.status_vectors, s.last_cycles)
+        value = Mux(from_out, s.out_r.data, Mux(from_cnt, counters.word_select(cnt_sel, 8), misc))
         settle = Signal(2)
         m.d.sync += self.send_data.payload.eq(value)
-        with m.If(self.send | (self.send_index != index_q)):
+        # `send_index` moves only when a reply starts or a byte is taken (the cycle after)
+        with m.If(self.send | (self.send_data.valid & self.send_data.ready)):
             m.d.sync += settle.eq(0)
         with m.Elif(settle != 3):
             m.d.sync += settle.eq(settle + 1)
-        m.d.comb += self.send_data.valid.eq((settle == 3) & (self.send_index == index_q))
+        m.d.comb += self.send_data.valid.eq(settle == 3)
 
 
 class Accelerator(ValidatedComponent):

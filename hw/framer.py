@@ -72,12 +72,15 @@ class FrameReceiver(Component):
     -------
     rx : In(stream.Signature(8))
         Received bytes; always taken (the UART cannot be stalled).
-    cmd, length : Out(8), Out(16)
-        The command and payload length of the frame being received (valid from
-        its ``LEN`` bytes until the next frame's).
+    cmd : Out(8)
+        The command of the frame being received (valid from its ``CMD`` byte until
+        the next frame's).
     start : Out(1)
         High for one cycle when a frame's length is known (the cycle after its
         last ``LEN`` byte is taken, with ``cmd`` and ``length`` valid).
+    length : Out(16)
+        The payload length of the frame, in the cycle of ``start`` (it is the payload
+        down-counter, which counts the bytes after it).
     payload : Out(stream.Signature(payload_layout(), always_ready=True))
         Its payload bytes as they arrive (before the CRC is known).
     frame_valid : Out(1)
@@ -104,13 +107,13 @@ class FrameReceiver(Component):
         m = Module()
         crc = Signal(16)
         crc_next = crc16_step(crc, self.rx.payload)
-        received_crc = Signal(16)
-        # Payload bytes left after this one: one down-counter gives both `last` and the
-        # end of the payload (no separate index and `length - 1` comparison).
+        crc_low_ok = Signal()            # the first CRC byte matched
+        # Payload bytes left, this one included: one down-counter, loaded byte by byte with
+        # the length, gives both `last` and the end of the payload.
         remaining, first = Signal(16), Signal()
         byte, got = self.rx.payload, self.rx.valid
         crc_match = Signal()
-        m.d.comb += [self.rx.ready.eq(1), self.crc_ok.eq(crc_match)]
+        m.d.comb += [self.rx.ready.eq(1), self.crc_ok.eq(crc_match), self.length.eq(remaining)]
 
         idle = Signal(range(self._timeout + 1))
         receiving = Signal()
@@ -141,27 +144,25 @@ class FrameReceiver(Component):
             with m.State("CMD"):
                 receive("LEN0", self.cmd.eq(byte))
             with m.State("LEN0"):
-                receive("LEN1", self.length[:8].eq(byte))
+                receive("LEN1", remaining[:8].eq(byte))
             with m.State("LEN1"):
-                receive("PAYLOAD", self.length[8:].eq(byte),
-                        remaining.eq(Cat(self.length[:8], byte) - 1), first.eq(1))
+                receive("PAYLOAD", remaining[8:].eq(byte), first.eq(1))
                 with m.If(got):
                     m.d.sync += start_next.eq(1)
-                with m.If(got & (Cat(self.length[:8], byte) == 0)):
+                with m.If(got & (Cat(remaining[:8], byte) == 0)):
                     m.next = "CRC0"
             with m.State("PAYLOAD"):
-                last = remaining == 0
+                last = remaining == 1
                 receive("PAYLOAD", remaining.eq(remaining - 1), first.eq(0))
                 m.d.comb += [self.payload.valid.eq(got), self.payload.payload.first.eq(first),
                              self.payload.payload.last.eq(last), self.payload.payload.byte.eq(byte)]
                 with m.If(got & last):
                     m.next = "CRC0"
             with m.State("CRC0"):
-                receive("CRC1", received_crc[:8].eq(byte), crc_update=False)
+                receive("CRC1", crc_low_ok.eq(byte == crc[:8]), crc_update=False)
             with m.State("CRC1"):
                 # compared as the last byte arrives, so that `crc_ok` comes from a register
-                receive("CHECK", received_crc[8:].eq(byte),
-                        crc_match.eq(Cat(received_crc[:8], byte) == crc), crc_update=False)
+                receive("CHECK", crc_match.eq(crc_low_ok & (byte == crc[8:])), crc_update=False)
             with m.State("CHECK"):
                 m.d.comb += self.frame_valid.eq(1)
                 m.next = "SYNC"
@@ -182,9 +183,10 @@ class FrameSender(ValidatedComponent):
     Members
     -------
     start : In(1)
-        Send a frame with ``cmd`` and ``length`` (at most ``max_length``; taken in this
-        cycle; ignored while ``busy``).
+        Send a frame (taken in this cycle; ignored while ``busy``).
     cmd, length : In(8), In(16)
+        Its command and payload length (at most ``max_length``), from the cycle after
+        ``start`` until the frame has left (``busy`` low); not registered here.
     poison : In(1)
         High in any cycle of a frame: its CRC is sent complemented, so that a
         reply whose data changed while it was sent never reaches the host as valid.
@@ -224,7 +226,7 @@ class FrameSender(ValidatedComponent):
         m = Module()
         crc, crc_byte = Signal(16), Signal(8)
         crc_next = crc16_step(crc, crc_byte)
-        cmd, length = Signal(8), Signal(16)
+        cmd, length = self.cmd, self.length[:max(1, self._max_length.bit_length())]
         index = Signal(range(self._max_length + 1))
         m.d.comb += self.index.eq(index)
         crc_out, poisoned = Signal(16), Signal()
@@ -242,8 +244,7 @@ class FrameSender(ValidatedComponent):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [cmd.eq(self.cmd), length.eq(self.length), crc.eq(0xFFFF),
-                                 index.eq(0), poisoned.eq(0)]
+                    m.d.sync += [crc.eq(0xFFFF), index.eq(0), poisoned.eq(0)]
                     m.next = "SYNC"
             with m.State("SYNC"):
                 emit(P.SYNC, "CMD", crc_update=False)
