@@ -30,7 +30,7 @@ from sparrow.hw.component import ValidatedComponent
 from sparrow.hw.conv_scan import WindowScanner, conv_levels
 from sparrow.hw.cycle_model import conv_cycles
 from sparrow.hw.dense_engine import DenseEngine
-from sparrow.hw.engine import Engine, EngineConfig
+from sparrow.hw.engine import EngineConfig, LayerEngine
 from sparrow.hw.sd_engine import SDEngine
 from sparrow.modeldir import Layer
 from sparrow.validate import check_int, check_range
@@ -144,7 +144,7 @@ class PatchGenerator(ValidatedComponent):
         return m
 
 
-class ConvEngine(Engine):
+class ConvEngine(LayerEngine):
     """A convolution layer on the RTL (base of the three conv kinds).
 
     Subclasses set :attr:`kind` and :attr:`inner_class` (the linear engine
@@ -175,14 +175,6 @@ class ConvEngine(Engine):
     #: The linear engine that computes each patch.
     inner_class = None
     holds_output = True
-
-    def __init__(self, layer, config=EngineConfig()):
-        super().__init__(layer, config)
-
-    @classmethod
-    def from_layer(cls, layer, config=EngineConfig()):
-        """The engine of a validated conv layer of kind :attr:`kind`."""
-        return cls(layer, config)
 
     @staticmethod
     def inner_config(config):

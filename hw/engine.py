@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 from sparrow.hw.component import ValidatedComponent
 from sparrow.validate import check_bool, check_int, check_range
 
-__all__ = ["EngineConfig", "Engine", "DEFAULT_DENSE_LANES", "ROM_ATTR", "rom_attrs",
+__all__ = ["EngineConfig", "Engine", "LayerEngine", "DEFAULT_DENSE_LANES", "ROM_ATTR", "rom_attrs",
            "GENERIC_BIAS_WIDTH", "CONSTS_WIDTH", "consts_image", "consts_rom"]
 
 #: Attribute naming a ROM whose contents a simulation loads at run time (``generic`` builds).
@@ -208,3 +208,19 @@ class Engine(ValidatedComponent):
     def acc_width(self):
         """Accumulator width of the engine's sums (bits)."""
         return self._acc_width
+
+
+class LayerEngine(Engine):
+    """An engine whose constructor takes the validated layer itself: ``cls(layer, config)``.
+
+    For the kinds whose engine re-reads the layer's shapes (convolutions,
+    pooling, flatten) rather than taking unpacked parameters.
+    """
+
+    def __init__(self, layer, config=EngineConfig()):
+        super().__init__(layer, config)
+
+    @classmethod
+    def from_layer(cls, layer, config=EngineConfig()):
+        """The engine of a validated ``sparrow.modeldir.Layer`` of kind :attr:`kind`."""
+        return cls(layer, config)

@@ -10,7 +10,7 @@ from sparrow.hw.actbuf import ActivationBuffer
 from sparrow.hw.conv import layer_label
 from sparrow.hw.conv_scan import WindowScanner, pool_levels
 from sparrow.hw.cycle_model import pool_cycles
-from sparrow.hw.engine import Engine, EngineConfig
+from sparrow.hw.engine import EngineConfig, LayerEngine
 from sparrow.modeldir import Layer
 
 __all__ = ["MaxPoolEngine", "FlattenEngine"]
@@ -22,7 +22,7 @@ def _check_layer(layer, kind):
                         f"not {layer_label(layer)}")
 
 
-class MaxPoolEngine(Engine):
+class MaxPoolEngine(LayerEngine):
     """maxpool2d on the RTL: the max of every kernel x kernel window (stride, no padding).
 
     Two structures, chosen from the layer:
@@ -58,13 +58,6 @@ class MaxPoolEngine(Engine):
 
     kind = "maxpool2d"
     holds_output = True
-
-    def __init__(self, layer, config=EngineConfig()):
-        super().__init__(layer, config)
-
-    @classmethod
-    def from_layer(cls, layer, config=EngineConfig()):
-        return cls(layer, config)
 
     @staticmethod
     def streaming(layer):
@@ -216,7 +209,7 @@ class MaxPoolEngine(Engine):
             m.d.comb += buf.r_release.eq(1)
 
 
-class FlattenEngine(Engine):
+class FlattenEngine(LayerEngine):
     """flatten on the RTL: nothing (``o`` is ``i``): the activations are already C-major.
 
     Parameters
@@ -233,13 +226,6 @@ class FlattenEngine(Engine):
     kind = "flatten"
     holds_output = True
     identity = True
-
-    def __init__(self, layer, config=EngineConfig()):
-        super().__init__(layer, config)
-
-    @classmethod
-    def from_layer(cls, layer, config=EngineConfig()):
-        return cls(layer, config)
 
     @classmethod
     def multipliers(cls, layer, config=EngineConfig()):
