@@ -198,8 +198,9 @@ class Device:
         x = (np.asarray(x, dtype=np.int64) & 0xFF).astype(np.uint8)
         n = len(x)
         starts = list(range(0, n, batch))
-        frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload((seq0 + k) % 256, x[s:s + batch]))
-                  for k, s in enumerate(starts)]
+        seqs = [(seq0 + k) % 256 for k in range(len(starts))]
+        frames = [P.encode_frame(P.CMD_BATCH, P.batch_payload(seq, x[s:s + batch]))
+                  for seq, s in zip(seqs, starts)]
         counts = [min(batch, n - s) for s in starts]
         pause = self.timeout / 4 if pause is None else pause
         stats = stats or LinkStats()
@@ -211,21 +212,21 @@ class Device:
         decoder = P.FrameDecoder()
         failures, completed = 0, 0
         deadline = time.monotonic() + self.timeout
-        skipped = []                         # frames whose replies a newer reply shows lost
+        lost = []        # frames in flight whose replies a reply to a later frame shows lost
 
         def accept(frame):
             nonlocal completed, failures, deadline
             cmd, payload = frame
             if cmd != P.CMD_BATCH or not payload:
                 return False
-            k = next((k for k in flight if (seq0 + k) % 256 == payload[0]), None)
+            k = next((k for k in flight if seqs[k] == payload[0]), None)
             if k is None:
                 return True                      # a late reply to a frame already done
             try:
-                ys, c, repeat = P.parse_batch(frame, (seq0 + k) % 256, counts[k], out_size)
+                ys, c, repeat = P.parse_batch(frame, seqs[k], counts[k], out_size)
             except P.ProtocolError:
                 return False
-            skipped.extend(j for j in flight if j < k and not done[j])
+            lost.extend(j for j in flight if j < k)
             y[starts[k]:starts[k] + counts[k]] = ys
             cycles[k], done[k] = c, True
             flight.remove(k)
@@ -274,8 +275,8 @@ class Device:
                                    else f"unexpected {chr(frame[0])!r} reply")
             except P.ProtocolError as exc:
                 trouble, decoder = str(exc), P.FrameDecoder()
-            if trouble is None and skipped:
-                trouble = f"no reply to batch {skipped[0]} before the reply to a later one"
+            if trouble is None and lost:
+                trouble = f"no reply to batch {lost[0]} before the reply to a later one"
             if trouble is None and flight and time.monotonic() > deadline:
                 trouble = f"no reply within {self.timeout:g} s"
             if trouble is None:
@@ -289,9 +290,9 @@ class Device:
                                    f"{failures} tries ({trouble}); is the accelerator's bitstream "
                                    f"loaded and the baud rate right?")
             drain()
-            todo.extendleft(sorted(k for k in set(flight) | set(skipped) if not done[k])[::-1])
+            todo.extendleft(reversed([k for k in flight if not done[k]]))   # the lost ones too
             flight.clear()
-            skipped.clear()
+            lost.clear()
             deadline = time.monotonic() + self.timeout
         stats.batches += len(frames)
         stats.vectors += n

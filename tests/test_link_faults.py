@@ -87,15 +87,17 @@ def test_a_dead_link_stops_with_one_line(tmp_path):
     assert time.monotonic() - start < 600
 
 
-class InOrderDevice:
+class InOrderDevice(Loopback):
     """A scripted ``B``-frame device: answers frames in order (outputs = the input's first
     ``out`` bytes negated), except that it drops the reply to the ``drop``-th data frame it
-    receives, as the accelerator does when a frame finds its reply place taken."""
+    receives, as the accelerator does when a frame finds its reply place taken.  Replies
+    are read back as :class:`Loopback` reads what was written."""
 
     def __init__(self, out_size, drop):
         from sparrow import protocol as P
+        super().__init__()
         self.P, self.out_size, self.drop = P, out_size, drop
-        self.decoder, self.replies, self.received = P.FrameDecoder(), bytearray(), 0
+        self.decoder, self.received = P.FrameDecoder(), 0
 
     def write(self, data):
         import struct
@@ -106,15 +108,8 @@ class InOrderDevice:
                 continue
             seq, x = payload[0], np.frombuffer(payload[1:], dtype=np.int8)
             y = (-x[:self.out_size].astype(np.int16)).clip(-128, 127).astype(np.int8)
-            self.replies += P.encode_frame(P.CMD_BATCH, bytes([seq, 0]) + y.tobytes() +
-                                           struct.pack("<I", 100))
-
-    def read(self, n):
-        out, self.replies = bytes(self.replies[:n]), self.replies[n:]
-        return out
-
-    def reset_input_buffer(self):
-        self.replies.clear()
+            self.buf += P.encode_frame(P.CMD_BATCH, bytes([seq, 0]) + y.tobytes() +
+                                       struct.pack("<I", 100))
 
 
 def test_a_lost_reply_is_resent_before_sequence_numbers_wrap():
