@@ -3,6 +3,7 @@
     python -m sparrow.bench.bench_compress            # digits (8 runs) + MiniLM
     python -m sparrow.bench.bench_compress --no-minilm
     python -m sparrow.bench.bench_compress --no-minilm --seeds 0 1 2 3 4 5 --json out.json
+    python -m sparrow.bench.bench_compress --no-minilm --models digits-mlp --methods smartdeal --block 16 --seeds 0 1 2 3 4 5
     python -m sparrow.bench.bench_compress --search --methods smartdeal admm --trials 20
 
 ``--search``: the accuracy-budget search (``sparrow compress --max-drop``,
@@ -12,7 +13,8 @@ imported like a user's): storage, validation and test accuracy against fp32,
 runs and search time.
 
 Digits: each model is trained in fp32 (60 epochs, seed s), compressed by each
-method with the settings of ``sparrow.sw.pipeline.METHOD_CONFIGS``, exported,
+method with the settings of ``sparrow.sw.pipeline.METHOD_CONFIGS`` (with ``--block P``: blocks P
+rows tall and the settings of ``BLOCK_CONFIGS`` for P, the demo's model at 16 PEs), exported,
 and its accuracy measured with the integer golden model on the 360-sample
 test split.  Storage counts every stored weight bit against fp32
 (``sparrow.sw.storage``); biases are shown beside.  "golden==torch" counts
@@ -40,6 +42,8 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"])
     ap.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=[m for m in TARGETS if m in METHODS])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--block", type=int, help="P x 1 pruning blocks P rows tall (smartdeal, admm), with the "
+                    "settings measured for P where sparrow.sw.pipeline.BLOCK_CONFIGS has them")
     ap.add_argument("--no-minilm", action="store_true")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--search", action="store_true", help="the accuracy-budget search instead of the fixed settings")
@@ -59,7 +63,8 @@ def main(argv=None):
     for name in args.models:
         for method in args.methods:
             for seed in args.seeds:
-                _, r = compress_digits(name, method, seed=seed, progress=False)
+                over = {"block": args.block} if args.block and method in ("smartdeal", "admm") else None
+                _, r = compress_digits(name, method, over, seed=seed, progress=False)
                 ratio_t, pp_t = TARGETS.get(method, (None, None))
                 ok = "" if ratio_t is None else (
                     "met" if r["storage_ratio"] >= ratio_t and -r["delta_pp"] <= pp_t + 1e-9 else

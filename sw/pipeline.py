@@ -9,7 +9,8 @@ import numpy as np
 
 from sparrow import SparrowError
 
-__all__ = ["FP32_EPOCHS", "METHOD_CONFIGS", "train_fp32", "digits_config", "compress_digits", "golden_accuracy",
+__all__ = ["FP32_EPOCHS", "METHOD_CONFIGS", "BLOCK_CONFIGS", "train_fp32", "digits_config", "compress_digits",
+           "golden_accuracy",
            "digits_data", "digits_search_setup", "compress_model", "quant_outputs", "save_compressed",
            "torch_quant_outputs"]
 
@@ -33,6 +34,14 @@ METHOD_CONFIGS = {
                              "qat_lr": 1e-4, "levels": 4, "density": {"conv1": 1.0, "conv2": 0.115, "fc1": 0.35},
                              "rho": 1e-2, "rho_growth": 1.1, "freeze_window": True, "permute": True},
     ("digits-cnn", "circulant"): {"epochs": 60, "qat_epochs": 10, "k": 8},
+}
+
+# Settings measured for blocks P rows tall (``--block P``), over METHOD_CONFIGS, keyed (model, method, P).
+# Blocks as tall as the PE count let one PE group (the UP5K's code layout: one code ROM, one z buffer per
+# engine) store every block without padding: digits-mlp SmartDeal at 16 PEs holds 1.23x its encoding on
+# chip against 2.4x with 4-row blocks.  Taller blocks prune coarser, so fc1 keeps more of them.
+BLOCK_CONFIGS = {
+    ("digits-mlp", "smartdeal", 16): {"density": {"fc1": 0.16, "fc2": 0.4}},
 }
 
 
@@ -83,6 +92,9 @@ def golden_accuracy(model, pixels, labels):
 def digits_config(name, method, overrides=None, seed=0):
     """The configuration of ``method`` for digits model ``name``: defaults, METHOD_CONFIGS, ``overrides``.
 
+    An integer ``block`` among the overrides also applies BLOCK_CONFIGS' measured settings for
+    that block height (options given in ``overrides`` win).
+
     Raises SparrowError for an unknown model or method, ValueError / TypeError
     (naming the option) for a bad or unknown option.
     """
@@ -94,7 +106,10 @@ def digits_config(name, method, overrides=None, seed=0):
         raise SparrowError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
     base = METHODS[method].Config(input_shape=digits.input_shape(name), input_exp=digits.INPUT_SCALE_EXP, name=name,
                                   seed=seed)
-    return base.replace(**METHOD_CONFIGS.get((name, method), {})).replace(**(overrides or {}))
+    overrides = overrides or {}
+    block = overrides.get("block")
+    tall = BLOCK_CONFIGS.get((name, method, block), {}) if isinstance(block, int) else {}
+    return base.replace(**METHOD_CONFIGS.get((name, method), {})).replace(**tall).replace(**overrides)
 
 
 def compress_digits(name, method, overrides=None, seed=0, progress=True, fp32_epochs=FP32_EPOCHS):

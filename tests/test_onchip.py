@@ -109,3 +109,24 @@ def test_build_report_weight_memory(tmp_path):
     assert wm["weight_blocks"] == sum(m["blocks"] for m in wm["memories"] if m["role"] == "weight")
     assert {(m["layer"], m["rom"]) for m in wm["memories"]} == {
         (l["name"], n) for l in oc["layers"] for n in l["memories"]}
+
+
+def test_block_settings_apply_under_explicit_options():
+    from sparrow.sw.pipeline import BLOCK_CONFIGS, digits_config
+    tall = BLOCK_CONFIGS[("digits-mlp", "smartdeal", 16)]
+    assert digits_config("digits-mlp", "smartdeal", {"block": 16}).density == tall["density"]
+    assert digits_config("digits-mlp", "smartdeal", {"block": 16, "density": 0.2}).density == 0.2
+    assert digits_config("digits-mlp", "smartdeal", {"block": 8}).density == \
+        digits_config("digits-mlp", "smartdeal").density
+
+
+def test_demo_model_fits_one_pe_group_within_the_goal():
+    """The demo's digits-mlp (blocks as tall as its 16 PEs): the UP5K's one-group layout holds
+    at most 1.25x the encoded bits, and the encoding still meets SmartDeal's 30x."""
+    from sparrow.sw.pipeline import compress_digits
+    model, rep = compress_digits("digits-mlp", "smartdeal", {"block": 16}, seed=0, progress=False)
+    st = model_storage(model)
+    assert st["ratio"] >= 30
+    for groups in (1, 16):
+        oc = model_onchip(model, EngineConfig(pes=16, max_groups=groups))
+        assert oc["weight_bits"] <= 1.25 * st["weight_bits"], (groups, oc["weight_bits"], st["weight_bits"])

@@ -5,7 +5,10 @@ Stages (each prints progress; a failing stage stops the demo with one line):
 1. **compress**: train ``digits-mlp`` (or ``--model digits-cnn``, the CNN:
    convolutions and max-pooling on the accelerator too) on scikit-learn's
    digits (fixed split), compress it with SmartDeal (basis x sparse power-of-two coefficients, int8
-   activations) and write the model directory ``<out>/model``.
+   activations) and write the model directory ``<out>/model``.  Where settings were measured for
+   blocks as tall as ``--pes`` (:data:`sparrow.sw.pipeline.BLOCK_CONFIGS`: digits-mlp at 16), the
+   pruning blocks are ``--pes`` rows tall, so that the one-PE-group code layout of the UP5K holds
+   the model as compactly as its encoding.
 2. **golden**: run the integer golden model on the whole test split; its
    accuracy next to the fp32 model's and the storage ratio.
 3. **sim**: run the model directory on the generated RTL, layer by layer, on
@@ -65,11 +68,14 @@ def _say(msg):
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def stage_compress(out, name):
+def stage_compress(out, name, pes):
     from sparrow.modeldir import save_model
-    from sparrow.sw.pipeline import compress_digits
-    _say(f"compress: training {name} in fp32 and compressing it with {METHOD}")
-    model, rep = compress_digits(name, METHOD, seed=0, progress=True)
+    from sparrow.sw.pipeline import BLOCK_CONFIGS, compress_digits
+    tall = (name, METHOD, pes) in BLOCK_CONFIGS
+    _say(f"compress: training {name} in fp32 and compressing it with {METHOD}"
+         + (f" in blocks of {pes} rows (one per {pes}-PE group)" if tall else ""))
+    model, rep = compress_digits(name, METHOD, overrides={"block": pes} if tall else None, seed=0,
+                                 progress=True)
     save_model(model, out / "model")
     _say(f"compress: wrote {out / 'model'} ({rep['seconds']:.0f} s)")
     return model, rep
@@ -171,7 +177,7 @@ def run(args):
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
 
-    model, crep = stage_compress(out, args.model)
+    model, crep = stage_compress(out, args.model, args.pes)
     x, y_gold, labels, gold_acc = stage_golden(model)
     n_ver = min(args.sim_samples, len(x))
     sims = {"verilator": stage_sim(model, x, y_gold, "verilator", n_ver, args.pes)}
