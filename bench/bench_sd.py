@@ -96,7 +96,7 @@ def run_board(board, pes, args, rng, dense_row=None):
     def make_sd():
         return SDEngine.from_layer(sd, sd_config)
 
-    row["sd_entries"] = len(sd_program(sd.params["coef_sign"], sd.params["coef_exp"], 1, pes)[0])
+    row["sd_entries"] = sum(sd_program(sd.params["coef_sign"], sd.params["coef_exp"], 1, pes).block_entries)
     row["sd_cycles"], row["sd_batch_cycles"] = _cycles(make_sd, sd, x,
                                                        golden.sd_linear_forward, args.simulator)
     if dense_row is None:
