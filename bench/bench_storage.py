@@ -4,6 +4,7 @@
     python -m sparrow.bench.bench_storage --models digits-mlp digits-cnn --pes 16 8 4
     python -m sparrow.bench.bench_storage --reuse               # models already in /tmp/st_<method>
     python -m sparrow.bench.bench_storage --reuse --max-groups 16 1   # also the single-group layout
+    python -m sparrow.bench.bench_storage --methods smartdeal --block 16 --pes 16 --max-groups 16 1   # the demo's model
 
 Each method compresses the model once (``sparrow compress --model M --method X
 --seed S --out DIR``, DIR = ``<dir>/st_<method>`` for digits-mlp,
@@ -30,13 +31,14 @@ TARGETS = {"smartdeal": 30.0, "admm": 40.0, "circulant": 16.0}
 GOAL = 1.25
 
 
-def _model_dir(base, model, method):
-    return Path(base) / (f"st_{method}" if model == "digits-mlp" else f"st_{model}_{method}")
+def _model_dir(base, model, method, block=None):
+    tail = f"_b{block}" if block else ""
+    return Path(base) / (f"st_{method}{tail}" if model == "digits-mlp" else f"st_{model}_{method}{tail}")
 
 
-def _compress(model, method, seed, out):
+def _compress(model, method, seed, out, block=None):
     cmd = [sys.executable, "-m", "sparrow", "compress", "--model", model, "--method", method,
-           "--seed", str(seed), "--out", str(out), "--quiet"]
+           "--seed", str(seed), "--out", str(out), "--quiet"] + (["--block", str(block)] if block else [])
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -66,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--max-groups", nargs="+", type=int, default=[16],
                     help="PE-group limits to measure (default 16)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--block", type=int, help="compress with blocks this many rows tall (sparrow compress --block; "
+                    "smartdeal and admm)")
     ap.add_argument("--dir", default="/tmp", help="where the model directories go (default /tmp)")
     ap.add_argument("--reuse", action="store_true", help="load a model directory that exists")
     args = ap.parse_args(argv)
@@ -80,9 +84,10 @@ def main(argv=None):
     misses = 0
     for model_name in args.models:
         for method in args.methods:
-            out = _model_dir(args.dir, model_name, method)
+            block = args.block if method in ("smartdeal", "admm") else None
+            out = _model_dir(args.dir, model_name, method, block)
             if not (args.reuse and (out / "manifest.json").is_file()):
-                _compress(model_name, method, args.seed, out)
+                _compress(model_name, method, args.seed, out, block)
             model = load_model(out)
             st = model_storage(model)
             if st["ratio"] < TARGETS[method]:
