@@ -34,7 +34,7 @@ from amaranth.lib.wiring import Component, In, Out
 from sparrow import SparrowError
 from sparrow import protocol as P
 from sparrow.hw.component import ValidatedComponent
-from sparrow.hw.engine import EngineConfig
+from sparrow.hw.engine import ROM_ATTR, EngineConfig
 from sparrow.hw.engines import check_engine_kinds, engine_for_layer
 from sparrow.hw.framer import FrameReceiver, FrameSender, crc16_step, payload_layout
 from sparrow.hw.uart import UARTRx, UARTTx
@@ -45,8 +45,8 @@ __all__ = ["Accelerator", "EngineChain", "CommandSequencer", "crc16_step"]
 
 # For the input and output buffers: a read of the address written in the same cycle may
 # return anything (Yosys then adds no bypass logic around the block RAM).  It only happens
-# where the data is lost anyway: a slot overwritten before the chain took it (the frames
-# are marked bad) or a bank written while its reply leaves (the reply is poisoned).
+# where the data is not used: the feeder reading a slot it is not feeding, or a bank
+# written while its reply leaves (the reply is poisoned).
 _NO_RW_CHECK = {"no_rw_check": 1}
 
 
@@ -129,10 +129,12 @@ class CommandSequencer(Component):
     Replies wait in a one-deep queue behind the one being sent; a data frame
     waits for its outputs in a second.  A frame that finds its place taken
     gets no reply (status flag 4), and the host sends it again.  Nothing is
-    ever sent that does not hold: a vector slot overwritten before the chain
-    took it marks the frames involved bad (``E`` 4 instead of their reply),
-    and an output bank written while its reply leaves makes that reply's CRC
-    wrong (:class:`~sparrow.hw.framer.FrameSender`'s ``poison``).
+    ever sent that does not hold, and no byte sequence wedges the device: the
+    slots are a queue, so vectors run in order; a vector that finds both
+    slots taken is dropped (never written over another) and its frame refused
+    (``E`` 4); an output bank written after its frame's last output makes
+    that frame's reply CRC wrong (:class:`~sparrow.hw.framer.FrameSender`'s
+    ``poison``).
 
     Parameters
     ----------
@@ -144,6 +146,10 @@ class CommandSequencer(Component):
         Vectors per ``B`` frame, at most.
     depth : int
         Vectors the engine chain can hold at once (one per engine, plus its FIFOs).
+    ident_rom : bool
+        The ``I`` reply from a ROM marked ``sparrow_rom = "ident"``, whose contents
+        a simulation loads at run time (generic builds: the model id does not
+        change the compiled simulator), instead of from logic.
 
     Members
     -------
@@ -164,8 +170,9 @@ class CommandSequencer(Component):
         Vectors are waiting or running, or replies waiting.
     """
 
-    def __init__(self, in_size, out_size, ident, max_batch=16, depth=4):
+    def __init__(self, in_size, out_size, ident, max_batch=16, depth=4, ident_rom=False):
         self._in_size, self._out_size, self._ident = in_size, out_size, ident
+        self._ident_rom = bool(ident_rom)
         self._max_batch, self._depth = max_batch, depth
         self._max_reply = max(P.IDENT_LEN, P.STATUS_LEN, 2 + max_batch * out_size + 4)
         super().__init__({
@@ -227,11 +234,9 @@ class CommandSequencer(Component):
         s.slot_tag = Array(Signal(range(TAGS), name=f"slot_tag{i}") for i in range(2))
         s.slot_vidx = Array(Signal(range(B), name=f"slot_vidx{i}") for i in range(2))
         s.slot_last = Array(Signal(name=f"slot_last{i}") for i in range(2))
-        # Frames whose data was overwritten: the one being received (`rx_bad`), and (a bit
-        # in each reply record, see `_guard_banks`) the frames waiting for or in a reply.
+        # The frame being received is refused (`E` 4, none of its vectors after this runs):
+        # a vector of it found its slot still taken.  No frame overwrites another's data.
         s.rx_bad = Signal()
-        s.overwrite = Signal()                        # a slot the chain has not taken is written
-        s.overwrite_tag = Signal(range(TAGS))         # ... and the frame whose vector it held
         s.slot_free = Signal(2)                       # the feeder finished a slot (this cycle)
         slot_fill = Signal(2)
         m.d.sync += s.slot_ready.eq((s.slot_ready & ~s.slot_free) | slot_fill)
@@ -253,18 +258,21 @@ class CommandSequencer(Component):
                      last_byte.eq(self.payload.payload.last)]
         with m.If(byte_in & header):
             m.d.sync += s.rx_seq.eq(byte)
+        # The slots are a FIFO of two vectors (`wslot` fills, `fslot` feeds), so vectors run
+        # in the order they came and each frame's last output is its last vector's.
+        taken = s.slot_ready.bit_select(wslot, 1)
+        m.d.comb += [in_w.addr.eq(Cat(wslot, s.offset)), in_w.data.eq(byte)]
         with m.If(byte_in & ~header & (s.vidx < B)):
-            m.d.comb += [in_w.en.eq(1), in_w.addr.eq(Cat(wslot, s.offset)),
-                         in_w.data.eq(byte)]
-            with m.If(s.slot_ready.bit_select(wslot, 1)):
-                # The chain has not taken the vector in this slot yet: both frames are lost.
-                m.d.comb += [s.overwrite.eq(1), s.overwrite_tag.eq(s.slot_tag[wslot])]
-                m.d.sync += s.rx_bad.eq(1)
+            with m.If(taken):
+                m.d.sync += s.rx_bad.eq(1)            # the chain has not taken that vector yet
+            with m.Else():
+                m.d.comb += in_w.en.eq(1)
             with m.If(s.offset == n_in - 1):
-                m.d.sync += [s.offset.eq(0), s.vidx.eq(s.vidx + 1), wslot.eq(~wslot),
-                             s.slot_tag[wslot].eq(tag), s.slot_vidx[wslot].eq(s.vidx),
-                             s.slot_last[wslot].eq(last_byte)]
-                m.d.comb += slot_fill.eq(1 << wslot)
+                m.d.sync += [s.offset.eq(0), s.vidx.eq(s.vidx + 1)]
+                with m.If(~taken & ~s.rx_bad):
+                    m.d.sync += [wslot.eq(~wslot), s.slot_tag[wslot].eq(tag),
+                                 s.slot_vidx[wslot].eq(s.vidx), s.slot_last[wslot].eq(last_byte)]
+                    m.d.comb += slot_fill.eq(1 << wslot)
             with m.Else():
                 m.d.sync += s.offset.eq(s.offset + 1)
 
@@ -402,7 +410,9 @@ class CommandSequencer(Component):
         # From the registered completion only (`done_*`, one cycle after `done_now`): the
         # cycles have one source, and a completion before the frame's CRC (`done_valid`
         # when it is judged) takes the same path.
-        with m.If(pend["valid"] & ~pend["done"] & s.done_valid & (s.done_tag == pend["tag"])):
+        completes = s.done_valid & (s.done_tag == pend["tag"])
+        s.pend_complete = pend["done"] | completes
+        with m.If(pend["valid"] & ~pend["done"] & completes):
             m.d.sync += [pend["done"].eq(1), pend["cycles"].eq(s.done_cycles)]
         s.pend_take = Signal()
         with m.If(pend["valid"] & pend["done"] & ~s.ready["valid"]):
@@ -470,21 +480,20 @@ class CommandSequencer(Component):
 
     def _guard_banks(self, m, s):
         """Mark replies whose output bank is overwritten; poison the reply being sent."""
-        writing_bank, cur = s.head_tag[0], s.cur
-        # A reply waiting in a bank that another frame's outputs now overwrite is lost, and
-        # so is a pending frame whose vector waiting in a slot is overwritten.
-        for rec, mark in ((s.pend, s.mark_pend), (s.ready, s.mark_ready)):
-            hit = self.chain_out.valid & rec["valid"] & (rec["tag"][0] == writing_bank) & \
-                (rec["tag"] != s.head_tag)
-            if rec is s.pend:
-                hit |= s.overwrite & rec["valid"] & (rec["tag"] == s.overwrite_tag)
-            m.d.comb += mark.eq(hit)
-        # Poison the reply being sent if its bank or its frame's data changed under it.
-        # (registered: a bank written in cycle t changes bytes read from t + 1 on, which
-        # leave after the CRC's poison is set)
-        m.d.sync += self.send_poison.eq(self.send_busy & cur["kind"][2] & (
-            cur["bad"] |
-            (self.chain_out.valid & (writing_bank == cur["tag"][0]) & (s.head_tag != cur["tag"]))))
+        cur = s.cur
+        writing = Array([self.chain_out.valid & ~s.head_tag[0], self.chain_out.valid & s.head_tag[0]])
+        # Vectors run in order, so a frame's outputs are all in once its last one is: any
+        # output written later into its bank is another frame's, and the frame's reply is
+        # lost (a pending frame's from its completion on, a ready one's, the one being sent).
+        # The same holds if an older vector whose frame had the same (3-bit) tag completed
+        # first and was taken for the frame's last: the frame's own outputs come after it.
+        m.d.comb += [s.mark_pend.eq(writing[s.pend["tag"][0]] & s.pend["valid"] & s.pend_complete),
+                     s.mark_ready.eq(writing[s.ready["tag"][0]] & s.ready["valid"])]
+        # Poison the reply being sent if its bank changed under it.  (registered: a bank
+        # written in cycle t changes bytes read from t + 1 on, which leave after the CRC's
+        # poison is set)
+        m.d.sync += self.send_poison.eq(self.send_busy & cur["kind"][2] &
+                                        (cur["bad"] | writing[cur["tag"][0]]))
 
     def _reply_byte(self, m, s):
         """The reply payload byte `send_index`.
@@ -514,10 +523,17 @@ class CommandSequencer(Component):
         m.d.sync += [from_out.eq(0), from_cnt.eq(0)]
         with m.Switch(cur["kind"]):
             with m.Case(self._K_IDENTIFY):
-                with m.Switch(index_q[:5]):
-                    for i, b in enumerate(self._ident):
-                        with m.Case(i):
-                            m.d.sync += misc.eq(b)
+                if self._ident_rom:
+                    m.submodules.ident = rom = Memory(shape=8, depth=32, init=self._ident,
+                                                      attrs={ROM_ATTR: "ident"})
+                    ident = rom.read_port(domain="comb")
+                    m.d.comb += ident.addr.eq(index_q[:5])
+                    m.d.sync += misc.eq(ident.data)
+                else:
+                    with m.Switch(index_q[:5]):
+                        for i, b in enumerate(self._ident):
+                            with m.Case(i):
+                                m.d.sync += misc.eq(b)
             with m.Case(self._K_STATUS):
                 # flags, then the 8 counter bytes
                 m.d.sync += [misc.eq(s.status_flags), from_cnt.eq(index_q != 0),
@@ -614,6 +630,7 @@ class Accelerator(ValidatedComponent):
         self._model_id = P.model_id(model)
         self._ident = P.identify_payload(self._in_size, self._out_size, len(model.layers),
                                          self._model_id, clk_hz, self._max_batch)
+        self._ident_rom = config.generic        # simulation: the model id loads at run time
         self._divisor = divisor
         return {"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)}
 
@@ -644,7 +661,8 @@ class Accelerator(ValidatedComponent):
         m.submodules.uart_tx = tx = self._tx
         m.submodules.receiver = receiver = FrameReceiver(P.TIMEOUT_BYTES * 10 * self._divisor)
         m.submodules.sequencer = sequencer = CommandSequencer(
-            self._in_size, self._out_size, self._ident, self._max_batch, 2 * len(self._engines) + 2)
+            self._in_size, self._out_size, self._ident, self._max_batch, 2 * len(self._engines) + 2,
+            ident_rom=self._ident_rom)
         m.submodules.sender = sender = FrameSender(sequencer.max_reply)
         m.submodules.chain = chain = EngineChain(self._engines)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]

@@ -53,13 +53,14 @@ STATUS_LEN = 1 + 4 + 4
 WINDOW = 2
 #: ``E`` payload codes.
 ERRORS = {1: "CRC mismatch", 2: "wrong payload length for the command", 3: "unknown command",
-          4: "overrun: the frame arrived while its input slot or reply place was still taken "
-             "(frames sent faster than the device runs them)"}
+          4: "overrun: a vector found both input slots taken, so the frame did not run "
+             "(frames sent faster than the device runs them); send it again"}
 #: ``B`` reply flag bits.
 BATCH_FLAGS = {0: "repeat: the previous batch had the same sequence number and was run again"}
 #: Status flag bits (sticky until the device is reset).
 FLAGS = {0: "an engine lost an output (engine error)", 1: "UART receive overrun",
-         2: "UART framing error (wrong baud rate?)", 3: "a frame failed its CRC"}
+         2: "UART framing error (wrong baud rate?)", 3: "a frame failed its CRC",
+         4: "a frame got no reply: its reply place was taken"}
 #: A frame whose next byte does not come within this many byte times is dropped.
 TIMEOUT_BYTES = 64
 
