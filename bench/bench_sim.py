@@ -23,8 +23,12 @@ host's end of the serial line in HDL, bytes in chunks, no Python per bit).
 Its cycles count every simulated clock cycle, bytes on the line included; its
 sim s is the wall time while the simulation ran (not the time it stood still
 waiting for the host), and a line after the table gives the end-to-end time
-over the link.  The accelerator's parameters are compiled in, so a model
-with new weights compiles again.
+over the link.  The simulated accelerator is a generic build: its
+parameters, shifts and identify reply (the model id) are ROMs loaded at run
+time (``tb/linkbench.py``), so, as for ``sparrow sim``, a model with new
+weights reuses the compiled simulator when its structure is the same (for
+sd_linear that includes the PE-group size, the delta width and the rounded
+code-ROM depths, which a retrained model may change).
 
     python -m sparrow.bench.bench_sim [--simulators verilator,icarus] [--vectors 256]
                                       [--no-digits] [--only TEXT] [--json build/bench/sim.json]

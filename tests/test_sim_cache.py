@@ -1,4 +1,5 @@
-"""The build cache and compile-once-per-structure: generic engines, run-time ROMs, atomic builds."""
+"""The build cache and compile-once-per-structure: generic engines, run-time ROMs, atomic builds;
+the whole accelerator in the link bench too (new weights and model id, one compiled simulator)."""
 
 import re
 import threading
@@ -9,7 +10,7 @@ import pytest
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import engine_for_layer
 from sparrow.hw.sd_engine import code_rom_depth
-from sparrow.sw.randmodel import random_layer
+from sparrow.sw.randmodel import random_layer, random_model
 from sparrow.tb.model_sim import sim_verilog
 from sparrow.tb.runner import cache_dir, compile_design
 from sparrow.tb.streambench import act_depth, runtime_roms
@@ -54,14 +55,17 @@ def test_board_build_keeps_rom_contents(kind):
     assert runtime_roms(text, "e0") == (text, {})
 
 
-def test_generic_images_match_rtl():
-    """A generic engine's memory images hold exactly its ROM depths (the runner pads nothing else)."""
-    layer = random_layer("sd_linear", np.random.default_rng(4), name="l", **LAYERS["sd_linear"])
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_generic_images_match_rtl(kind):
+    """A generic engine's memory images are exactly the ROM contents its Verilog held (which
+    the benches load at run time): ``sparrow generate``'s images are what the simulation ran."""
+    layer = random_layer(kind, np.random.default_rng(4), name="l", **LAYERS[kind])
     engine = engine_for_layer(layer, EngineConfig(pes=4, generic=True))
-    _, depths = runtime_roms(sim_verilog(engine, "eng"), "e0")
-    for name, (width, words, _) in engine.memory_images().items():
-        assert len(words) == depths[name], name
-        assert all(0 <= w < (1 << width) for w in words)
+    _, roms = runtime_roms(sim_verilog(engine, "eng"), "e0")
+    images = engine.memory_images()
+    assert set(images) == set(roms)
+    for name, (width, words, _) in images.items():
+        assert (roms[name].width, roms[name].words) == (width, tuple(words)), name
 
 
 def test_code_rom_depth_buckets():
@@ -101,3 +105,86 @@ def test_cache_atomic_and_concurrent(tmp_path, monkeypatch):
     again, seconds = compile_design(_design("b"), "top_b", "icarus")
     assert again == final and seconds > 0 and (final / "sparrow-build.ok").exists()
     assert not list(final.parent.glob("*.tmp-*"))
+
+
+def _digits_like(seed, redraw_of=None):
+    """A digits-mlp-shaped model (sd_linear 64 -> 128 ReLU -> 10); ``redraw_of``: the same
+    structure and sparsity pattern, every value (signs, exponents, bases, biases, shifts) new."""
+    rng = np.random.default_rng(seed)
+    if redraw_of is None:
+        layers = [random_layer("sd_linear", rng, name="fc1", in_=64, out=128, k=4, density=0.2,
+                               relu=True),
+                  random_layer("sd_linear", rng, name="fc2", in_=128, out=10, k=4, density=0.3)]
+        return random_model(layers, [64], name="digits-a")
+    layers = []
+    for layer in redraw_of.layers:
+        p = {k: np.array(v) for k, v in layer.params.items()}
+        flip = rng.choice(np.array([-1, 1], np.int8), size=p["coef_sign"].shape)
+        p["coef_sign"] = (p["coef_sign"] * flip).astype(np.int8)
+        p["coef_exp"] = rng.integers(0, 8, size=p["coef_exp"].shape).astype(np.uint8)
+        p["basis"] = rng.integers(-128, 128, size=p["basis"].shape).astype(np.int8)
+        p["bias"] = rng.integers(-2000, 2001, size=p["bias"].shape).astype(np.int32)
+        attrs = {**layer.attrs, "out_shift": layer.attrs["out_shift"] + 1,
+                 "basis_shift": layer.attrs["basis_shift"] - 1}
+        layers.append(type(layer)(layer.name, layer.kind, attrs, p))
+    return random_model(layers, [64], name="digits-b")
+
+
+def test_link_text_depends_on_structure_only():
+    """The whole accelerator (generic build) in the link bench: two models of one structure, other
+    values and ids, give one text once the ROMs load at run time; the identify reply (model id) is
+    a ROM there, and logic in the board build."""
+    from sparrow import protocol as P
+    from sparrow.hw.accel import Accelerator
+    from sparrow.tb.linkbench import _rom_arg, link_verilog
+    from sparrow.tb.runner import load_roms_at_run_time
+    texts = []
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        fc1 = random_layer("sd_linear", rng, name="fc1", in_=12, out=8, k=4, relu=True,
+                           out_shift=4 + seed)
+        sign = fc1.params["coef_sign"]        # every column nonzero: the same code-ROM depth
+        fc1.params["coef_sign"] = np.where(sign == 0, 1, sign).astype(np.int8)
+        model = random_model([fc1, random_layer("dense_linear", rng, name="fc2", in_=8, out=4)],
+                             [12], name=f"m{seed}")
+        acc = Accelerator(model, 1_000_000, 4, EngineConfig(pes=4, generic=True), max_batch=2)
+        text, roms = load_roms_at_run_time(link_verilog(acc), _rom_arg)
+        ident = {r.arg: r for r in roms}["accel_sequencer_ident"]
+        assert bytes(ident.words[:P.IDENT_LEN]) == P.identify_payload(
+            12, 4, 2, P.model_id(model), 1_000_000, 2)
+        texts.append(text)
+    assert texts[0] == texts[1]
+    board = link_verilog(Accelerator(model, 1_000_000, 4, EngineConfig(pes=4), max_batch=2))
+    assert "sparrow_rom" not in board
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_link_bench_new_weights_share_a_build(tmp_path, monkeypatch, simulator):
+    """Two models of one structure on the whole accelerator (link bench, generic build): one
+    compiled simulator, each reports its own model id, both bit-exact with the golden model."""
+    from sparrow import protocol as P
+    from sparrow.hw.accel import Accelerator
+    from sparrow.sw.golden import run_model
+    from sparrow.tb.linkbench import TOPLEVEL, run_link
+    monkeypatch.setenv("SPARROW_CACHE", str(tmp_path / "cache"))
+    first = _digits_like(5)
+    models = [first, _digits_like(6, redraw_of=first)]
+    x = np.random.default_rng(7).integers(-128, 128, size=(3, 64)).astype(np.int8)
+    compiles, ids = [], []
+    for k, model in enumerate(models):
+        acc = Accelerator(model, 1_000_000, 4, EngineConfig(pes=8, generic=True), max_batch=2)
+        ids.append(acc.model_id)
+        expected = run_model(model, x)
+        np.savez(tmp_path / f"data{k}.npz", x=x, expected=expected, divisor=4, batch=2,
+                 model_id=P.model_id(model), layers=len(model.layers), clk_hz=1_000_000,
+                 max_batch=2)
+        stats = {}
+        run_link(acc, simulator, "link_identify_stream", stats=stats,
+                 extra_env={"ACCEL_TB_DATA": tmp_path / f"data{k}.npz"},
+                 test_dir=tmp_path / f"run{k}", log_file=tmp_path / f"sim{k}.log")
+        compiles.append(stats["compile_seconds"])
+    assert ids[0] != ids[1]
+    assert not np.array_equal(run_model(models[0], x), run_model(models[1], x))
+    builds = [d for d in (tmp_path / "cache" / "sim").glob(f"{TOPLEVEL}-{simulator}-*")
+              if d.is_dir() and (d / "sparrow-build.ok").exists()]
+    assert len(builds) == 1 and compiles[0] > 0 and compiles[1] == 0.0, (builds, compiles)
