@@ -21,9 +21,9 @@ class Board:
     ``max_groups``: the PE-group limit of the SmartDeal code layout that
     accelerator builds use by default (``EngineConfig.max_groups``): 16 (the
     fewest ROM bits) where logic is plentiful; 1 on the iCE40UP5K, where each
-    group's z-buffer copy and issue logic cost more LCs and EBRs than the
-    smaller ROMs save (digits-mlp at 16 PEs: 101% of the LCs with 16 groups,
-    100% with 4, 93% with 1).
+    group's z-buffer copy and code ROM cost more EBRs than the smaller ROMs
+    save (digits-mlp at 16 PEs: 16 groups need 31 of the 30 EBRs, at 89% of
+    the LCs; 1 group takes 19 EBRs and 81% of the LCs).
     """
     name: str
     module: str          # amaranth_boards module

@@ -8,7 +8,7 @@ Yosys maps each registered product to a DSP (SB_MAC16 on iCE40 with
 """
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed, Cat, Const
+from amaranth.hdl import Module, Signal, signed, Cat, Const, Mux
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -150,17 +150,18 @@ class BasisUnit(ValidatedComponent):
         # stage 5: round; stage 6: clamp.  The operand stage keeps the block RAM's slow
         # clock-to-out (about 6 ns on ECP5) and the x bank mux out of the multiplier path.
         v = Signal(BASIS_LATENCY)
-        idx = [Signal(range(max(n, 2)), name=f"idx{s}") for s in range(BASIS_LATENCY)]
         tags = Signal(BASIS_LATENCY)
-        m.d.sync += [v.eq(Cat(running, v[:-1])), idx[0].eq(i), tags.eq(Cat(tag, tags[:-1]))]
-        m.d.sync += [idx[s].eq(idx[s - 1]) for s in range(1, BASIS_LATENCY)]
+        m.d.sync += [v.eq(Cat(running, v[:-1])), tags.eq(Cat(tag, tags[:-1]))]
 
-        b_op = Signal(8 * k)
-        x_op = Signal(8 * k)
+        # The operand and product registers have no reset (the valid pipeline ``v`` has), so
+        # that the iCE40 flow can take them into the SB_MAC16s (input and output registers,
+        # which have no synchronous reset) instead of spending a logic cell per bit.
+        b_op = Signal(8 * k, reset_less=True)
+        x_op = Signal(8 * k, reset_less=True)
         m.d.sync += [b_op.eq(rd.data), x_op.eq(self.x_data)]
         prods = []
         for j in range(k):
-            p = Signal(signed(16), name=f"prod{j}")
+            p = Signal(signed(16), name=f"prod{j}", reset_less=True)
             m.d.sync += p.eq(b_op[8 * j:8 * j + 8].as_signed() * x_op[8 * j:8 * j + 8].as_signed())
             prods.append(p)
         total = Signal(signed(16 + k.bit_length()))
@@ -181,8 +182,12 @@ class BasisUnit(ValidatedComponent):
         with m.Else():
             m.d.comb += z.eq(rnd)
         last = BASIS_LATENCY - 2
-        m.d.sync += [self.z_data.eq(z), self.z_we.eq(v[last]), self.z_addr.eq(idx[last]),
+        # Every tile writes its elements 0..n-1 in order (tiles back to back), so the write
+        # address is a counter stepped by each write rather than the element index carried
+        # down the pipeline.
+        z_next = Mux(self.z_we, Mux(self.z_addr == n - 1, 0, self.z_addr + 1), self.z_addr)
+        m.d.sync += [self.z_data.eq(z), self.z_we.eq(v[last]), self.z_addr.eq(z_next),
                      self.z_tag.eq(tags[last]),
-                     self.done.eq(v[last] & (idx[last] == n - 1))]
+                     self.done.eq(v[last] & (z_next == n - 1))]
         m.d.comb += self.busy.eq(running | v.any())
         return m

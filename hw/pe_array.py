@@ -397,7 +397,7 @@ def rshift_sat(m, value, shift, relu, name="y"):
 #: Blocks of at most this many words keep the previous snapshots (``running``) in registers:
 #: a shift register when every block is whole, else a RAM read asynchronously (registers
 #: and a small multiplexer).  Longer blocks keep them in a RAM with a synchronous read
-#: port, which may be a memory block.
+#: port, which may be a memory block, read a word ahead (at the next word's lane).
 EARLY_LANES = 8
 
 
@@ -415,11 +415,12 @@ class OutputStage(ValidatedComponent):
     datapath is one add, an arithmetic shift and a clamp per lane.  Latency: 3 edges;
     4 with ``running``, whose snapshot difference gets an edge of its own (the
     previous-snapshot RAM's clock-to-out, about 6 ns on ECP5, then two adder
-    chains in one cycle held a 768-PE engine at 77 MHz); with at most
-    :data:`EARLY_LANES` lanes the previous snapshot is at hand combinationally
-    (registers), so the difference is taken from the input at edge 1 and the
-    clamped result waits an edge before ``o`` (still 4 edges, one adder chain
-    per edge, ``2*acc_width + bias_width`` fewer registers).
+    chains in one cycle held a 768-PE engine at 77 MHz): the previous snapshot
+    is at hand when a sum arrives (registers with at most :data:`EARLY_LANES`
+    lanes; else a RAM read synchronously a word ahead, at the next word's
+    lane), so the difference is taken from the input at edge 1 and the clamped
+    result waits an edge before ``o`` (one adder chain per edge, no register
+    holding the sum or the bias word for a cycle).
     The clamp of a constant shift tests the bits above the int8 (no comparator).
 
     Parameters
@@ -534,79 +535,76 @@ class OutputStage(ValidatedComponent):
 
         # Word counters.  Blocks start at the tile's start (a short block ends it), so the
         # lane is the tile-relative word modulo L: its low bits when L is a power of two;
-        # the tile-relative word is the row when a tile is the whole vector.
+        # the tile-relative word is the row when a tile is the whole vector.  ``*_n``: the
+        # value after this cycle (the next word's), which addresses a synchronous read.
+        valid = self.i.valid
         row = Signal(range(R))
-        keep = self.i.valid
-        with m.If(self.i.valid):
-            m.d.sync += row.eq(Mux(row == R - 1, 0, row + 1))
+        row_n = Mux(valid, Mux(row == R - 1, 0, row + 1), row)
+        m.d.sync += row.eq(row_n)
         if TR == R:
-            in_tile = row
+            in_tile, in_tile_n = row, row_n
         else:
             in_tile = Signal(range(TR))          # tile-relative word of this lane
-            with m.If(self.i.valid):
-                m.d.sync += in_tile.eq(Mux(in_tile == TR - 1, 0, in_tile + 1))
+            in_tile_n = Mux(valid, Mux(in_tile == TR - 1, 0, in_tile + 1), in_tile)
+            m.d.sync += in_tile.eq(in_tile_n)
         if L & (L - 1) == 0:
-            lane = in_tile[:min((L - 1).bit_length(), len(in_tile))]
+            lb = min((L - 1).bit_length(), len(in_tile))
+            lane, lane_n = in_tile[:lb], in_tile_n[:lb]
         else:
             lane = Signal(range(L))
-            with m.If(self.i.valid):
-                # A block ends after word L-1 or at the tile's last word (a short block).
-                m.d.sync += lane.eq(Mux((in_tile == TR - 1) | (lane == L - 1), 0, lane + 1))
+            # A block ends after word L-1 or at the tile's last word (a short block).
+            lane_n = Mux(valid, Mux((in_tile == TR - 1) | (lane == L - 1), 0, lane + 1), lane)
+            m.d.sync += lane.eq(lane_n)
         m.d.comb += rd.addr.eq(row)
 
-        # Edge 1: sums and bias word (and previous snapshots) arrive together; then
-        # (running only) the snapshot difference; then add; then shift/clamp.
+        # Edge 1: the sum arrives; with ``running`` its block sum (the snapshot minus the
+        # lane's previous one) is taken from it at once; the bias word is read.  Edge 2: add
+        # the bias.  Then shift/clamp; with ``running`` the clamped result waits an edge
+        # before ``o`` (4 edges, one adder chain per edge).
         v1 = Signal()
-        snap = Signal(C * aw)
-        m.d.sync += v1.eq(keep)
-        # With the previous snapshot at hand combinationally (a few registers), the
-        # difference is taken at edge 1 from the input itself and the clamped result waits
-        # an edge at the end instead: the same 4 edges, 2*acc_width + bias_width fewer
-        # registers.
-        early = self._running and L <= EARLY_LANES
-        if early and TR % L == 0:
+        m.d.sync += v1.eq(valid)
+        if self._running and L <= EARLY_LANES and TR % L == 0:
             # Every block is whole, so the lanes come in turn 0..L-1: the previous snapshots
             # are a shift register, the lane's own at its end (no address, no read mux).
             hist = [Signal(C * aw, name=f"prev{j}") for j in range(L)]
-            with m.If(self.i.valid):
+            with m.If(valid):
                 m.d.sync += hist[0].eq(self.i.payload)
                 m.d.sync += [hist[j].eq(hist[j - 1]) for j in range(1, L)]
             prev_now = hist[-1]
         elif self._running:
             m.submodules.prev = prev = Memory(shape=C * aw, depth=L, init=[])
-            # Read port: the old value on a write (synchronous), or before the edge (comb).
-            pw, pr = prev.write_port(), prev.read_port(domain="comb" if early else "sync")
-            m.d.comb += [pr.addr.eq(lane), pw.addr.eq(lane), pw.data.eq(self.i.payload),
-                         pw.en.eq(self.i.valid)]
+            pw = prev.write_port()
+            m.d.comb += [pw.addr.eq(lane), pw.data.eq(self.i.payload), pw.en.eq(valid)]
+            if L <= EARLY_LANES:
+                # A few words: registers and a small multiplexer, read before the edge.
+                pr = prev.read_port(domain="comb")
+                m.d.comb += pr.addr.eq(lane)
+            else:
+                # A synchronous read at the NEXT word's lane, so that the previous snapshot
+                # is at the port's output when the word arrives (no register holds the sum
+                # for a cycle).  That lane is not the one written at the same edge, unless a
+                # block of one word (lane 0) is followed by the next block's first: then the
+                # read takes the word written (transparent).
+                pr = prev.read_port(transparent_for=(pw,) if TR % L == 1 else ())
+                m.d.comb += pr.addr.eq(lane_n)
             prev_now = pr.data
-        if self._running and not early:
-            m.d.sync += snap.eq(self.i.payload)
-            # Edge 2: the block sums (acc1, below) and the bias word, registered.
-            bias_word = Signal(C * bw)
-            v_sub = Signal()
-            m.d.sync += [bias_word.eq(rd.data), v_sub.eq(v1)]
-        else:
-            if not early:
-                m.d.sync += snap.eq(self.i.payload)
-            bias_word, v_sub = rd.data, v1
-        v2 = Signal()
-        m.d.sync += v2.eq(v_sub)
         ys = []
+        v2 = Signal()
+        m.d.sync += v2.eq(v1)
         for c in range(C):
             acc1 = Signal(signed(aw), name=f"acc1_{c}")
-            if early:
-                m.d.sync += acc1.eq((self.i.payload[c * aw:(c + 1) * aw] - prev_now[c * aw:(c + 1) * aw])[:aw])
-            elif self._running:
-                m.d.sync += acc1.eq((snap[c * aw:(c + 1) * aw] - prev_now[c * aw:(c + 1) * aw])[:aw])
+            word = self.i.payload[c * aw:(c + 1) * aw]
+            if self._running:
+                m.d.sync += acc1.eq((word - prev_now[c * aw:(c + 1) * aw])[:aw])
             else:
-                m.d.comb += acc1.eq(snap[c * aw:(c + 1) * aw])
+                m.d.sync += acc1.eq(word)
             total = Signal(signed(max(aw, bw) + 1), name=f"total{c}")
-            m.d.sync += total.eq(acc1 + bias_word[c * bw:(c + 1) * bw].as_signed())
+            m.d.sync += total.eq(acc1 + rd.data[c * bw:(c + 1) * bw].as_signed())
             if self._runtime_shift:
                 ys.append(rshift_sat(m, total, self.shift, self.relu, name=f"y{c}"))
             else:
                 ys.append(rshift_sat(m, total, self._out_shift, self._relu, name=f"y{c}"))
-        if early:
+        if self._running:
             y_reg, v3 = Signal(C * 8), Signal()
             m.d.sync += [y_reg.eq(Cat(*ys)), v3.eq(v2), self.o.payload.eq(y_reg), self.o.valid.eq(v3)]
         else:

@@ -38,8 +38,8 @@ from sparrow.hw.engine import (GENERIC_BIAS_WIDTH, Engine, EngineConfig, consts_
                                rom_attrs)
 from sparrow.hw.pe import pe_min_acc_width
 from sparrow.hw.pe_array import PEArray, OutputStage, code_width
-from sparrow.hw.sd_program import (EXP_BITS, MAX_GROUPS, code_rom_depth, sd_col_bits, sd_exp_bits,
-                                   sd_layout, sd_program, sd_row_blocks)
+from sparrow.hw.sd_program import (EXP_BITS, MAX_GROUPS, code_rom_depth, sd_array_pes, sd_col_bits,
+                                   sd_exp_bits, sd_layout, sd_program, sd_row_blocks)
 from sparrow.validate import check_int, check_range
 
 __all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "code_rom_depth", "EXP_BITS",
@@ -200,11 +200,13 @@ class SDEngine(Engine):
         else:
             self._acc_width = sd_acc_width(s, e, z_bits)
         self._layout = layout = sd_layout(s, e, tiles, pes, generic, max_groups)
-        self._groups = pes // layout.group_rows
-        self._array = PEArray(pes, z_bits, layout.exp_bits, self._acc_width, out_lanes, bcast,
-                              self._groups, layout.zero_codes, gated=True)
-        self._post = OutputStage(self._acc_width, pes // out_lanes, n_out, n_out // tiles, bias,
-                                 out_shift, relu, running=True, out_lanes=out_lanes,
+        # A tile shorter than P: only the PEs of its rows (and the drain chain's words) are built.
+        self._array_pes = sd_array_pes(n_out // tiles, pes, layout.group_rows, out_lanes)
+        self._groups = self._array_pes // layout.group_rows
+        self._array = PEArray(self._array_pes, z_bits, layout.exp_bits, self._acc_width, out_lanes,
+                              bcast, self._groups, layout.zero_codes, gated=True)
+        self._post = OutputStage(self._acc_width, self._array_pes // out_lanes, n_out,
+                                 n_out // tiles, bias, out_shift, relu, running=True, out_lanes=out_lanes,
                                  bias_width=GENERIC_BIAS_WIDTH if generic
                                  else None, rom_attrs=rom_attrs("bias", generic),
                                  runtime_shift=generic)
@@ -248,12 +250,13 @@ class SDEngine(Engine):
     def _tile_table(self):
         """``(width, words)`` of the ``tiles`` ROM of a generic build: per tile, group g at bits
         ``[g*w, (g+1)*w)`` holding, LSB first, the tile's end address in the ``codes`` ROM, its
-        first entry's ``v`` and that entry's ``last`` flag."""
+        first entry's ``v``, that entry's ``last`` flag and its second entry's ``v``."""
         offsets, pcb, _ = self._generic_code_rom()
         d = self._layout.delta_bits
-        w = pcb + d + 1
-        words = [sum((offsets[g] + ends[t] | (first_v[t] << pcb) | (first_last[t] << (pcb + d))) << (g * w)
-                     for g, (_, ends, first_v, first_last) in enumerate(self._program.groups))
+        w = pcb + 2 * d + 1
+        words = [sum((offsets[g] + ends[t] | (first_v[t] << pcb) | (first_last[t] << (pcb + d))
+                      | (second_v[t] << (pcb + d + 1))) << (g * w)
+                     for g, (_, ends, first_v, first_last, second_v) in enumerate(self._program.groups))
                  for t in range(self._tiles)]
         return self._active * w, words
 
@@ -266,19 +269,19 @@ class SDEngine(Engine):
         bw, bias = self._post.bias_image
         k = self._k
         images = {}
-        for g, (words, ends, first_v, first_last) in enumerate(self._program.groups):
+        for g, (words, ends, first_v, first_last, second_v) in enumerate(self._program.groups):
             pad = self._code_depths[g] - len(words)
             images[self._rom_name("codes", g)] = (
                 ww, list(words) + [0] * pad,
                 f"PE group {g} of {self._groups} ({self._active} hold rows; rows g*{B}..g*{B}+{B - 1} "
                 f"of each row block of "
                 f"{self._pes}): one entry per nonzero column of the group's rows or fill "
-                f"(sparrow.hw.sd_program); LSB first: {B} codes of {cw} bits ({code}), the next "
-                f"entry's v[{B * cw}:{B * cw + d}] (delta column, {(1 << d) - 1} = fill; 0 after "
-                f"a tile's last), last[{B * cw + d}], next entry's last[{B * cw + d + 1}]; tile t "
-                f"ends at tile_ends[t] = {ends}, its first entry has v = {first_v}, last = "
-                f"{first_last}; then {pad} zero word(s) (the issue stage reads one word past the "
-                f"last entry)")
+                f"(sparrow.hw.sd_program); LSB first: {B} codes of {cw} bits ({code}), the "
+                f"v[{B * cw}:{B * cw + d}] of the entry after next (delta column, {(1 << d) - 1} = "
+                f"fill; 0 past a tile's last), last[{B * cw + d}], next entry's "
+                f"last[{B * cw + d + 1}]; tile t ends at tile_ends[t] = {ends}, its first entry "
+                f"has v = {first_v}, last = {first_last}, its second v = {second_v}; then {pad} "
+                f"zero word(s) (the issue stage reads one word past the last entry)")
         if self._generic and self._active > 1:      # one ROM: the groups' one after the other
             offsets, _, words = self._generic_code_rom()
             layouts = "; ".join(images.pop(self._rom_name("codes", g))[2] for g in range(self._active))
@@ -297,7 +300,8 @@ class SDEngine(Engine):
             images["tiles"] = (tw, tiles, f"word t, group g at bits [g*{tw // self._active}, ...): "
                                           f"tile t's end address in the codes ROM at bits [0, {pcb}), "
                                           f"its first entry's v at [{pcb}, {pcb + d}), that entry's "
-                                          f"last flag at bit {pcb + d}")
+                                          f"last flag at bit {pcb + d}, its second entry's v at "
+                                          f"[{pcb + d + 1}, {pcb + 2 * d + 1})")
         return images
 
     @property
@@ -307,14 +311,18 @@ class SDEngine(Engine):
         return sum(self._program.block_entries)
 
     def describe(self):
-        """``pes``, the code layout (``group_rows``, ``delta_bits``, ``exp_bits``, ``zero_codes``),
-        ``groups``, ``code_entries`` (array cycles) and per group its ``tile_ends`` and each
-        tile's first entry's ``first_v`` and ``first_last`` (held as logic constants)."""
-        return {"pes": self._pes, **self._layout._asdict(), "groups": self._groups,
+        """``pes``, ``array_pes`` (the PEs built: :func:`~sparrow.hw.sd_program.sd_array_pes`),
+        the code layout (``group_rows``, ``delta_bits``, ``exp_bits``, ``zero_codes``),
+        ``groups`` (of the array), ``code_entries`` (array cycles) and per group its ``tile_ends`` and each
+        tile's first entry's ``first_v`` and ``first_last`` and second entry's ``second_v``
+        (held as logic constants)."""
+        return {"pes": self._pes, "array_pes": self._array_pes, **self._layout._asdict(),
+                "groups": self._groups,
                 "active_groups": self._active,
                 "code_entries": self.entries, "tile_ends": [g[1] for g in self._program.groups],
                 "first_v": [g[2] for g in self._program.groups],
-                "first_last": [g[3] for g in self._program.groups]}
+                "first_last": [g[3] for g in self._program.groups],
+                "second_v": [g[4] for g in self._program.groups]}
 
     def elaborate(self, platform):
         m = Module()
@@ -466,7 +474,8 @@ class SDEngine(Engine):
         return m
 
     def _code_roms(self, m, it):
-        """Per group ``(read port, first address, tile end, tile's first v, its last flag)``
+        """Per group ``(read port, first address, tile end, tile's first v, its last flag, the
+        tile's second v)``
         for tile ``it``: a ROM per group (board builds: block RAM each), or one ROM with a read
         port per group and one ``tiles`` ROM that a simulation loads at run time (generic)."""
         G, T, d = self._active, self._tiles, self._layout.delta_bits
@@ -484,9 +493,10 @@ class SDEngine(Engine):
             w = tw // G
             for g in range(G):
                 f = tr.data[g * w:(g + 1) * w]
-                out.append((crom.read_port(), offsets[g], f[:pcb], f[pcb:pcb + d], f[pcb + d]))
+                out.append((crom.read_port(), offsets[g], f[:pcb], f[pcb:pcb + d], f[pcb + d],
+                            f[pcb + d + 1:pcb + 2 * d + 1]))
             return out
-        for g, (words, ends, first_v, first_last) in enumerate(self._program.groups):
+        for g, (words, ends, first_v, first_last, second_v) in enumerate(self._program.groups):
             depth = self._code_depths[g]
             # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
             crom = Memory(shape=self._program.word_width, depth=depth,
@@ -494,43 +504,52 @@ class SDEngine(Engine):
             m.submodules[self._rom_name("codes", g)] = crom
             out.append((crom.read_port(), 0, Array(Const(v, range(len(words) + 1)) for v in ends)[it],
                         Array(Const(v, d) for v in first_v)[it],
-                        Array(Const(v, 1) for v in first_last)[it]))
+                        Array(Const(v, 1) for v in first_last)[it],
+                        Array(Const(v, d) for v in second_v)[it]))
         return out
 
     def _issue_group(self, m, g, it, ib, issuing, restart, close, zbits, zr, rom):
         """Group g's issue stage: its read pointer, look-ahead column and z read.
 
         One stage: the code ROM's output register holds entry i (codes, last) while
-        the z copy's holds z[col_i], read a cycle earlier at the column that entry
-        i-1's look-ahead ``v`` gives (the tile's first from a table).  ``fire``
-        (driven by the caller) takes the entry; a stall holds both.  ``rom`` is
-        the group's entry of :meth:`_code_roms`; ``restart`` (the vector's last
-        tile is done, the sequencer waits for the next) rewinds the read pointer.  Returns the signals the caller
-        joins: fire, s1_valid, last1, at_last_next (at its block's last entry next cycle),
-        done, codes, z, term (a real entry fires: the group adds its terms).  ``close``
-        (driven by the caller) ends the block: every group fires its last entry.
+        the z copy's holds z[col_i], read a cycle earlier at ``col``, a flip-flop: the
+        column of the entry read next, computed a cycle before its read from the ``v``
+        two entries ahead that entry i-1's word carries (a tile's first two from a
+        table), so the z read's address is not behind the ROM's clock-to-out and an
+        adder.  ``fire`` (driven by the caller) takes the entry; a stall holds both.
+        ``rom`` is the group's entry of :meth:`_code_roms`; ``restart`` (the vector's
+        last tile is done, the sequencer waits for the next) rewinds the read pointer.
+        Returns the signals the caller joins: fire, s1_valid, last1, at_last_next (at
+        its block's last entry next cycle), done, codes, z, term (a real entry fires:
+        the group adds its terms).  ``close`` (driven by the caller) ends the block:
+        every group fires its last entry.
         """
         B, d, eb, zero = self._layout
         cw = code_width(eb, zero)
-        cr, first, tile_end, tile_v, tile_last = rom
+        cr, first, tile_end, tile_v, tile_last, tile_v2 = rom
         pc = Signal(range(first + self._code_depths[g]), init=first, name=f"pc{g}")
         s1_valid, last1, real1 = (Signal(name=f"{n}{g}") for n in ("s1_valid", "last1", "real1"))
         fire = Signal(name=f"fire{g}")
         advance = ~s1_valid | fire
         more = issuing & (pc != tile_end)
-        # Column of the entry read next: base + v, base = 0 at a tile's or block's start,
-        # else one past the entry at the ROM output (not past a fill), kept in a flop.
-        base = Signal(range(1 << (max(sd_col_bits(self._n_in), d) + 1)), name=f"base{g}")
-        v_next = Mux(s1_valid, cr.data[B * cw:B * cw + d], tile_v)
-        col = Signal.like(base, name=f"col{g}")
-        m.d.comb += col.eq(Mux(s1_valid, base, 0) + v_next)
-        fill_next = v_next == (1 << d) - 1
+        # col: the column of the entry read next (base + v, base = 0 at a tile's or block's
+        # start, else one past the entry before it, not past a fill), and whether that entry
+        # is a fill.  Loaded with the tile's first entry while waiting; on each read the
+        # next entry's: its v is two entries past the word at the ROM output.
+        fill_v = (1 << d) - 1
+        col = Signal(range(1 << (max(sd_col_bits(self._n_in), d) + 1)), name=f"col{g}")
+        fill = Signal(name=f"fill{g}")
+        # While waiting s1 is empty: the same adder loads 0 + the tile's first v (no
+        # multiplexer behind the adder, whose operand from the ROM is the critical path).
+        v_after = Mux(s1_valid, cr.data[B * cw:B * cw + d], Mux(issuing, tile_v2, tile_v))
         last_next = Mux(s1_valid, cr.data[B * cw + d + 1], tile_last)
         m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(col[:zbits], ib)),
                      zr.en.eq(advance)]
+        with m.If(advance | ~issuing):
+            m.d.sync += [col.eq(Mux(last_next | ~issuing, 0, col + ~fill) + v_after),
+                         fill.eq(v_after == fill_v)]
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(more), last1.eq(last_next), real1.eq(more & ~fill_next),
-                         base.eq(Mux(last_next, 0, col + ~fill_next))]
+            m.d.sync += [s1_valid.eq(more), last1.eq(last_next), real1.eq(more & ~fill)]
             with m.If(more):
                 m.d.sync += pc.eq(pc + 1)
         with m.If(restart):

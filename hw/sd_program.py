@@ -1,9 +1,11 @@
 """The code program of an sd_linear engine: which words its code ROMs hold.
 
 The rows of tile t are split into row blocks of P (the PE count); a block's P
-PEs are split into G groups of B = P/G rows (:class:`SDLayout`).  Each group
-runs its own column list from its own code ROM and its own copy of the z
-buffer, so a group stores only the columns where *its* rows are nonzero: with
+PEs are split into G groups of B = P/G rows (:class:`SDLayout`; a tile shorter
+than P is one block, B at most its rows, and the array builds only the PEs
+that hold rows, :func:`sd_array_pes`).  Each group runs its own column list
+from its own code ROM and its own copy of the z buffer, so a group stores
+only the columns where *its* rows are nonzero: with
 the compressor's B x 1 blocks every stored word holds one block's codes, what
 the model's encoding counts, whatever P is.  A row block ends for all groups
 at once (the drain chain takes the P sums together), so it costs as many
@@ -12,7 +14,7 @@ cycles as its longest group list.
 Group entry (one ROM word, LSB first, ``cw`` = :func:`~sparrow.hw.pe_array.code_width`)::
 
     [0, B*cw)            B codes, row gB+i at bits [i*cw, (i+1)*cw)
-    [B*cw, B*cw+d)       v of the group's NEXT entry in the tile (0 after its last)
+    [B*cw, B*cw+d)       v of the group's entry AFTER NEXT in the tile (0 past its last)
     B*cw+d               last: this entry ends the group's part of a row block
     B*cw+d+1             the next entry's last flag (0 after the tile's last)
 
@@ -21,11 +23,16 @@ Columns are delta coded with ``d`` bits: the first entry of a block has
 ``base = c + 1``; ``v = 2^d - 1`` (FILL) is no term and sets
 ``base = base + 2^d - 1``.  A group with no column in a block gets one FILL
 entry (it carries the block's ``last``).  The first entry of each tile has
-its ``v`` and ``last`` in a per-tile table (constants, or the ``tiles`` ROM of
-a generic build).  Codes are ``exp_bits`` exponent bits and a sign, plus the
-nz bit only when some stored code is zero (:func:`sd_layout` decides).
+its ``v`` and ``last``, and the second its ``v``, in a per-tile table
+(constants, or the ``tiles`` ROM of a generic build).  ``v`` looks two entries
+ahead so that the issue stage computes each column a cycle before the z read
+that uses it: the z-buffer address comes from a flip-flop, not from the code
+ROM's clock-to-out and an adder (:class:`~sparrow.hw.sd_engine.SDEngine`).
+Codes are ``exp_bits`` exponent bits and a sign, plus the nz bit only when
+some stored code is zero (:func:`sd_layout` decides).
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +40,7 @@ import numpy as np
 from sparrow.hw.pe_array import code_width, encode_code
 
 __all__ = ["EXP_BITS", "MAX_GROUPS", "SDLayout", "SDProgram", "sd_exp_bits", "sd_row_blocks",
-           "sd_active_groups",
+           "sd_active_groups", "sd_array_pes",
            "sd_layout", "sd_program", "code_rom_depth", "sd_col_bits"]
 
 #: Exponent code width of the model format (coef_exp in [0, 7]).
@@ -55,9 +62,10 @@ class SDLayout(NamedTuple):
 class SDProgram(NamedTuple):
     """The code ROMs of a layer (:func:`sd_program`).
 
-    ``groups[g]`` = ``(words, tile_ends, first_v, first_last)`` of each active group
-    (:func:`sd_active_groups`): group g's ROM words (ints), the address one past each tile's last entry, each tile's first
-    entry's ``v`` and ``last``; ``block_entries`` the entries of every row block
+    ``groups[g]`` = ``(words, tile_ends, first_v, first_last, second_v)`` of each active
+    group (:func:`sd_active_groups`): group g's ROM words (ints), the address one past each
+    tile's last entry, each tile's first entry's ``v`` and ``last``, and its second entry's
+    ``v`` (0 when the tile has one entry); ``block_entries`` the entries of every row block
     (its longest group list, tile 0's blocks first); ``word_width`` the bits of one word.
     """
     groups: list
@@ -102,6 +110,17 @@ def sd_active_groups(rows, pes, group_rows):
     """PE groups that hold rows of a tile of ``rows`` rows (the others, past a tile shorter
     than P, have no code ROM, no z copy and no term)."""
     return min(pes // group_rows, -(-rows // group_rows))
+
+
+def sd_array_pes(rows, pes, group_rows, out_lanes=1):
+    """PEs of the array of an engine with ``pes`` PEs whose tiles have ``rows`` rows: all of them
+    when a tile fills a row block, else the active groups' rows rounded up to a multiple of
+    ``out_lanes`` (and of ``group_rows``): PEs that would hold no row of any block are left out
+    (a 10-row layer on 28 PEs builds 10, not 28 PEs and drain-chain words)."""
+    if rows >= pes:
+        return pes
+    unit = group_rows * out_lanes // math.gcd(group_rows, out_lanes)
+    return min(pes, -(-sd_active_groups(rows, pes, group_rows) * group_rows // unit) * unit)
 
 
 def _group_rows(r0, r1, pes, group_rows, active):
@@ -159,7 +178,9 @@ def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GRO
 
     Tries every group size B dividing P with at most ``max_groups`` groups (each
     a code ROM, a z-buffer copy and a read pointer: 1 keeps the single broadcast
-    of whole-array words, the least logic and block RAMs for a small model)
+    of whole-array words, the least logic and block RAMs for a small model),
+    B capped at the rows of a tile (a tile shorter than P is one row block: a
+    group of all its rows holds no zero codes for rows that do not exist)
     and every delta width d from 1 to the column bits + 1 whose fill entries cost
     no cycle (the longest group list of every row block is no longer than without
     fills, so never longer than the union of the block's columns, one entry per
@@ -171,10 +192,12 @@ def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GRO
     """
     s = np.asarray(coef_sign)
     eb, col_bits = sd_exp_bits(s, coef_exp), sd_col_bits(s.shape[1])
+    rows = s.shape[0] // tiles
     best = None
     if not (isinstance(max_groups, int) and 1 <= max_groups <= MAX_GROUPS):
         raise ValueError(f"Group limit must be an integer in [1, {MAX_GROUPS}], not {max_groups!r}")
-    for b in (b for b in range(1, pes + 1) if pes % b == 0 and pes // b <= max_groups):
+    for b in sorted({min(b, rows) for b in range(1, pes + 1)
+                     if pes % b == 0 and pes // b <= max_groups}):
         # d = col_bits + 1 never needs a fill: the group's column lists, no longer than
         # the union of the row block's columns (one group of P: the same)
         fewest = _layout_cost(s, tiles, pes, b, col_bits + 1, eb)[1]
@@ -199,7 +222,7 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
     active = sd_active_groups(s.shape[0] // tiles, pes, B)
     blocks = sd_row_blocks(s, tiles, pes)
     per_tile = len(blocks) // tiles
-    groups = [([], [], [], []) for _ in range(active)]
+    groups = [([], [], [], [], []) for _ in range(active)]
     block_entries = []
     lists = []                                   # [block][group] -> entries
     for r0, r1, _ in blocks:
@@ -217,14 +240,16 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
             row.append(ents)
         block_entries.append(max(len(x) for x in row))
         lists.append(row)
-    for g, (words, ends, first_v, first_last) in enumerate(groups):
+    for g, (words, ends, first_v, first_last, second_v) in enumerate(groups):
         for t in range(tiles):
             entries = [x for row in lists[t * per_tile:(t + 1) * per_tile] for x in row[g]]
             first_v.append(entries[0][0])
             first_last.append(entries[0][2])
+            second_v.append(entries[1][0] if len(entries) > 1 else 0)
             for i, (v, w, last) in enumerate(entries):
-                nv, nlast = (entries[i + 1][0], entries[i + 1][2]) if i + 1 < len(entries) else (0, 0)
-                words.append(w | (nv << (B * cw)) | (last << (B * cw + d)) | (nlast << (B * cw + d + 1)))
+                nlast = entries[i + 1][2] if i + 1 < len(entries) else 0
+                vv = entries[i + 2][0] if i + 2 < len(entries) else 0
+                words.append(w | (vv << (B * cw)) | (last << (B * cw + d)) | (nlast << (B * cw + d + 1)))
             ends.append(len(words))
     return SDProgram(groups, block_entries, layout, B * cw + d + 2)
 

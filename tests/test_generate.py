@@ -52,15 +52,16 @@ def test_generate_model_images_round_trip(tmp_path):
     cw, fill = eb + 1 + int(zero), (1 << d) - 1
     sign = np.zeros((10, 12), np.int64)
     exp = np.zeros((10, 12), np.int64)
-    # Decode every group's ROM as docs (sparrow.hw.sd_program) describe it: B codes, the next
-    # entry's delta column v (fill = 2^d - 1), last, next last; first v/last per tile.
+    # Decode every group's ROM as docs (sparrow.hw.sd_program) describe it: B codes, the delta
+    # column v (fill = 2^d - 1) of the entry after next, last, next last; per tile the first
+    # entry's v and last and the second entry's v.
     for g in range(G):
         name = "codes" if G == 1 else f"codes{g}"
         words = read_hex(tmp_path / "g" / mem[name]["file"])
         assert len(words) == mem[name]["depth"] == desc["tile_ends"][g][-1] + 1 and words[-1] == 0
         pc = 0
         for t in range(T):
-            v = desc["first_v"][g][t]
+            v, v_next = desc["first_v"][g][t], desc["second_v"][g][t]
             for b0 in range(0, rows_per_tile, P):
                 base = 0
                 while True:
@@ -79,7 +80,7 @@ def test_generate_model_images_round_trip(tmp_path):
                             r = t * rows_per_tile + b0 + g * B + i
                             sign[r, col] = -1 if (code >> eb) & 1 else 1
                             exp[r, col] = code & ((1 << eb) - 1)
-                    v = (w >> (B * cw)) & fill
+                    v, v_next = v_next, (w >> (B * cw)) & fill
                     if (w >> (B * cw + d)) & 1:
                         break
             assert pc == desc["tile_ends"][g][t]

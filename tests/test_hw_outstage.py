@@ -1,5 +1,5 @@
 """OutputStage (hw/pe_array.py) alone against a Python model: every previous-snapshot structure
-(shift register, asynchronous and synchronous RAM, none), one and several rows per word, tiles,
+(shift register, asynchronous RAM, synchronous RAM read a word ahead, none), one and several rows per word, tiles,
 gaps between words; the outputs and their latency (4 edges running, 3 otherwise)."""
 
 import numpy as np
@@ -28,6 +28,8 @@ def _model(words, aw, lanes, rows, tile_rows, C, bias, shift, relu, running):
     (3, 12, 6, 2, True),        # two tiles, two rows per word, short blocks
     (12, 30, 30, 1, True),      # a short block, 12 lanes: synchronous RAM
     (12, 24, 24, 1, True),      # whole blocks, 12 lanes: synchronous RAM
+    (12, 25, 25, 1, True),      # a block of one word, then lane 0 again: transparent read
+    (9, 38, 19, 1, True),       # two tiles, each ending with a block of one word
     (4, 10, 10, 1, False),      # sums as they are
 ])
 def test_output_stage_against_model(lanes, rows, tile_rows, C, running):

@@ -107,7 +107,8 @@ def test_saturation_is_exercised():
 
 def test_program_layout_skips_zero_columns():
     """Two groups of one row (P = 2): each stores only its row's columns, delta coded in 2 bits
-    (3 = fill), with the next entry's v and last flag; empty parts get one fill entry."""
+    (3 = fill), with the v of the entry after next and the next entry's last flag (a tile's
+    first v and last and second v in tables); empty parts get one fill entry."""
     sign = np.array([[0, 1, 0, -1], [0, 0, 0, 1], [0, 0, 0, 0]])
     exp = np.array([[0, 3, 0, 7], [0, 0, 0, 2], [0, 0, 0, 0]])
     layout = SDLayout(group_rows=1, delta_bits=2, exp_bits=3, zero_codes=False)
@@ -116,10 +117,11 @@ def test_program_layout_skips_zero_columns():
     code = lambda sg, e: encode_code(sg, e, 3, zero_codes=False)
     v, last, nlast = (lambda x: x << 4), 1 << 6, 1 << 7
     # group 0 (row 0 of block 0, then the short block's row 2): columns 1 (v 1), 3 (v 1), fill
-    assert program.groups[0] == ([code(1, 3) | v(1) | nlast, code(-1, 7) | v(3) | last | nlast, last],
-                                 [3], [1], [0])
+    assert program.groups[0] == ([code(1, 3) | v(3) | nlast, code(-1, 7) | v(0) | last | nlast, last],
+                                 [3], [1], [0], [1])
     # group 1 (row 1; no row in the short block): column 3 needs a fill (3 columns) then v 0
-    assert program.groups[1] == ([v(0) | nlast, code(1, 2) | v(3) | last | nlast, last], [3], [3], [0])
+    assert program.groups[1] == ([v(3) | nlast, code(1, 2) | v(0) | last | nlast, last], [3], [3], [0],
+                                 [0])
     assert encode_code(-1, 7) == 0b11111 and encode_code(0, 5) == 0 and code(-1, 7) == 0b1111
     with pytest.raises(ValueError, match="A zero coefficient needs zero codes"):
         code(0, 1)
