@@ -1,14 +1,20 @@
 """The co-design search: compression trials x hardware grid, the Pareto front, confirming builds.
 
 1. **Trials** (:func:`~sparrow.explore.trials.run_trial`, in parallel on the
-   runner): an Optuna study (multi-objective TPE, seeded) proposes the method
-   and its settings (:mod:`sparrow.explore.space`), each method's hand-set
-   configuration first; a trial compresses the model, measures golden
+   runner): one Optuna study per method (TPE, seeded, constrained to the
+   accuracy budget: :func:`make_sampler`), the methods
+   taking the trials in turn (:class:`MethodStudies`), proposes the settings
+   (:mod:`sparrow.explore.space`), each method's hand-set configuration
+   first; a trial compresses the model, measures golden
    validation and test accuracy, and estimates the accelerator at every
-   hardware grid point.  Its objectives are validation accuracy and the best
-   estimated inferences/s among the grid points that fit the board.
+   hardware grid point.  The search maximises the best estimated
+   inferences/s among the grid points that fit the board, constrained to
+   validation accuracy within ``max_drop`` of fp32: what the builds confirm.
+   The front (2.) keeps every trade-off of the trials' points.
    Trials are asked in batches of ``batch`` (fixed, so that a rerun asks the
-   same trials whatever the worker count, and finds them in the cache).
+   same trials whatever the worker count, and finds them in the cache); the
+   trials are distinct compressions (a proposal of settings already tried
+   is told their result and not counted).
 2. **Front**: every (trial, hardware point) that fits the board is a point;
    the Pareto front keeps those that no other beats in validation accuracy,
    inferences/s and logic cells at once.  Points that do not fit are refused
@@ -30,7 +36,8 @@ from pathlib import Path
 from sparrow import SparrowError
 from sparrow.validate import check_int, check_number, check_range
 
-__all__ = ["explore", "OBJECTIVES", "front_points", "choose_builds"]
+__all__ = ["explore", "OBJECTIVES", "front_points", "choose_builds", "accuracy_violation", "make_sampler",
+           "MethodStudies"]
 
 #: The front's objectives.
 OBJECTIVES = (("val_accuracy", "max"), ("inferences_per_s", "max"), ("logic", "min"))
@@ -64,6 +71,126 @@ def _layer_dims(model, kind):
         return layer_dims(digits.make_model(model))
     from sparrow.sw.importer import import_model
     return layer_dims(import_model(model).model)
+
+
+def accuracy_violation(val_accuracy, fp32_val, max_drop):
+    """How far (as a fraction, > 0) ``val_accuracy`` falls below ``fp32_val - max_drop`` pp, else 0:
+    the search's constraint, the same admission rule as the confirming builds' (:func:`choose_builds`)."""
+    if fp32_val is None:
+        return 0.0
+    return max(0.0, fp32_val - max_drop / 100 - 1e-12 - val_accuracy)
+
+
+def make_sampler(seed):
+    """A method's sampler: TPE, seeded, constrained, multivariate.
+
+    * The objective: the trial's best estimated inferences/s on the board
+      (the fastest hardware point that fits); the front's other objectives,
+      accuracy and logic, enter as the constraint below and through the
+      hardware grid (every trial's model at every point).  A multi-objective
+      TPE over accuracy and inferences/s spent most trials on accurate slow
+      models beyond the budget, where no build goes (40 trials: two points
+      within 1 pp above 100 k inferences/s).
+    * Constraints (``Trial.set_constraint`` before each ``tell``): a trial whose
+      validation accuracy falls more than ``--max-drop`` below fp32
+      (:func:`accuracy_violation`), or whose model fits the board at no
+      hardware point, is infeasible; TPE ranks feasible trials first, so it proposes
+      settings near the fast points that the builds may confirm instead of
+      spending trials on fast models that lost their accuracy.
+    * ``multivariate``: the densities of a method's layers, its exponent
+      levels and block are modelled jointly (they trade against one another:
+      a sparser fc1 wants a denser fc2).
+    * Four startup trials (the enqueued hand-set one, then random ones).
+    """
+    import warnings
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, group=True)
+
+
+class MethodStudies:
+    """The search over the compression settings: one Optuna study per method, taking turns.
+
+    The methods' spaces are disjoint and shaped differently (densities and
+    exponent levels; block sizes); one TPE study over the method-conditional
+    space locks onto the method of its first good trials (a 40-trial explore
+    of digits-mlp gave SmartDeal 19 trials and ADMM 5).  Here every method has
+    its own study (:func:`make_sampler`, seed ``seed + i``) starting from its
+    hand-set configuration (enqueued), and the methods take the trials in
+    turn, so each gets an equal share of them.
+
+    A proposal with the settings of a trial already run is told that trial's
+    result and not counted, so the trials are distinct compressions; after
+    ``patience`` such proposals in a row a method's space is taken as
+    exhausted (digits-mlp's circulant space holds six settings) and the
+    method leaves the rotation: its share goes to the others.
+
+    Parameters: ``methods`` (searched, in turn order), ``dims`` (``{layer:
+    (in, out)}``), ``hand`` (``{method: Config overrides}`` of the hand-set
+    configuration), ``seed``, ``max_drop`` (pp: the accuracy constraint).
+    """
+
+    def __init__(self, methods, dims, hand, seed, max_drop, patience=50):
+        import optuna
+        from sparrow.explore.space import hand_params
+        self.dims, self.max_drop, self.patience = dims, max_drop, patience
+        self.studies = {}
+        for i, m in enumerate(methods):
+            self.studies[m] = optuna.create_study(direction="maximize",
+                                                  sampler=make_sampler(seed + i))
+            self.studies[m].enqueue_trial(hand_params(m, hand.get(m, {}), dims))
+        self.active = list(methods)
+        self.exhausted = []
+        self.outcome = {}       # canonical params -> (val accuracy, best inferences/s) of each trial run
+        self._turn = 0
+        self._fp32 = None       # the fp32 validation accuracy, once known
+        self._asked, self._repeats = [], []
+
+    @staticmethod
+    def _key(t):
+        return json.dumps(t.params, sort_keys=True)
+
+    def ask(self, n):
+        """Up to ``n`` new trials (Optuna ``Trial`` s with their ``params``), the methods in turn;
+        fewer when every method's space is exhausted."""
+        from sparrow.explore.space import suggest
+        out, self._repeats = [], []
+        while len(out) < n and self.active:
+            m = self.active[self._turn % len(self.active)]
+            for _ in range(self.patience):
+                t = self.studies[m].ask()
+                suggest(t, [m], self.dims)
+                key = self._key(t)
+                if key in self.outcome:           # already run: its result again
+                    self._tell(m, t, *self.outcome[key], self._fp32)
+                elif any(self._key(u) == key for _, u in out):
+                    self._repeats.append((m, t))  # as one of this batch: told once that one is done
+                else:
+                    out.append((m, t))
+                    self._turn += 1
+                    break
+            else:
+                self.active.remove(m)
+                self.exhausted.append(m)
+        self._asked = out
+        return [t for _, t in out]
+
+    def _tell(self, method, t, val, best, fp32):
+        t.set_constraint("accuracy", accuracy_violation(val, fp32, self.max_drop))
+        t.set_constraint("fits", 0.0 if best else 1.0)
+        self.studies[method].tell(t, float(best))
+
+    def tell(self, trials, results, fp32_val):
+        """Tell the trials of the last :meth:`ask` their ``(val accuracy, best inferences/s)``;
+        ``fp32_val``: the fp32 validation accuracy (None: not known yet)."""
+        self._fp32 = fp32_val
+        assert [t for _, t in self._asked] == list(trials) and len(results) == len(trials)
+        for (m, t), (val, best) in zip(self._asked, results):
+            self.outcome[self._key(t)] = (val, best)
+            self._tell(m, t, val, best, fp32_val)
+        for m, t in self._repeats:
+            self._tell(m, t, *self.outcome[self._key(t)], fp32_val)
 
 
 def front_points(trials):
@@ -135,7 +262,7 @@ def explore(model, board, out, *, data=None, methods=("smartdeal", "admm", "circ
     from sparrow.sw.pipeline import METHOD_CONFIGS
     from sparrow.explore.estimate import load_fit
     from sparrow.explore.runner import Runner
-    from sparrow.explore.space import hand_params, hardware_grid, has_settings, suggest
+    from sparrow.explore.space import hardware_grid, has_settings
     from sparrow.explore.trials import run_build, run_trial
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     t0 = time.monotonic()
@@ -193,13 +320,11 @@ def explore(model, board, out, *, data=None, methods=("smartdeal", "admm", "circ
         else:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             dims = _layer_dims(model, kind)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, len(methods)))
-            study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
-            # a method without settings (dense-int8) has one model: one trial beside the study
+            # a method without settings (dense-int8) has one model: one trial beside the studies
             searched = [m for m in methods if has_settings(m)]
             fixed = [{"method": m} for m in methods if not has_settings(m)]
-            for m in searched:
-                study.enqueue_trial(hand_params(m, METHOD_CONFIGS.get((model, m), {}), dims))
+            studies = MethodStudies(searched, dims, {m: METHOD_CONFIGS.get((model, m), {}) for m in searched},
+                                    seed, max_drop)
             if not searched:
                 trials = min(trials, len(fixed))
             asked = 0
@@ -207,17 +332,22 @@ def explore(model, board, out, *, data=None, methods=("smartdeal", "admm", "circ
                 n = min(batch, trials - asked)
                 params = fixed[:n]
                 fixed = fixed[n:]
-                ts = [study.ask() for _ in range(n - len(params))]
-                for t in ts:
-                    suggest(t, searched, dims)
+                ts = studies.ask(n - len(params))
+                if not params and not ts:
+                    break
                 tasks = [{**base, "params": p} for p in params + [dict(t.params) for t in ts]]
                 before = len(records)
                 results = runner.map(run_trial, tasks, on_result=done)
-                assert len(records) == before + n
-                for t, r in zip(ts, results[len(params):]):
-                    best = max((p["inferences_per_s"] for p in r["points"] if p["fits"]), default=0)
-                    study.tell(t, [r["val_accuracy"], float(best)])
-                asked += n
+                assert len(records) == before + len(tasks)
+                fp32 = max((r["fp32_val_accuracy"] for r in records if r.get("fp32_val_accuracy") is not None),
+                           default=None)
+                studies.tell(ts, [(r["val_accuracy"], max((p["inferences_per_s"] for p in r["points"]
+                                                           if p["fits"]), default=0))
+                                  for r in results[len(params):]], fp32)
+                asked += len(tasks)
+            for m in studies.exhausted:
+                log(f"[explore] {m}: after {studies.patience} proposals in a row of settings already tried, "
+                    f"its space is taken as exhausted; its share went to the other methods")
         results = sorted(records, key=lambda r: r["key"])
         from sparrow.explore.pareto import pareto_front
         points, refused, reasons = front_points(records)

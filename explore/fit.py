@@ -82,6 +82,7 @@ SWEEP = [
     ("ulx3s-85f", "sd", {"pes": 16}, False),
     ("ulx3s-85f", "sd", {"pes": 64}, False),
     ("ulx3s-85f", "dense", {}, False),
+    ("ulx3s-85f", "bc", {}, False),
     ("ulx3s-85f", "admm", {"pes": 32, "bcast": 1}, False),
     ("ulx3s-85f", "sd", {"pes": 128, "bcast": 2}, False),
     ("ulx3s-85f", "admm", {"pes": 48}, True),
@@ -256,6 +257,11 @@ def sweep(boards, work, sweep_path=SWEEP_FILE):
     done = {(r["board"], r["model"], json.dumps(r["config"], sort_keys=True)) for r in data["records"]}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=DATA).stdout.strip()
+    # the hardware measured is the work tree's: say so when it differs from the commit
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw", "fpga", "sparrow"], capture_output=True,
+                           text=True, cwd=DATA.parent.parent).stdout.strip()
+    if commit and dirty:
+        commit += "+dirty"
     for board, name, fields, held_out in SWEEP:
         if board not in boards:
             continue

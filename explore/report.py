@@ -13,7 +13,11 @@ Figures (each captioned with the command, tool versions and seeds behind it):
 4. cycles per layer of the fastest front points (cycle model), and what the
    RTL simulation measured for the confirmed ones;
 5. accuracy against storage, per method (every trial);
-6. estimate against place and route for the confirmed points.
+6. estimate against place and route for the confirmed points;
+7. the FFT error histogram: the circulant engine's fixed-point FFT datapath
+   against the exact circulant product, in output LSBs, on the explore's
+   data (:mod:`sparrow.explore.ffterror`), for the bc layers of the circulant
+   trials' models (random bc layers on the same inputs when no trial made one).
 """
 
 import base64
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from sparrow import SparrowError
 
-__all__ = ["write_report", "figures"]
+__all__ = ["write_report", "figures", "fft_errors"]
 
 _METHOD_COLOURS = {"smartdeal": "tab:blue", "admm": "tab:orange", "circulant": "tab:green",
                    "dense-int8": "tab:red", "given": "tab:purple"}
@@ -203,6 +207,98 @@ def _fig_estimate(res):
     return fig
 
 
+#: Block sizes of the random bc_linear layers measured when the explore made no circulant model.
+_FALLBACK_KS = (4, 8, 16, 32, 64)
+
+
+def _fft_inputs(res, model):
+    """``(int8 codes [N, ...], what)``: the test split (else validation) of the explore's data,
+    quantised for ``model``; random int8 vectors (seed 0) when the data cannot be loaded."""
+    import numpy as np
+    from sparrow.arrays import quantize_real
+    from sparrow.sw import digits
+    from sparrow.explore.trials import load_data
+    # as the trials load it: a built-in model's split, --data, or a model directory's name (a built-in)
+    name = res["model"] if res["model"] in digits.MODELS or res.get("data") else model.name
+    try:
+        _, data = load_data(name, res.get("data"))
+    except SparrowError as exc:
+        n = int(np.prod(model.input_shape))
+        return (np.random.default_rng(0).integers(-128, 128, size=(256, n)),
+                f"256 random int8 vectors, seed 0 (the data: {exc})")
+    split, x = ("test", data.x_test) if data.x_test is not None else ("validation", data.x_val)
+    codes = quantize_real(np.asarray(x).reshape(len(x), -1), model.input_scale_exp)
+    src = f"{res['model']}'s digits split" if res["model"] in digits.MODELS else (res.get("data") or name)
+    return codes, f"the {len(codes)} {split} inputs of {src}"
+
+
+def fft_errors(res):
+    """``(rows, source)``: :func:`~sparrow.explore.ffterror.model_fft_errors` rows (each with its
+    ``model_dir``) of the explore's circulant models, or of random bc_linear layers (seed 0,
+    k = 4..64, 32 outputs) on the explore's inputs when none was made; ``([], why)`` without models."""
+    import numpy as np
+    from sparrow.modeldir import load_model
+    from sparrow.sw.randmodel import random_layer, random_model
+    from sparrow.explore.ffterror import BC_KINDS, model_fft_errors
+    dirs = list(dict.fromkeys(t["model_dir"] for t in res["trials_detail"] if Path(t["model_dir"]).exists()))
+    models = [(d, load_model(d)) for d in dirs]
+    bc = [(d, m) for d, m in models if any(l.kind in BC_KINDS for l in m.layers)]
+    if not models:
+        return [], "no model directory of this explore is left"
+    rows = []
+    if bc:
+        codes, what = _fft_inputs(res, bc[0][1])
+        for d, m in bc:
+            rows += [{**r, "model_dir": d} for r in model_fft_errors(m, codes)]
+        return rows, (f"the bc layers of the {len(bc)} circulant trial model(s), run by the golden model on "
+                      f"{what}")
+    codes, what = _fft_inputs(res, models[0][1])
+    x = codes.reshape(len(codes), -1)
+    rng = np.random.default_rng(0)
+    for k in _FALLBACK_KS:
+        if x.shape[1] % k:
+            continue
+        lay = random_layer("bc_linear", rng, name=f"bc{k}", in_=x.shape[1], out=max(k, 32), k=k)
+        m = random_model([lay], (x.shape[1],), name="fft-error", input_scale_exp=models[0][1].input_scale_exp)
+        rows += [{**r, "model_dir": None} for r in model_fft_errors(m, x)]
+    return rows, (f"no trial made a circulant model: random bc_linear layers (numpy seed 0, "
+                  f"{x.shape[1]} inputs, 32 or k outputs) on {what}")
+
+
+def _fig_fft(rows):
+    import numpy as np
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ks = sorted({r["k"] for r in rows})
+    w = 0.8 / len(ks)
+    for i, k in enumerate(ks):
+        out = np.concatenate([r["output"] for r in rows if r["k"] == k])
+        real = np.concatenate([r["real"] for r in rows if r["k"] == k])
+        n_layers = sum(1 for r in rows if r["k"] == k)
+        lo, hi = min(-2, int(out.min())), max(2, int(out.max()))
+        vals = np.arange(lo, hi + 1)
+        frac = np.array([(out == v).mean() for v in vals])
+        axes[0].bar(vals + (i - len(ks) / 2 + 0.5) * w, 100 * frac, w,
+                    label=f"k={k} ({n_layers} layer{'s' * (n_layers > 1)}, {out.size:,} outputs): "
+                          f"{100 * (out == 0).mean():.2f}% exact, {100 * (np.abs(out) <= 1).mean():.2f}% "
+                          f"within 1, max {int(np.abs(out).max())}")
+        axes[1].hist(real, bins=np.linspace(-1, 1, 81), histtype="step", lw=1.2, density=True,
+                     label=f"k={k}: mean {real.mean():+.3f}, sd {real.std():.3f}, max |e| {np.abs(real).max():.2f}")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("int8 output: fixed-point FFT - exact circulant product (LSB)")
+    axes[0].set_ylabel("% of outputs")
+    axes[0].set_title("output error (after rounding and saturation)", fontsize=9)
+    axes[0].axvspan(-1.5, 1.5, color="tab:green", alpha=0.07, lw=0)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("before the final rounding: datapath - exact (output LSB)")
+    axes[1].set_ylabel("density")
+    axes[1].set_title("the FFT datapath's real-valued error", fontsize=9)
+    for ax in axes:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.2))
+    fig.tight_layout()
+    return fig
+
+
 def figures(res, points, sweep, fit):
     """``[(title, caption, base64 PNG)]`` of the report (sweep records of failed builds left out)."""
     sweep = [r for r in sweep if not r.get("failed")]
@@ -233,6 +329,16 @@ def figures(res, points, sweep, fit):
                 f"validation split; {seeds}; {tv}", _png(_fig_storage(res))))
     if any(not p["real"].get("error") for p in res["confirmed"]):
         out.append(("Estimate against place and route", f"{cmd}; {seeds}; {tv}", _png(_fig_estimate(res))))
+    rows, source = fft_errors(res)
+    if rows:
+        import numpy
+        out.append(("FFT error histogram", f"{cmd}; the circulant engine's fixed-point FFT datapath "
+                    f"(sparrow.fixedfft, the RTL bit for bit) against the exact integer circulant product "
+                    f"(sparrow.sw.golden.bc_linear_ideal), in LSBs of the int8 output: "
+                    f"{html.escape(source)}; left: int8 outputs after rounding, saturation and ReLU "
+                    f"(docs/format.md's target: &ge; 99% within 1 LSB, none off by more than 2); right: "
+                    f"the same before the final rounding; {seeds}; numpy {numpy.__version__}; "
+                    f"{tv}", _png(_fig_fft(rows))))
     return out
 
 

@@ -17,10 +17,13 @@ Hardware (every compressed model is estimated at every grid point, a few
 milliseconds each): PEs per sd_linear engine and broadcast stages (one output
 lane: the accelerator chains engines with one); the dense lanes follow the board's DSPs
 (:func:`sparrow.fpga.accel_top.fit_dense_lanes`), the PE-group limit of the
-SmartDeal code layout is 1 or 16 (``EngineConfig.max_groups``; ``sparrow
-build --model --max-groups G`` builds either) and the clock is the fastest
-PLL clock the estimated fmax allows (a slower clock only loses inferences/s
-at the same resources).
+SmartDeal code layout is the board's (``Board.max_groups``: 1 on the
+iCEBreaker, 16 on the ECP5 boards; the place-and-route sweep behind the
+estimator, :mod:`sparrow.explore.fit`, builds with it, so another limit
+would be an extrapolation: on the UP5K such estimates missed logic and block
+RAM by 3% and 10-23%, and the builds did not fit) and the clock is the
+fastest PLL clock the estimated fmax allows (a slower clock only loses
+inferences/s at the same resources).
 """
 
 from sparrow import SparrowError
@@ -38,7 +41,6 @@ _PES = {"ice40": (1, 2, 4, 5, 6, 8, 10, 12, 16, 20), "ecp5": (4, 8, 10, 16, 32, 
 #: The accelerator chains engines with one output lane (hw/accel.py); more lanes serve engines alone.
 _OUT_LANES = (1,)
 _BCAST = (0, 1, 2)
-_GROUPS = (1, 16)
 
 
 def layer_dims(fp32):
@@ -114,11 +116,9 @@ def options_of(params):
 
 
 def hardware_grid(board):
-    """``[{pes, out_lanes, bcast, max_groups}]`` tried on ``board`` (a :class:`~sparrow.fpga.boards.Board`):
-    PE-group limits 1 and 16 (the SmartDeal code layout, :class:`~sparrow.hw.engine.EngineConfig`),
-    the board's default first."""
+    """``[{pes, out_lanes, bcast, max_groups}]`` tried on ``board`` (a :class:`~sparrow.fpga.boards.Board`),
+    at the board's PE-group limit (the one the estimator is fitted on)."""
     if board.family not in _PES:
         raise SparrowError(f"no hardware grid for board family {board.family!r}")
-    groups = list(dict.fromkeys((board.max_groups,) + _GROUPS))
-    return [{"pes": p, "out_lanes": c, "bcast": b, "max_groups": g} for g in groups for p in _PES[board.family]
+    return [{"pes": p, "out_lanes": c, "bcast": b, "max_groups": board.max_groups} for p in _PES[board.family]
             for c in _OUT_LANES for b in _BCAST if p % c == 0 and c <= p]

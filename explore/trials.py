@@ -39,7 +39,8 @@ def trial_key(task):
 
 
 def load_data(model, data):
-    """``(name, Data)`` of a trial: the digits split of a built-in model, or ``data`` (DATA.npz)."""
+    """``(name, Data)`` of a trial: the digits split of a built-in model, or ``data`` (DATA.npz;
+    ``model`` a model file, or None where only the data matters: a build, a model directory)."""
     from sparrow.sw import digits
     from sparrow.sw.pipeline import digits_data
     from sparrow.sw.data import load_data as read
@@ -47,7 +48,7 @@ def load_data(model, data):
         return model, digits_data(model)
     if data is None:
         raise SparrowError(f"--model {model}: a model file needs --data DATA.npz")
-    return Path(model).stem or "model", read(data)
+    return (Path(model).stem if model else "") or "model", read(data)
 
 
 def _compress(task):

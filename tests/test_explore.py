@@ -132,6 +132,59 @@ def test_an_interrupted_explore_continues_from_its_cache(tmp_path):
     assert doc["front"] and all(p["logic"] <= 0.95 * 5280 for p in doc["front"])
 
 
+def test_a_proposal_already_run_is_not_a_new_trial(tmp_path):
+    """digits-mlp's circulant space holds six settings (k of fc1; fc2's 10 rows take none): TPE proposes
+    them again and again; the explore stops at six distinct trials, saying why."""
+    from sparrow.explore.explorer import explore
+    lines = []
+    result = explore("digits-mlp", "icebreaker", tmp_path, methods=("circulant",), trials=8, builds=0,
+                     use_ray=False, batch=2, overrides=TINY, log=lines.append, report=False)
+    ks = sorted(t["params"]["circulant.k.fc1"] for t in result["trials_detail"])
+    assert ks == [0, 4, 8, 16, 32, 64] and result["trials"] == 6
+    assert not any("(cached)" in line for line in lines if line.startswith("[explore] trial"))
+    assert lines[-1] == ("[explore] circulant: after 50 proposals in a row of settings already tried, its space "
+                         "is taken as exhausted; its share went to the other methods")
+
+
+def test_the_methods_take_the_trials_in_turn_from_their_hand_set_configurations():
+    """One study per method: the first round asks each method's hand-set configuration, later rounds
+    the methods in turn; a method whose space is exhausted (circulant: six settings) leaves the turn."""
+    from sparrow.explore.explorer import MethodStudies
+    from sparrow.explore.space import hand_params
+    from sparrow.sw.pipeline import METHOD_CONFIGS
+    dims = {"fc1": (64, 128), "fc2": (128, 10)}
+    methods = ["smartdeal", "admm", "circulant"]
+    studies = MethodStudies(methods, dims, {m: METHOD_CONFIGS[("digits-mlp", m)] for m in methods}, seed=0,
+                            max_drop=1.0, patience=30)
+    asked = []
+    for _ in range(8):
+        ts = studies.ask(3)
+        asked.append([t.params for t in ts])
+        studies.tell(ts, [(0.97, 1000 * (i + 1)) for i in range(len(ts))], 0.97)
+    assert asked[0] == [hand_params(m, METHOD_CONFIGS[("digits-mlp", m)], dims) for m in methods]
+    assert asked[0][1]["admm.density.fc1"] == 0.09 and asked[0][2]["circulant.k.fc1"] == 16
+    flat = [p for batch in asked for p in batch]
+    assert len({json.dumps(p, sort_keys=True) for p in flat}) == len(flat) == 24
+    assert sum(p["method"] == "circulant" for p in flat) == 6 and studies.exhausted == ["circulant"]
+    assert [p["method"] for p in flat[:6]] == methods * 2
+    assert {p["method"] for p in asked[-1]} == {"smartdeal", "admm"}
+
+
+def test_the_hardware_grid_is_the_one_the_estimator_is_fitted_on():
+    from sparrow.fpga.boards import get_board
+    from sparrow.explore.space import hardware_grid
+    for board in ("icebreaker", "ulx3s-85f"):
+        spec = get_board(board)
+        assert {hw["max_groups"] for hw in hardware_grid(spec)} == {spec.max_groups}
+    assert get_board("icebreaker").max_groups == 1
+
+
+def test_the_search_is_constrained_to_the_accuracy_budget():
+    from sparrow.explore.explorer import accuracy_violation
+    assert accuracy_violation(0.95, 0.97, 1.0) == pytest.approx(0.01)
+    assert accuracy_violation(0.96, 0.97, 1.0) == 0.0 and accuracy_violation(0.5, None, 1.0) == 0.0
+
+
 def test_two_ray_workers_give_the_serial_results(mlp_dir):
     from sparrow.explore.estimate import load_fit
     from sparrow.explore.runner import Runner
@@ -164,6 +217,44 @@ def test_explore_a_model_directory_and_its_report(mlp_dir, tmp_path, capsys):
     assert main(["estimate", str(mlp_dir), "--board", "icebreaker", "--pes", "4", "16"]) == 0
     text = capsys.readouterr().out
     assert text.count("cycles per vector") == 2 and "LC " in text
+
+
+def test_explore_your_own_model_file_with_its_data(tmp_path, capsys):
+    """``--model FILE --data DATA.npz`` end to end: a .pt2 MLP on a synthetic task, its circulant and
+    dense int8 trials on the data's splits, the report with the FFT error of its bc layer, then one
+    of its model directories explored again with the same data."""
+    import torch
+    from torch import nn
+    from sparrow.cli import main
+    from sparrow.explore.trials import load_data
+    from sparrow.sw.randmodel import synthetic_task, train_float
+    data = synthetic_task(seed=3, sizes=(400, 200, 200))
+    torch.manual_seed(0)
+    net = train_float(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5)), data, epochs=15)
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 16),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "m.pt2")
+    np.savez(tmp_path / "d.npz", **data)
+    out = tmp_path / "x"
+    assert main(["explore", "--model", str(tmp_path / "m.pt2"), "--data", str(tmp_path / "d.npz"),
+                 "--board", "icebreaker", "--methods", "circulant", "dense-int8", "--trials", "3",
+                 "--builds", "0", "--serial", "--out", str(out)]) == 0
+    assert f"{tmp_path}/m.pt2 on icebreaker: 3 trials" in capsys.readouterr().out
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["data"] == str(tmp_path / "d.npz") and doc["front"]
+    assert {t["method"] for t in doc["trials_detail"]} == {"circulant", "dense-int8"}
+    assert all(t["test_accuracy"] is not None and t["fp32_val_accuracy"] > 0.5 for t in doc["trials_detail"])
+    page = (out / "report.html").read_text()
+    assert "FFT error histogram" in page and "circulant trial model(s), run by the golden model on the 200 " \
+        f"test inputs of {tmp_path}/d.npz" in page
+    # a build or a model directory loads the same data without a model file
+    name, d = load_data(None, tmp_path / "d.npz")
+    assert name == "model" and len(d.x_test) == 200
+    dense = next(t["model_dir"] for t in doc["trials_detail"] if t["method"] == "dense-int8")
+    assert main(["explore", "--model", dense, "--data", str(tmp_path / "d.npz"), "--board", "icebreaker",
+                 "--builds", "0", "--serial", "--out", str(tmp_path / "y")]) == 0
+    again = json.loads((tmp_path / "y" / "pareto.json").read_text())["trials_detail"][0]
+    mine = next(t for t in doc["trials_detail"] if t["method"] == "dense-int8")
+    assert again["val_accuracy"] == mine["val_accuracy"] and again["test_accuracy"] == mine["test_accuracy"]
 
 
 @pytest.mark.parametrize("args, message", [

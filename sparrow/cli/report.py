@@ -3,8 +3,10 @@
 DIR is an explore folder (with ``pareto.json``, default ``build/explore``);
 the page (``DIR/report.html``) embeds its figures as PNG: the Pareto front,
 resources per engine and board, fmax and logic against the PE count, cycles
-per layer, accuracy against storage per method, and the estimate against
-place and route; each figure names the command, tool versions and seeds.
+per layer, accuracy against storage per method, the estimate against
+place and route, and the FFT error histogram (the circulant engine's
+fixed-point FFT against the exact circulant product, in output LSBs); each
+figure names the command, tool versions and seeds.
 """
 
 
