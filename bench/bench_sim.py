@@ -8,10 +8,11 @@ samples) and each simulator:
   compile, run) and the compile time alone;
 * **new weights**: wall time of a run of a model of the same structure and
   its compile time (0.0: the cached build is used).  For the engines alone
-  every parameter value is redrawn (signs flipped, exponents, bases, weights
-  and biases new; same shapes and sparsity pattern, so the same code-ROM
-  depth); for digits-mlp it is the model retrained and compressed with
-  another seed (its calibration picks other shifts: they load at run time);
+  every parameter value is redrawn (exponents, bases, weights and biases
+  new; sd_linear: a new sparsity pattern of the same density); for
+  digits-mlp it is the model retrained and compressed with another seed
+  (``sparrow compress --model digits-mlp --method smartdeal --seed 1`` after
+  ``--seed 0``: another sparsity pattern, board layout and calibration);
 * simulated **cycles/s** and **vectors/s** of that run (simulation time only,
   the simulator's start-up excluded).
 
@@ -27,8 +28,10 @@ over the link.  The simulated accelerator is a generic build: its
 parameters, shifts and identify reply (the model id) are ROMs loaded at run
 time (``tb/linkbench.py``), so, as for ``sparrow sim``, a model with new
 weights reuses the compiled simulator when its structure is the same (for
-sd_linear that includes the PE-group size, the delta width and the rounded
-code-ROM depths, which a retrained model may change).
+sd_linear the code layout is the structure's and the code ROM's depth one of
+two per structure, so a retrained model with another sparsity pattern, group
+size or delta width in its board layout reuses it too:
+:func:`sparrow.hw.sd_program.generic_code_depth`).
 
     python -m sparrow.bench.bench_sim [--simulators verilator,icarus] [--vectors 256]
                                       [--no-digits] [--only TEXT] [--json build/bench/sim.json]
@@ -57,13 +60,14 @@ ENGINES = {
 
 
 def _redraw(model, rng):
-    """The same structure with new parameter values (same sparsity pattern)."""
+    """The same structure with new parameter values (sd_linear: a new sparsity pattern)."""
     layers = []
     for layer in model.layers:
         p = {k: np.array(v) for k, v in layer.params.items()}
-        if layer.kind == "sd_linear":
-            flip = rng.choice(np.array([-1, 1], np.int8), size=p["coef_sign"].shape)
-            p["coef_sign"] = (p["coef_sign"] * flip).astype(np.int8)
+        if layer.kind == "sd_linear":          # another pattern of the same density
+            shape = p["coef_sign"].shape
+            nonzero = rng.random(shape) < np.count_nonzero(p["coef_sign"]) / p["coef_sign"].size
+            p["coef_sign"] = (nonzero * rng.choice(np.array([-1, 1], np.int8), size=shape)).astype(np.int8)
             p["coef_exp"] = rng.integers(0, 8, size=p["coef_exp"].shape).astype(np.uint8)
             p["basis"] = rng.integers(-128, 128, size=p["basis"].shape).astype(np.int8)
         elif layer.kind == "dense_linear":

@@ -80,8 +80,11 @@ class EngineConfig:
     generic : bool
         Simulation builds (default False: the build for a board).  Every width
         and depth then depends on the layer's structure only (sizes, k, tiles,
-        z_bits, the bc_linear shift and relu, and the rounded code-ROM depth of
-        :func:`sparrow.hw.sd_engine.code_rom_depth`), never on parameter values, and the ROMs that
+        z_bits, the bc_linear shift and relu, ``pes`` and ``max_groups``, and
+        the sd_linear code ROM's depth, one of two per structure:
+        :func:`sparrow.hw.sd_program.generic_code_depth`; the code layout is
+        :func:`sparrow.hw.sd_program.sd_generic_layout`, with the board
+        layout's cycles), never on parameter values or sparsity, and the ROMs that
         hold parameter values carry the attribute ``sparrow_rom = "<name>"``
         (the name of :meth:`Engine.memory_images`; sd and dense engines also
         take their shifts and ReLU flag from a one-word ROM ``consts``,

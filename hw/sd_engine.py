@@ -38,8 +38,9 @@ from sparrow.hw.engine import (GENERIC_BIAS_WIDTH, Engine, EngineConfig, consts_
                                rom_attrs)
 from sparrow.hw.pe import pe_min_acc_width
 from sparrow.hw.pe_array import PEArray, OutputStage, code_width
-from sparrow.hw.sd_program import (EXP_BITS, MAX_GROUPS, code_rom_depth, sd_array_pes, sd_col_bits,
-                                   sd_exp_bits, sd_layout, sd_program, sd_row_blocks)
+from sparrow.hw.sd_program import (EXP_BITS, MAX_GROUPS, code_rom_depth, generic_code_depth,
+                                   sd_array_pes, sd_col_bits, sd_exp_bits, sd_layout, sd_program,
+                                   sd_row_blocks)
 from sparrow.validate import check_int, check_range
 
 __all__ = ["SDEngine", "sd_program", "sd_row_blocks", "sd_acc_width", "code_rom_depth", "EXP_BITS",
@@ -92,14 +93,18 @@ class SDEngine(Engine):
         1-2 for hundreds of PEs: see :class:`~sparrow.hw.pe_array.PEArray`).
     generic : bool
         A simulation build whose widths and depths depend on the structure
-        (and the code layout's groups and delta width, which set the cycles)
         only (see :class:`~sparrow.hw.engine.EngineConfig`): the accumulator
-        holds any coefficients' sums, the bias ROM any int32, the codes are
-        5 bits (3-bit exponents, nz), each group's code ROM is
-        :func:`code_rom_depth` words, all groups' in one ROM ``codes`` (a
-        read port each), the per-tile tables (end address, first entry's
-        delta column and last flag) are a ROM ``tiles`` and the shifts and
-        ReLU flag a ROM ``consts`` instead of constants.
+        holds any coefficients' sums, the bias ROM any int32, the code layout
+        is :func:`~sparrow.hw.sd_program.sd_generic_layout` (groups fixed by
+        P, ``max_groups`` and the rows, whole column indices, 5-bit codes of
+        3-bit exponents and nz), each group issuing the column list of the
+        board layout's group that holds its rows (so every row block costs
+        the board build's cycles), all groups' lists in one ROM ``codes`` (a
+        read port each) of :func:`~sparrow.hw.sd_program.generic_code_depth`
+        words, the per-tile tables (each group's start and end address,
+        first entry's delta column and last flag, second entry's delta
+        column) a ROM ``tiles`` and the shifts and ReLU flag a ROM ``consts``
+        instead of constants.
     max_groups : int
         Most PE groups of the code layout (1..16, default 16): 1 keeps one code
         ROM and one z buffer (the least logic and block RAMs, more ROM bits when
@@ -199,7 +204,8 @@ class SDEngine(Engine):
             self._acc_width = sd_acc_width(np.ones((1, n_in)), np.full((1, n_in), 7), z_bits)
         else:
             self._acc_width = sd_acc_width(s, e, z_bits)
-        self._layout = layout = sd_layout(s, e, tiles, pes, generic, max_groups)
+        board = sd_layout(s, e, tiles, pes, False, max_groups)
+        self._layout = layout = sd_layout(s, e, tiles, pes, True, max_groups) if generic else board
         # A tile shorter than P: only the PEs of its rows (and the drain chain's words) are built.
         self._array_pes = sd_array_pes(n_out // tiles, pes, layout.group_rows, out_lanes)
         self._groups = self._array_pes // layout.group_rows
@@ -210,12 +216,17 @@ class SDEngine(Engine):
                                  bias_width=GENERIC_BIAS_WIDTH if generic
                                  else None, rom_attrs=rom_attrs("bias", generic),
                                  runtime_shift=generic)
-        self._program = sd_program(s, e, tiles, pes, layout)
+        # generic: each group issues its board group's columns (the board's entries per block)
+        self._program = sd_program(s, e, tiles, pes, layout, list_rows=board.group_rows)
+        self._program_rows = board.group_rows
         self._active = len(self._program.groups)      # groups that hold rows
-        # the largest program of the structure: every column of every block, no fill
-        max_entries = tiles * -(-(n_out // tiles) // pes) * n_in
-        self._code_depths = [code_rom_depth(len(g[0]), max_entries, generic)
-                             for g in self._program.groups]
+        if generic:         # one ROM: each group's list and a zero word, one after the other
+            # the largest list of the structure: every column of every row block
+            most = tiles * -(-(n_out // tiles) // pes) * n_in
+            self._code_depths = [generic_code_depth(
+                sum(len(g[0]) + 1 for g in self._program.groups), self._active * (most + 1))]
+        else:
+            self._code_depths = [code_rom_depth(len(g[0])) for g in self._program.groups]
         self._n_in, self._n_out, self._k, self._tiles, self._pes = n_in, n_out, k, tiles, pes
         self._z_bits, self._out_lanes = z_bits, out_lanes
         return self.stream_members(out_lanes)
@@ -238,24 +249,28 @@ class SDEngine(Engine):
         return base if self._active == 1 else f"{base}{g}"
 
     def _generic_code_rom(self):
-        """``(offsets, pcb, words)`` of a generic build's one ``codes`` ROM: the groups' ROMs
-        one after the other (group g from address ``offsets[g]``), ``pcb`` address bits."""
-        offsets = [sum(self._code_depths[:g]) for g in range(self._active)]
-        pcb = max(1, (sum(self._code_depths) - 1).bit_length())
-        words = []
-        for g, (gw, *_) in enumerate(self._program.groups):
-            words += list(gw) + [0] * (self._code_depths[g] - len(gw))
-        return offsets, pcb, words
+        """``(offsets, pcb, words)`` of a generic build's one ``codes`` ROM: each group's list and
+        a zero word, one after the other (group g from address ``offsets[g]``), then zero words
+        up to the depth; ``pcb`` address bits."""
+        offsets, words = [], []
+        for gw, *_ in self._program.groups:
+            offsets.append(len(words))
+            words += list(gw) + [0]
+        depth = self._code_depths[0]
+        return offsets, max(1, (depth - 1).bit_length()), words + [0] * (depth - len(words))
 
     def _tile_table(self):
         """``(width, words)`` of the ``tiles`` ROM of a generic build: per tile, group g at bits
-        ``[g*w, (g+1)*w)`` holding, LSB first, the tile's end address in the ``codes`` ROM, its
-        first entry's ``v``, that entry's ``last`` flag and its second entry's ``v``."""
+        ``[g*w, (g+1)*w)`` holding, LSB first, the address of the tile's first entry in the
+        ``codes`` ROM and the address one past its last, its first entry's ``v``, that entry's
+        ``last`` flag and its second entry's ``v`` (all loaded at run time: the groups' start
+        addresses depend on the values)."""
         offsets, pcb, _ = self._generic_code_rom()
         d = self._layout.delta_bits
-        w = pcb + 2 * d + 1
-        words = [sum((offsets[g] + ends[t] | (first_v[t] << pcb) | (first_last[t] << (pcb + d))
-                      | (second_v[t] << (pcb + d + 1))) << (g * w)
+        w = 2 * pcb + 2 * d + 1
+        words = [sum((offsets[g] + (ends[t - 1] if t else 0) | (offsets[g] + ends[t]) << pcb
+                      | (first_v[t] << 2 * pcb) | (first_last[t] << (2 * pcb + d))
+                      | (second_v[t] << (2 * pcb + d + 1))) << (g * w)
                      for g, (_, ends, first_v, first_last, second_v) in enumerate(self._program.groups))
                  for t in range(self._tiles)]
         return self._active * w, words
@@ -269,7 +284,8 @@ class SDEngine(Engine):
         bw, bias = self._post.bias_image
         k = self._k
         images = {}
-        for g, (words, ends, first_v, first_last, second_v) in enumerate(self._program.groups):
+        for g, (words, ends, first_v, first_last, second_v) in enumerate(
+                [] if self._generic else self._program.groups):
             pad = self._code_depths[g] - len(words)
             images[self._rom_name("codes", g)] = (
                 ww, list(words) + [0] * pad,
@@ -282,11 +298,19 @@ class SDEngine(Engine):
                 f"last[{B * cw + d + 1}]; tile t ends at tile_ends[t] = {ends}, its first entry "
                 f"has v = {first_v}, last = {first_last}, its second v = {second_v}; then {pad} "
                 f"zero word(s) (the issue stage reads one word past the last entry)")
-        if self._generic and self._active > 1:      # one ROM: the groups' one after the other
+        if self._generic:      # one ROM: the groups' lists one after the other
             offsets, _, words = self._generic_code_rom()
-            layouts = "; ".join(images.pop(self._rom_name("codes", g))[2] for g in range(self._active))
-            images["codes"] = (ww, words, f"the {self._active} groups' ROMs one after the other "
-                                          f"(group g from address {offsets}[g]): {layouts}")
+            images["codes"] = (
+                ww, words,
+                f"the lists of the {self._active} PE groups of {B} row(s) (rows g*{B}..g*{B}+{B - 1} "
+                f"of each row block of {self._pes}) one after the other, each followed by a zero "
+                f"word (the issue stage reads one word past a list), from addresses {offsets}, "
+                f"then zero words up to the depth (sparrow.hw.sd_program.generic_code_depth); a "
+                f"group's list holds an entry per column where a row of the board layout's group "
+                f"of {self._program_rows} rows that holds it is nonzero (an entry for an empty "
+                f"part); LSB first: {B} codes of {cw} bits ({code}), the v[{B * cw}:{B * cw + d}] "
+                f"of the entry after next (delta column; 0 past a tile's last), last[{B * cw + d}], "
+                f"next entry's last[{B * cw + d + 1}]")
         images["basis"] = (8 * k, basis_image(self._basis_unit._basis),
                            f"word t*{self._n_in} + g*{k} + i = basis[t, g, i, 0:{k}], lane j at bits "
                            f"[8j, 8j+8), int8")
@@ -298,10 +322,11 @@ class SDEngine(Engine):
             tw, tiles = self._tile_table()
             _, pcb, _ = self._generic_code_rom()
             images["tiles"] = (tw, tiles, f"word t, group g at bits [g*{tw // self._active}, ...): "
-                                          f"tile t's end address in the codes ROM at bits [0, {pcb}), "
-                                          f"its first entry's v at [{pcb}, {pcb + d}), that entry's "
-                                          f"last flag at bit {pcb + d}, its second entry's v at "
-                                          f"[{pcb + d + 1}, {pcb + 2 * d + 1})")
+                                          f"the address of tile t's first entry in the codes ROM at "
+                                          f"bits [0, {pcb}), one past its last at [{pcb}, {2 * pcb}), "
+                                          f"its first entry's v at [{2 * pcb}, {2 * pcb + d}), that "
+                                          f"entry's last flag at bit {2 * pcb + d}, its second "
+                                          f"entry's v at [{2 * pcb + d + 1}, {2 * pcb + 2 * d + 1})")
         return images
 
     @property
@@ -474,15 +499,15 @@ class SDEngine(Engine):
         return m
 
     def _code_roms(self, m, it):
-        """Per group ``(read port, first address, tile end, tile's first v, its last flag, the
-        tile's second v)``
-        for tile ``it``: a ROM per group (board builds: block RAM each), or one ROM with a read
+        """Per group ``(read port, first address, ROM depth, tile end, tile's first v, its last
+        flag, the tile's second v)`` for tile ``it`` (the first address is read at tile 0):
+        a ROM per group (board builds: block RAM each, from address 0), or one ROM with a read
         port per group and one ``tiles`` ROM that a simulation loads at run time (generic)."""
         G, T, d = self._active, self._tiles, self._layout.delta_bits
         ram = {"ram_style": "block", "rom_style": "block"}
         out = []
         if self._generic:
-            offsets, pcb, words = self._generic_code_rom()
+            _, pcb, words = self._generic_code_rom()
             m.submodules.codes = crom = Memory(shape=self._program.word_width, depth=len(words),
                                                init=words, attrs=rom_attrs("codes", True, ram))
             tw, table = self._tile_table()
@@ -493,8 +518,9 @@ class SDEngine(Engine):
             w = tw // G
             for g in range(G):
                 f = tr.data[g * w:(g + 1) * w]
-                out.append((crom.read_port(), offsets[g], f[:pcb], f[pcb:pcb + d], f[pcb + d],
-                            f[pcb + d + 1:pcb + 2 * d + 1]))
+                out.append((crom.read_port(), f[:pcb], len(words), f[pcb:2 * pcb],
+                            f[2 * pcb:2 * pcb + d], f[2 * pcb + d],
+                            f[2 * pcb + d + 1:2 * pcb + 2 * d + 1]))
             return out
         for g, (words, ends, first_v, first_last, second_v) in enumerate(self._program.groups):
             depth = self._code_depths[g]
@@ -502,7 +528,8 @@ class SDEngine(Engine):
             crom = Memory(shape=self._program.word_width, depth=depth,
                           init=list(words) + [0] * (depth - len(words)), attrs=ram)
             m.submodules[self._rom_name("codes", g)] = crom
-            out.append((crom.read_port(), 0, Array(Const(v, range(len(words) + 1)) for v in ends)[it],
+            out.append((crom.read_port(), 0, depth,
+                        Array(Const(v, range(len(words) + 1)) for v in ends)[it],
                         Array(Const(v, d) for v in first_v)[it],
                         Array(Const(v, 1) for v in first_last)[it],
                         Array(Const(v, d) for v in second_v)[it]))
@@ -526,8 +553,9 @@ class SDEngine(Engine):
         """
         B, d, eb, zero = self._layout
         cw = code_width(eb, zero)
-        cr, first, tile_end, tile_v, tile_last, tile_v2 = rom
-        pc = Signal(range(first + self._code_depths[g]), init=first, name=f"pc{g}")
+        cr, first, depth, tile_end, tile_v, tile_last, tile_v2 = rom
+        # generic: the start address comes from the tiles ROM (restart loads it before a vector)
+        pc = Signal(range(depth), init=first if isinstance(first, int) else 0, name=f"pc{g}")
         s1_valid, last1, real1 = (Signal(name=f"{n}{g}") for n in ("s1_valid", "last1", "real1"))
         fire = Signal(name=f"fire{g}")
         advance = ~s1_valid | fire

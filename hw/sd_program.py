@@ -30,6 +30,18 @@ that uses it: the z-buffer address comes from a flip-flop, not from the code
 ROM's clock-to-out and an adder (:class:`~sparrow.hw.sd_engine.SDEngine`).
 Codes are ``exp_bits`` exponent bits and a sign, plus the nz bit only when
 some stored code is zero (:func:`sd_layout` decides).
+
+A simulation (``generic``) build must not depend on the values, yet must take
+the board build's cycles.  Its layout (:func:`sd_generic_layout`) is fixed by
+the structure: groups of ``h`` rows, ``h`` the largest size that divides every
+group size the board layout may choose below a whole row block (so each
+board group is a whole number of generic groups: for P a power of two,
+``h = max(1, P / max_groups)``, or the rows when fewer), ``d`` = column bits + 1 (never a fill
+entry), :data:`EXP_BITS` and zero codes.  Each generic group
+issues the column list of the board group that holds its rows
+(``list_rows`` of :func:`sd_program`: the board's B), with its own rows'
+codes, zero where its rows are zero: every row block costs the board's
+entries, its longest group list, and every list is the board's without fills.
 """
 
 import math
@@ -40,8 +52,8 @@ import numpy as np
 from sparrow.hw.pe_array import code_width, encode_code
 
 __all__ = ["EXP_BITS", "MAX_GROUPS", "SDLayout", "SDProgram", "sd_exp_bits", "sd_row_blocks",
-           "sd_active_groups", "sd_array_pes",
-           "sd_layout", "sd_program", "code_rom_depth", "sd_col_bits"]
+           "sd_active_groups", "sd_array_pes", "sd_group_sizes", "sd_generic_layout",
+           "sd_layout", "sd_program", "code_rom_depth", "generic_code_depth", "sd_col_bits"]
 
 #: Exponent code width of the model format (coef_exp in [0, 7]).
 EXP_BITS = 3
@@ -173,6 +185,33 @@ def _layout_cost(s, tiles, pes, group_rows, delta_bits, exp_bits):
     return int(((per_group + 1) * width).sum()), cycles, zero
 
 
+def _check_max_groups(max_groups):
+    if not (isinstance(max_groups, int) and 1 <= max_groups <= MAX_GROUPS):
+        raise ValueError(f"Group limit must be an integer in [1, {MAX_GROUPS}], not {max_groups!r}")
+
+
+def sd_group_sizes(rows, pes, max_groups=MAX_GROUPS):
+    """The group sizes B that a layout of a tile of ``rows`` rows on ``pes`` PEs may take
+    (ascending): every divisor of P with at most ``max_groups`` groups, capped at ``rows``."""
+    _check_max_groups(max_groups)
+    return sorted({min(b, rows) for b in range(1, pes + 1) if pes % b == 0 and pes // b <= max_groups})
+
+
+def sd_generic_layout(n_in, rows, pes, max_groups=MAX_GROUPS):
+    """The :class:`SDLayout` of a ``generic`` (simulation) build: the structure's alone.
+
+    Group size: the greatest common divisor of the sizes of :func:`sd_group_sizes` smaller
+    than a row block (``min(pes, rows)``; a group of a whole block has no inner boundary),
+    or a whole block when there are none, so that the rows of every group of any board
+    layout are a whole number of generic groups (P = 8, 16 groups: 1; P = 64: 4; P = 56: 1;
+    ``max_groups`` 1: P); delta width: the column bits + 1 (no fill entry); :data:`EXP_BITS`
+    exponents and zero codes.
+    """
+    inner = [b for b in sd_group_sizes(rows, pes, max_groups) if b < min(pes, rows)]
+    return SDLayout(math.gcd(*inner) if inner else min(pes, rows), sd_col_bits(n_in) + 1,
+                    EXP_BITS, True)
+
+
 def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GROUPS):
     """The :class:`SDLayout` of a layer on ``pes`` PEs: the fewest ROM bits.
 
@@ -186,18 +225,16 @@ def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GRO
     fills, so never longer than the union of the block's columns, one entry per
     cycle), with the layer's exponent width (:func:`sd_exp_bits`) and the nz bit
     only where a stored code is zero; ties go to fewer cycles, then to larger
-    groups.  A ``generic`` build keeps
-    B and d (so its cycles are the board build's) but takes :data:`EXP_BITS`
-    and zero codes, which hold any coefficients.
+    groups.  With ``generic``: :func:`sd_generic_layout` (the structure's, whatever the
+    values; :func:`sd_program` with ``list_rows`` = this layout's B keeps its cycles).
     """
     s = np.asarray(coef_sign)
-    eb, col_bits = sd_exp_bits(s, coef_exp), sd_col_bits(s.shape[1])
     rows = s.shape[0] // tiles
+    if generic:
+        return sd_generic_layout(s.shape[1], rows, pes, max_groups)
+    eb, col_bits = sd_exp_bits(s, coef_exp), sd_col_bits(s.shape[1])
     best = None
-    if not (isinstance(max_groups, int) and 1 <= max_groups <= MAX_GROUPS):
-        raise ValueError(f"Group limit must be an integer in [1, {MAX_GROUPS}], not {max_groups!r}")
-    for b in sorted({min(b, rows) for b in range(1, pes + 1)
-                     if pes % b == 0 and pes // b <= max_groups}):
+    for b in sd_group_sizes(rows, pes, max_groups):
         # d = col_bits + 1 never needs a fill: the group's column lists, no longer than
         # the union of the row block's columns (one group of P: the same)
         fewest = _layout_cost(s, tiles, pes, b, col_bits + 1, eb)[1]
@@ -208,16 +245,23 @@ def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GRO
             key = (bits, cycles, -b)
             if best is None or key < best[0]:
                 best = (key, SDLayout(b, d, eb, zero))
-    layout = best[1]
-    return layout._replace(exp_bits=EXP_BITS, zero_codes=True) if generic else layout
+    return best[1]
 
 
-def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROUPS):
-    """The code ROMs of an sd_linear layer (:class:`SDProgram`; layout: :func:`sd_layout`)."""
+def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROUPS, list_rows=None):
+    """The code ROMs of an sd_linear layer (:class:`SDProgram`; layout: :func:`sd_layout`).
+
+    ``list_rows`` (default the layout's B; a multiple of it, or at least a row block):
+    each group issues the columns of the ``list_rows`` rows that hold its own, a generic
+    build's groups those of the board layout's group (the board's entries per row block).
+    """
     s = np.asarray(coef_sign, dtype=np.int64)
     e = np.asarray(coef_exp, dtype=np.int64)
     layout = layout or sd_layout(s, e, tiles, pes, max_groups=max_groups)
     B, d, eb, zero = layout
+    L = list_rows or B
+    if L % B and L < min(pes, s.shape[0] // tiles):
+        raise ValueError(f"List rows {L} are not a multiple of the group size {B}")
     cw = code_width(eb, zero)
     active = sd_active_groups(s.shape[0] // tiles, pes, B)
     blocks = sd_row_blocks(s, tiles, pes)
@@ -228,7 +272,8 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
     for r0, r1, _ in blocks:
         row = []
         for g0, g1 in _group_rows(r0, r1, pes, B, active):
-            cols = np.flatnonzero((s[g0:g1] != 0).any(axis=0))
+            l0 = r0 + (g0 - r0) // L * L         # the list group's rows (none past the block)
+            cols = np.flatnonzero((s[l0:min(l0 + L, r1)] != 0).any(axis=0)) if g1 > g0 else []
             ents = []
             for v, c in _entries(cols, d):
                 w = 0
@@ -254,15 +299,22 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
     return SDProgram(groups, block_entries, layout, B * cw + d + 2)
 
 
-def code_rom_depth(entries, max_entries, generic=False):
-    """Depth of a code ROM: the program's ``entries`` plus one zero word.
+def generic_code_depth(words, max_words):
+    """Depth of a generic build's one code ROM that holds ``words`` (every group's list and its
+    zero word), of the structure's largest program ``max_words`` (every column of every row
+    block in every group, and a zero word a group).
 
-    With ``generic`` (simulation builds shared by every model of one structure)
-    the depth is rounded up to a power of two, at least 16, and capped at
-    ``max_entries + 1`` (the largest program of the structure), so programs of
-    up to 15 entries share a build, 16..31 the next, 32..63 the next, and so on.
+    Half of ``max_words`` (rounded up) when ``words`` fit, else ``max_words``: the depth takes
+    two values per structure, and every program of at most half the largest shares one
+    build (the compressor's SmartDeal densities: digits-mlp's lists fill 12% and 26%).  A
+    power-of-two rounding of ``words`` would split retrained models whose lists straddle a
+    power of two (digits-mlp fc1: 1004 and 1020 words, next to 1024).
     """
-    depth = entries + 1
-    if generic:
-        depth = min(max(16, 1 << (depth - 1).bit_length()), max(depth, max_entries + 1))
-    return depth
+    half = -(-max_words // 2)
+    return half if words <= half else max_words
+
+
+def code_rom_depth(entries):
+    """Depth of a board build's code ROM: the program's ``entries`` plus one zero word (the
+    issue stage reads one word past a list)."""
+    return entries + 1

@@ -52,8 +52,9 @@ run time (:func:`run_link`): an accelerator built with
 ``EngineConfig(generic=True)`` (``sparrow run --sim``) holds its engines'
 parameters and its identify reply (the model id) in such ROMs, so a model
 that differs only in its parameter values (a retrained model of the same
-shapes; sd_linear code-ROM depths are rounded up,
-:func:`~sparrow.hw.sd_engine.code_rom_depth`) runs on the cached simulator.
+shapes, whatever its sparsity: the sd_linear code layout is the structure's and
+its code ROM's depth one of two, :func:`~sparrow.hw.sd_program.generic_code_depth`)
+runs on the cached simulator.
 """
 
 import re

@@ -185,13 +185,43 @@ def test_exponent_width_follows_the_levels():
     layer.params["coef_exp"] = (layer.params["coef_exp"] % 4).astype(np.uint8)
     board = SDEngine.from_layer(layer, EngineConfig(pes=4))
     generic = SDEngine.from_layer(layer, EngineConfig(pes=4, generic=True))
-    # codes of (2-bit exponent, sign[, nz]); generic: 5-bit codes, same groups and delta bits
+    # codes of (2-bit exponent, sign[, nz]); generic: 5-bit codes, groups of one row (P = 4, up
+    # to 16 groups), whole column indices (3 bits + 1), the board's entries per row block
     B, d, eb, zero = board.program.layout
-    assert eb == 2 and generic.program.layout == (B, d, 3, True)
+    assert eb == 2 and generic.program.layout == (1, 4, 3, True)
+    assert generic.program.block_entries == board.program.block_entries
     images = board.memory_images()
     assert images["codes" if B == 4 else "codes0"][0] == B * (3 + zero) + d + 2
     from sparrow.hw.onchip import discard_units
     discard_units(board), discard_units(generic)
+
+
+def test_generic_layout_is_structural():
+    """A generic build's layout depends on (in, rows, P, max_groups) only, each of its groups lies
+    within one group of the board layout, and its entries per row block (cycles) are the board
+    build's, on random and block-sparse layers of every sparsity."""
+    from sparrow.hw.sd_program import sd_generic_layout, sd_group_sizes
+    assert sd_generic_layout(64, 128, 8) == SDLayout(1, 7, 3, True)
+    assert [sd_generic_layout(64, 128, p, g).group_rows for p, g in
+            ((64, 16), (56, 16), (768, 16), (16, 1), (8, 2))] == [4, 1, 16, 16, 4]
+    assert sd_generic_layout(20, 10, 56).group_rows == 1 and sd_generic_layout(20, 3, 8, 1)[0] == 3
+    rng = np.random.default_rng(12)
+    for trial in range(40):
+        n_in, tiles = int(rng.integers(1, 40)), int(rng.integers(1, 3))
+        rows = int(rng.integers(1, 30))
+        pes, groups = int(rng.choice([1, 2, 4, 6, 8, 12, 16])), int(rng.integers(1, 17))
+        block = int(rng.choice([1, 2, 3, 4]))
+        mask = np.repeat(rng.random((-(-rows * tiles // block), n_in)) < rng.random(), block,
+                         axis=0)[:rows * tiles]
+        sign = mask * rng.choice([-1, 1], size=mask.shape)
+        exp = rng.integers(0, 8, size=sign.shape)
+        board = sd_layout(sign, exp, tiles, pes, max_groups=groups)
+        generic = sd_layout(sign, exp, tiles, pes, generic=True, max_groups=groups)
+        assert generic == sd_generic_layout(n_in, rows, pes, groups), trial
+        h = generic.group_rows
+        assert all(b % h == 0 for b in sd_group_sizes(rows, pes, groups) if b < min(pes, rows))
+        program = sd_program(sign, exp, tiles, pes, generic, list_rows=board.group_rows)
+        assert program.block_entries == sd_program(sign, exp, tiles, pes, board).block_entries, trial
 
 
 def test_acc_width_bound():

@@ -9,7 +9,7 @@ import pytest
 
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import engine_for_layer
-from sparrow.hw.sd_engine import code_rom_depth
+from sparrow.hw.sd_program import code_rom_depth, generic_code_depth, sd_layout
 from sparrow.sw.randmodel import random_layer, random_model
 from sparrow.tb.model_sim import sim_verilog
 from sparrow.tb.runner import cache_dir, compile_design
@@ -35,9 +35,6 @@ def test_same_structure_same_simulation_verilog(kind):
         if kind == "sd_linear":
             extra["basis_shift"] = 2 * seed
         layer = random_layer(kind, np.random.default_rng(seed), name="l", **{**LAYERS[kind], **extra})
-        if kind == "sd_linear":     # every column nonzero: the same code-ROM depth
-            sign = layer.params["coef_sign"]
-            layer.params["coef_sign"] = np.where(sign == 0, 1, sign).astype(np.int8)
         text, roms = runtime_roms(sim_verilog(engine_for_layer(
             layer, EngineConfig(pes=4, generic=True)), "eng"), "e0")
         assert set(roms) == ROMS[kind]
@@ -69,9 +66,11 @@ def test_generic_images_match_rtl(kind):
 
 
 def test_code_rom_depth_buckets():
-    assert [code_rom_depth(e, 1000) for e in (3, 8, 15)] == [4, 9, 16]          # board: exact
-    assert [code_rom_depth(e, 1000, True) for e in (3, 15, 16, 31, 300)] == [16, 16, 32, 32, 512]
-    assert code_rom_depth(300, 400, True) == 401          # capped at the largest program
+    assert [code_rom_depth(e) for e in (3, 8, 15)] == [4, 9, 16]          # board: exact
+    # generic: half the structure's largest program while the program fits, else all of it
+    assert [generic_code_depth(w, 8200) for w in (1, 1004, 1020, 4100)] == [4100] * 4
+    assert generic_code_depth(4101, 8200) == generic_code_depth(8200, 8200) == 8200
+    assert generic_code_depth(514, 1027) == 514 and generic_code_depth(515, 1027) == 1027
     assert act_depth(360, [64, 128, 10]) == 65536 and act_depth(1000, [128]) == 131072
 
 
@@ -128,6 +127,49 @@ def _digits_like(seed, redraw_of=None):
                  "basis_shift": layer.attrs["basis_shift"] - 1}
         layers.append(type(layer)(layer.name, layer.kind, attrs, p))
     return random_model(layers, [64], name="digits-b")
+
+
+def _digits_pattern(seed, block, densities):
+    """A digits-mlp-shaped SmartDeal model (sd_linear 64 -> 128 ReLU -> 10) whose coefficients
+    are nonzero in ``block`` x 1 blocks (as the compressor's) at ``densities``: another seed,
+    block size or density is another sparsity pattern, with another board layout (group size
+    B, delta width d) and other code-list lengths, as a retrained model has."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for name, n_in, n_out, k, density, relu in (("fc1", 64, 128, 4, densities[0], True),
+                                                ("fc2", 128, 10, 1, densities[1], False)):
+        layer = random_layer("sd_linear", rng, name=name, in_=n_in, out=n_out, k=k,
+                             density=density, relu=relu)
+        mask = np.repeat(rng.random((-(-n_out // block), n_in)) < density, block, axis=0)[:n_out]
+        layer.params["coef_sign"] = (mask * rng.choice([-1, 1], size=mask.shape)).astype(np.int8)
+        layers.append(layer)
+    return random_model(layers, [64], name=f"digits-{seed}")
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_new_sparsity_pattern_shares_a_build(tmp_path, monkeypatch, simulator):
+    """``sparrow sim`` of two digits-mlp-shaped SmartDeal models with other sparsity patterns
+    (other board group sizes and delta widths, other list lengths): one compiled simulator
+    (generic builds: structural code layout, one code ROM of a rounded depth, start addresses
+    read at run time), both bit-exact with the golden model."""
+    from sparrow.sw.golden import run_model
+    from sparrow.tb.model_sim import simulate_model
+    from sparrow.tb.streambench import TOPLEVEL
+    monkeypatch.setenv("SPARROW_CACHE", str(tmp_path / "cache"))
+    models = [_digits_pattern(1, 4, (0.12, 0.4)), _digits_pattern(2, 2, (0.2, 0.3))]
+    (a1, a2), (b1, b2) = ([sd_layout(l.params["coef_sign"], l.params["coef_exp"], 1, 8)[:2]
+                           for l in m.layers] for m in models)
+    assert a1 != b1 and a2 != b2 and a1[0] != b1[0] and a2[1] != b2[1], (a1, a2, b1, b2)
+    x = np.random.default_rng(3).integers(-128, 128, size=(4, 64)).astype(np.int8)
+    compiles = []
+    for model in models:
+        stats = {}
+        y = simulate_model(model, x, simulator, EngineConfig(pes=8), stats=stats)
+        np.testing.assert_array_equal(y, run_model(model, x))
+        compiles.append(stats["compile_seconds"])
+    builds = [d for d in (tmp_path / "cache" / "sim").glob(f"{TOPLEVEL}-{simulator}-*")
+              if d.is_dir() and (d / "sparrow-build.ok").exists()]
+    assert len(builds) == 1 and compiles[0] > 0 and compiles[1] == 0.0, (builds, compiles)
 
 
 def test_link_text_depends_on_structure_only():
