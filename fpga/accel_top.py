@@ -11,7 +11,7 @@ LED 0 shows ``error``, LED 1 ``busy`` (where the board has two).
 
 from dataclasses import replace
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Signal
 
 from sparrow import SparrowError
 from sparrow.hw.conv import DenseConvEngine
@@ -113,7 +113,13 @@ class AcceleratorTop(Elaboratable):
             else:
                 m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
                 clk_in = clk_buf.i
-            m.submodules.pll = PLLDomain(self.pll, clk_in)
+            # The PLL's domain, renamed: `sync` takes its clock and its reset through one
+            # flip-flop (a short path from the PLL's lock timer to the whole design).
+            m.submodules.pll = DomainRenamer({"sync": "pll"})(PLLDomain(self.pll, clk_in))
+            m.domains.sync = sync = ClockDomain("sync")
+            rst = Signal(init=1)
+            m.d.pll += rst.eq(0)
+            m.d.comb += [sync.clk.eq(ClockSignal("pll")), sync.rst.eq(rst)]
         m.submodules.accel = accel = self.accel
         res = platform.resources["uart", 0]
         uart = platform.request("uart", 0, dir={sub.name: "-" for sub in res.ios})

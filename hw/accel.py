@@ -156,6 +156,7 @@ class CommandSequencer(Component):
     cmd, length, start, payload, frame_valid, crc_ok : In
         From :class:`~sparrow.hw.framer.FrameReceiver` (the frame being received).
     send, send_cmd, send_length, send_poison : Out; send_index, send_busy : In
+        (``send_cmd`` and ``send_length`` are registered: valid from the cycle after ``send``)
     send_data : Out(stream.Signature(8))
         To and from :class:`~sparrow.hw.framer.FrameSender` (the reply).
     chain_in : Out(stream.Signature(signed(8)))
@@ -241,12 +242,20 @@ class CommandSequencer(Component):
         slot_fill = Signal(2)
         m.d.sync += s.slot_ready.eq((s.slot_ready & ~s.slot_free) | slot_fill)
 
-        with m.If(self.start):
-            ok_run = (self.cmd == P.CMD_RUN) & (self.length == n_in)
-            ok_batch = (self.cmd == P.CMD_BATCH) & (self.length >= 1 + n_in) & \
-                (self.length <= 1 + B * n_in)
-            m.d.sync += [s.data_frame.eq(ok_run | ok_batch), s.is_batch.eq(self.cmd == P.CMD_BATCH),
-                         s.vidx.eq(0), s.offset.eq(0), s.empty.eq(self.length == 0)]
+        # The header is classified the cycle after `start`, from comparisons registered in its
+        # cycle (a short path from the receiver's length counter); the first payload byte and
+        # the frame's end come a byte time later.
+        header_in = Signal()
+        is_run, is_batch, run_len, batch_len, zero_len = (Signal(name=n) for n in (
+            "hdr_run", "hdr_batch", "hdr_run_len", "hdr_batch_len", "hdr_zero_len"))
+        m.d.sync += [header_in.eq(self.start), is_run.eq(self.cmd == P.CMD_RUN),
+                     is_batch.eq(self.cmd == P.CMD_BATCH), run_len.eq(self.length == n_in),
+                     batch_len.eq((self.length >= 1 + n_in) & (self.length <= 1 + B * n_in)),
+                     zero_len.eq(self.length == 0)]
+        with m.If(header_in):
+            ok_run, ok_batch = is_run & run_len, is_batch & batch_len
+            m.d.sync += [s.data_frame.eq(ok_run | ok_batch), s.is_batch.eq(is_batch),
+                         s.vidx.eq(0), s.offset.eq(0), s.empty.eq(zero_len)]
             with m.If(ok_run | ok_batch):
                 m.d.sync += [tag.eq(tag + 1), s.rx_bad.eq(0)]
                 with m.If(s.done_tag == (tag + 1)[:self._TAG_BITS]):
@@ -313,6 +322,7 @@ class CommandSequencer(Component):
         r_data = s.inflight.r_data
         s.head_tag, head_vidx, head_last = r_data[:T], r_data[T:T + s.idx_bits], r_data[T + s.idx_bits]
         out_o = Signal(range(n_out))
+        out_last = Signal(init=n_out == 1)      # `out_o == n_out - 1`, registered (a short path)
         s.done_now = Signal()
         s.vectors, s.last_cycles, s.acc = Signal(32), Signal(32), Signal(32)
         m.d.comb += self.chain_out.ready.eq(1)
@@ -323,15 +333,15 @@ class CommandSequencer(Component):
         with m.If(self.chain_out.valid):
             m.d.comb += [out_w.en.eq(1), out_w.data.eq(self.chain_out.payload),
                          out_w.addr.eq(Cat(s.head_tag[0], head_vidx * n_out + out_o))]
-            with m.If(out_o == n_out - 1):
-                m.d.sync += [out_o.eq(0), s.vectors.eq(s.vectors + 1)]
+            with m.If(out_last):
+                m.d.sync += [out_o.eq(0), out_last.eq(n_out == 1), s.vectors.eq(s.vectors + 1)]
                 m.d.comb += s.inflight.r_en.eq(1)
                 with m.If(head_last):
                     m.d.comb += s.done_now.eq(1)
                     m.d.sync += [s.done_tag.eq(s.head_tag), s.done_valid.eq(1),
                                  s.done_cycles.eq(acc_next)]
             with m.Else():
-                m.d.sync += out_o.eq(out_o + 1)
+                m.d.sync += [out_o.eq(out_o + 1), out_last.eq(out_o == n_out - 2)]
 
     def _status_flags(self, m, s):
         """The sticky status flags, and the reply records: pend (a data frame waiting for its
@@ -376,33 +386,39 @@ class CommandSequencer(Component):
         its command and length (held until the reply has left)."""
         n_out, B = self._out_size, self._max_batch
         ready, cur = s.ready, s.cur
-        s.n_data = n_data = Signal(range(B * n_out + 1))
+        # Where the reply's cycle bytes begin (its outputs' bytes, after a B reply's 2 header
+        # bytes), and whether it is a B reply: registered with `cur` (a short path to `_reply_byte`).
+        s.data_end = data_end = Signal(range(B * n_out + 3))
+        s.cur_batch = Signal()
         product = Signal(range(B * n_out + 1))
         m.d.comb += product.eq(ready["count"] * n_out)
-        starting = Signal()
+        s.starting = starting = Signal()       # a reply started in the previous cycle
         with m.If(ready["valid"] & ~self.send_busy & ~starting):
             m.d.comb += self.send.eq(1)
-            m.d.sync += [starting.eq(1), ready["valid"].eq(0), n_data.eq(product)] + \
+            batch = ready["kind"] == self._K_BATCH
+            m.d.sync += [starting.eq(1), ready["valid"].eq(0), s.cur_batch.eq(batch),
+                         data_end.eq(product + Mux(batch, 2, 0))] + \
                 [cur[k].eq(ready[k]) for k in ("kind", "tag", "seq", "repeat", "count", "code")] + \
                 [cur["bad"].eq(ready["bad"] | s.mark_ready)]
             with m.If(ready["kind"][2]):
                 m.d.sync += s.last_cycles.eq(ready["cycles"])
+            # The reply's command and length, registered with `cur` (a short path to the sender).
+            with m.Switch(ready["kind"]):
+                for kind, cmd in self._KIND_CMD.items():
+                    with m.Case(kind):
+                        m.d.sync += self.send_cmd.eq(cmd)
+            with m.Switch(ready["kind"]):
+                with m.Case(self._K_IDENTIFY):
+                    m.d.sync += self.send_length.eq(P.IDENT_LEN)
+                with m.Case(self._K_STATUS):
+                    m.d.sync += self.send_length.eq(P.STATUS_LEN)
+                with m.Case(self._K_RUN, self._K_BATCH):
+                    # an R frame holds one vector (`count` is 1); a B reply has 2 header bytes
+                    m.d.sync += self.send_length.eq(Mux(ready["kind"][0], 6, 4) + product)
+                with m.Default():
+                    m.d.sync += self.send_length.eq(1)
         with m.Else():
             m.d.sync += starting.eq(0)
-        with m.Switch(cur["kind"]):
-            for kind, cmd in self._KIND_CMD.items():
-                with m.Case(kind):
-                    m.d.comb += self.send_cmd.eq(cmd)
-        with m.Switch(cur["kind"]):
-            with m.Case(self._K_IDENTIFY):
-                m.d.comb += self.send_length.eq(P.IDENT_LEN)
-            with m.Case(self._K_STATUS):
-                m.d.comb += self.send_length.eq(P.STATUS_LEN)
-            with m.Case(self._K_RUN, self._K_BATCH):
-                # an R frame holds one vector (`count` is 1); a B reply has 2 header bytes
-                m.d.comb += self.send_length.eq(Mux(cur["kind"][0], 6, 4) + n_data)
-            with m.Default():
-                m.d.comb += self.send_length.eq(1)
 
     def _finish_pending(self, m, s):
         """The pending frame's last output is in (now, at its CRC, or between): on to `ready`."""
@@ -503,23 +519,26 @@ class CommandSequencer(Component):
         the byte is computed over three registered stages (a short path to the UART):
         the index and its offset into the outputs; the output memory's read and the
         byte's source (an output, a byte of the counters, or one from the ROM, flags,
-        code or header); the byte.  It is valid three cycles after `send_index` moved.
+        code or header); the byte.  It is valid three cycles after `send_index` moved
+        (four after a reply starts).
         The status reply's counters and a data reply's cycles are bytes of one 64-bit
         word (vectors run, then `last_cycles`) behind one 8:1 multiplexer.
         """
-        n_out, B, cur, n_data = self._out_size, self._max_batch, s.cur, s.n_data
-        is_batch = cur["kind"] == self._K_BATCH
+        cur, is_batch = s.cur, s.cur_batch
         max_index = self._max_reply + 1
         index_q, rel_q = Signal(range(max_index)), Signal(range(max_index))
-        m.d.sync += [index_q.eq(self.send_index),
-                     rel_q.eq(self.send_index - Mux(is_batch, 2, 0))]
+        # One subtraction gives both the comparison (its sign) and the cycle byte (its low
+        # bits); it and the header bytes' places are found in the first stage.
+        width = max(len(rel_q), len(s.data_end))
+        past_data, head0, head1 = Signal(width + 1), Signal(), Signal()
+        index = self.send_index[:width]
+        m.d.sync += [index_q.eq(self.send_index), rel_q.eq(self.send_index - Mux(is_batch, 2, 0)),
+                     past_data.eq(index - s.data_end),
+                     head0.eq(is_batch & (index == 0)), head1.eq(is_batch & (index == 1))]
         m.d.comb += [s.out_r.addr.eq(Cat(cur["tag"][0], rel_q)), s.out_r.en.eq(1)]
-        # One subtraction gives both the comparison (its sign) and the cycle byte (its low bits).
-        width = max(len(rel_q), len(n_data))
-        past_data = Signal(width + 1)
-        m.d.comb += past_data.eq(rel_q - n_data)
         # The byte's source, registered: an output, counter byte `cnt_sel`, or `misc`.
-        from_out, from_cnt, cnt_sel, misc = Signal(), Signal(), Signal(3), Signal(8)
+        from_out, from_cnt = Signal(name="from_out"), Signal(name="from_cnt")
+        cnt_sel, misc = Signal(3, name="cnt_sel"), Signal(8, name="misc")
         m.d.sync += [from_out.eq(0), from_cnt.eq(0)]
         with m.Switch(cur["kind"]):
             with m.Case(self._K_IDENTIFY):
@@ -539,9 +558,9 @@ class CommandSequencer(Component):
                 m.d.sync += [misc.eq(s.status_flags), from_cnt.eq(index_q != 0),
                              cnt_sel.eq(index_q[:3] - 1)]
             with m.Case(self._K_RUN, self._K_BATCH):
-                with m.If(is_batch & (index_q == 0)):
+                with m.If(head0):
                     m.d.sync += misc.eq(cur["seq"])
-                with m.Elif(is_batch & (index_q == 1)):
+                with m.Elif(head1):
                     m.d.sync += misc.eq(cur["repeat"])
                 with m.Elif(past_data[width]):
                     m.d.sync += from_out.eq(1)
@@ -553,12 +572,16 @@ class CommandSequencer(Component):
         value = Mux(from_out, s.out_r.data, Mux(from_cnt, counters.word_select(cnt_sel, 8), misc))
         settle = Signal(2)
         m.d.sync += self.send_data.payload.eq(value)
-        # `send_index` moves only when a reply starts or a byte is taken (the cycle after)
-        with m.If(self.send | (self.send_data.valid & self.send_data.ready)):
-            m.d.sync += settle.eq(0)
+        # `send_index` moves only when a reply starts or a byte is taken (the cycle after).
+        # After a start the count restarts a cycle late, from `starting` (a short path from
+        # the sender's state): the sender takes no payload byte before its header has left.
+        # `valid` is `settle == 3`, kept in a register (a short path to the sender).
+        valid = Signal()
+        with m.If(s.starting | (self.send_data.valid & self.send_data.ready)):
+            m.d.sync += [settle.eq(0), valid.eq(0)]
         with m.Elif(settle != 3):
-            m.d.sync += settle.eq(settle + 1)
-        m.d.comb += self.send_data.valid.eq(settle == 3)
+            m.d.sync += [settle.eq(settle + 1), valid.eq(settle == 2)]
+        m.d.comb += self.send_data.valid.eq(valid)
 
 
 class Accelerator(ValidatedComponent):

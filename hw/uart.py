@@ -144,14 +144,17 @@ class UARTTx(_UART):
         timer = Signal(range(d))
         frame = Signal(10, init=0x3FF)      # stop bit, 8 data bits, start bit (sent LSB first)
         left = Signal(range(11))
-        m.d.comb += self.i.ready.eq(left == 0)
+        # `idle` is `left == 0`, kept in a register (a short path to the byte's source).
+        idle = Signal(init=1)
+        m.d.comb += self.i.ready.eq(idle)
         m.d.sync += self.tx.eq(frame[0])
-        with m.If(left == 0):
+        with m.If(idle):
             with m.If(self.i.valid):
                 m.d.sync += [frame.eq((1 << 9) | (self.i.payload << 1)), left.eq(10),
-                             timer.eq(d - 1)]
+                             timer.eq(d - 1), idle.eq(0)]
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
         with m.Else():
-            m.d.sync += [frame.eq((frame >> 1) | (1 << 9)), left.eq(left - 1), timer.eq(d - 1)]
+            m.d.sync += [frame.eq((frame >> 1) | (1 << 9)), left.eq(left - 1), timer.eq(d - 1),
+                         idle.eq(left == 1)]
         return m
