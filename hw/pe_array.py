@@ -110,13 +110,16 @@ class DrainChain(ValidatedComponent):
             ld = self.load if G == 1 else self.load_words[i * G // n]
             m.d.sync += r.eq(Mux(ld, self.data[i * w:(i + 1) * w],
                                  regs[i + 1] if i + 1 < n else r))
+        # o.valid is a flop equal to ``count != 0`` (computed a cycle ahead), so that the
+        # consumer's word counters (the output stage's next lane, a RAM address) start at a flop.
+        nonzero = Signal()
         with m.If(self.load):
-            m.d.sync += self.count.eq(self.load_count)
+            m.d.sync += [self.count.eq(self.load_count), nonzero.eq(self.load_count != 0)]
             with m.If(self.count != 0):
                 m.d.sync += self.overrun.eq(1)
         with m.Elif(self.count != 0):
-            m.d.sync += self.count.eq(self.count - 1)
-        m.d.comb += [self.o.payload.eq(regs[0]), self.o.valid.eq(self.count != 0)]
+            m.d.sync += [self.count.eq(self.count - 1), nonzero.eq(self.count != 1)]
+        m.d.comb += [self.o.payload.eq(regs[0]), self.o.valid.eq(nonzero)]
         return m
 
 
@@ -321,10 +324,11 @@ class PEArray(ValidatedComponent):
         inflight = Signal(edges)
         inflight_next = Cat(self.valid & self.last & self.can_last, inflight[:-1])
         m.d.sync += inflight.eq(inflight_next)
-        count_next = Mux(chain.load, chain.load_count,
-                         Mux(chain.count != 0, chain.count - 1, 0))
+        # The next count (load_count on a load, else count - 1 down to 0) is at most edges
+        # exactly when count <= edges + 1 without a load: compared without the subtractor.
+        few_next = Mux(chain.load, chain.load_count <= edges, chain.count <= edges + 1)
         can = Signal(init=1)
-        m.d.comb += self.can_last_next.eq((count_next <= edges) & (inflight_next == 0))
+        m.d.comb += self.can_last_next.eq(few_next & (inflight_next == 0))
         m.d.sync += can.eq(self.can_last_next)
         m.d.comb += self.can_last.eq(can)
         return m
@@ -585,8 +589,16 @@ class OutputStage(ValidatedComponent):
                 # for a cycle).  That lane is not the one written at the same edge, unless a
                 # block of one word (lane 0) is followed by the next block's first: then the
                 # read takes the word written (transparent).
+                # The next lane is kept a word ahead in flops (``lane_a``: the lane after this
+                # one, ``tile_a``: its tile-relative word), so that the address is one mux
+                # from flops (valid selects it) instead of the counters' compare-and-add.
+                tile_a = Signal(range(TR), init=1 % TR)
+                lane_a = Signal(range(L), init=int(TR > 1 and L > 1))
+                with m.If(valid):
+                    m.d.sync += [tile_a.eq(Mux(tile_a == TR - 1, 0, tile_a + 1)),
+                                 lane_a.eq(Mux((tile_a == TR - 1) | (lane_a == L - 1), 0, lane_a + 1))]
                 pr = prev.read_port(transparent_for=(pw,) if TR % L == 1 else ())
-                m.d.comb += pr.addr.eq(lane_n)
+                m.d.comb += pr.addr.eq(Mux(valid, lane_a, lane))
             prev_now = pr.data
         ys = []
         v2 = Signal()

@@ -30,6 +30,8 @@ def _model(words, aw, lanes, rows, tile_rows, C, bias, shift, relu, running):
     (12, 24, 24, 1, True),      # whole blocks, 12 lanes: synchronous RAM
     (12, 25, 25, 1, True),      # a block of one word, then lane 0 again: transparent read
     (9, 38, 19, 1, True),       # two tiles, each ending with a block of one word
+    (16, 40, 20, 1, True),      # 16 lanes (a power of two), two tiles of a short block
+    (16, 34, 34, 1, True),      # 16 lanes, a block of one word: transparent read
     (4, 10, 10, 1, False),      # sums as they are
 ])
 def test_output_stage_against_model(lanes, rows, tile_rows, C, running):
