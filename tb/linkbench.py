@@ -58,8 +58,6 @@ runs on the cached simulator.
 """
 
 import re
-import tempfile
-from pathlib import Path
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
@@ -283,17 +281,15 @@ def run_link(accel, simulator, testcase, *, extra_env=None, test_dir=None, log_f
     Returns the results XML path; raises
     :class:`~sparrow.tb.runner.SimulationFailed` when the test fails.
     """
-    from sparrow.tb.runner import compile_design, load_roms_at_run_time, project_build_dir, run_cocotb
+    from sparrow.tb.runner import compile_design, load_roms_at_run_time, run_cocotb, sim_test_dir
     verilog, roms = load_roms_at_run_time(verilog or link_verilog(accel, chunk), _rom_arg)
     _, seconds = compile_design(verilog, TOPLEVEL, simulator, log_file=log_file,
                                 build_args=BUILD_ARGS[simulator])
     if stats is not None:
         stats["compile_seconds"] = seconds
         stats["runtime_roms"] = len(roms)
-    if test_dir is None:
-        (project_build_dir() / "sim").mkdir(parents=True, exist_ok=True)
-        test_dir = tempfile.mkdtemp(prefix=f"{TOPLEVEL}-{simulator}-", dir=project_build_dir() / "sim")
-    rom_dir = Path(test_dir) / "roms"
+    test_dir = sim_test_dir(TOPLEVEL, simulator, test_dir)
+    rom_dir = test_dir / "roms"
     rom_dir.mkdir(parents=True, exist_ok=True)
     return run_cocotb(verilog, TOPLEVEL, "sparrow.tb.link_tb", simulator,
                       build_args=BUILD_ARGS[simulator], extra_env=extra_env, testcase=testcase,

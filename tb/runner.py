@@ -44,7 +44,7 @@ from sparrow.hw.engine import ROM_ATTR
 from sparrow.hw.images import hex_lines
 from sparrow.toolchain import activate
 
-__all__ = ["SIMULATORS", "SimulationFailed", "to_verilog", "run_cocotb", "project_build_dir",
+__all__ = ["SIMULATORS", "SimulationFailed", "to_verilog", "run_cocotb", "sim_test_dir", "project_build_dir",
            "cache_dir", "compile_design", "simulator_version", "RuntimeRom",
            "load_roms_at_run_time", "runtime_roms"]
 
@@ -351,6 +351,17 @@ def compile_design(verilog_text, toplevel, simulator, *, log_file=None, build_ar
     return final, time.perf_counter() - begin
 
 
+def sim_test_dir(toplevel, simulator, test_dir=None):
+    """The run folder of one simulation (resolved, created): ``test_dir``, or a new
+    ``<toplevel>-<simulator>-*`` folder under the project's ``build/sim``."""
+    if test_dir is None:
+        (project_build_dir() / "sim").mkdir(parents=True, exist_ok=True)
+        test_dir = tempfile.mkdtemp(prefix=f"{toplevel}-{simulator}-", dir=project_build_dir() / "sim")
+    test_dir = Path(test_dir).resolve()
+    test_dir.mkdir(parents=True, exist_ok=True)
+    return test_dir
+
+
 def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None,
                testcase=None, test_dir=None, log_file=None, plusargs=(), build_args=()):
     """Compile ``verilog_text`` (top module ``toplevel``) and run cocotb ``test_module`` on it.
@@ -386,11 +397,7 @@ def run_cocotb(verilog_text, toplevel, test_module, simulator, *, extra_env=None
     build_dir, _ = compile_design(verilog_text, toplevel, simulator, log_file=log_file,
                                   build_args=build_args)
     runner = get_runner(simulator)
-    (project_build_dir() / "sim").mkdir(parents=True, exist_ok=True)
-    test_dir = Path(test_dir or tempfile.mkdtemp(prefix=f"{toplevel}-{simulator}-",
-                                                 dir=project_build_dir() / "sim"))
-    test_dir = test_dir.resolve()
-    test_dir.mkdir(parents=True, exist_ok=True)
+    test_dir = sim_test_dir(toplevel, simulator, test_dir)
     results = test_dir / "results.xml"
     try:
         runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
