@@ -31,16 +31,7 @@ def _prefinish(layer, x):
     """The datapath's value before :func:`~sparrow.fixedfft.finish`: ``(v + b') / 2^Fe`` (float64
     [N, out]), and its int8 result (``sat8(floor(.))``, ReLU), for ``x`` int64 [N, in]."""
     from sparrow import fixedfft as F
-    c = F.layer_constants(layer)
-    k, n = c["k"], x.shape[0]
-    xr, xi = F.forward_spectra(x, k)
-    yr, yi = F.cmac(c["wr"], c["wi"], xr, xi, c["s1"])
-    if c["nbo"] % 2:
-        pad = np.zeros((n, 1, yr.shape[-1]), np.int64)
-        yr, yi = np.concatenate([yr, pad], 1), np.concatenate([yi, pad], 1)
-    zr, zi = F.ifft_input(yr[:, 0::2], yi[:, 0::2], yr[:, 1::2], yi[:, 1::2])
-    vr, vi, e = F.fft_int(zr, zi, inverse=True)
-    v = np.stack([vr << e[..., None], vi << e[..., None]], axis=2).reshape(n, -1)[:, :layer.attrs["out"]]
+    v, c = F.bc_linear_prefinish(layer, x)
     y = F.finish(v, c["bias_adj"], c["fe"], bool(layer.attrs["relu"]))
     return (v + c["bias_adj"]) / float(1 << c["fe"]), y
 

@@ -29,7 +29,8 @@ from sparrow import SparrowError
 __all__ = [
     "DATA_BITS", "TW_FRAC", "YQ_BITS", "DEFAULT_FRAC", "log2k", "frac_bits", "bitrev",
     "twiddles", "fft_int", "split_spectra", "pair_blocks", "forward_spectra",
-    "weight_spectra", "cmac", "ifft_input", "adjusted_bias", "finish", "bc_linear_forward",
+    "weight_spectra", "cmac", "ifft_input", "adjusted_bias", "finish", "bc_linear_prefinish",
+    "bc_linear_forward",
     "bc_linear_float", "layer_constants",
 ]
 
@@ -286,8 +287,9 @@ def layer_constants(layer):
             "bias_adj": adjusted_bias(layer.params["bias"], a["out_shift"], fe)}
 
 
-def bc_linear_forward(layer, x):
-    """bc_linear through the fixed-point FFT datapath: x int64 [N, in] -> int64 [N, out]."""
+def bc_linear_prefinish(layer, x):
+    """Steps 1-5 of bc_linear: ``(v, c)``, the IFFT output ``v`` (int64 [N, out], ``Fe`` fractional
+    bits, before :func:`finish`) and the layer's constants ``c`` (:func:`layer_constants`)."""
     c = layer_constants(layer)
     x = _i64(x)
     if x.ndim != 2 or x.shape[1] != layer.attrs["in"]:
@@ -304,7 +306,12 @@ def bc_linear_forward(layer, x):
     zr, zi = ifft_input(yr[:, 0::2], yi[:, 0::2], yr[:, 1::2], yi[:, 1::2])
     vr, vi, e = fft_int(zr, zi, inverse=True)
     vr, vi = vr << e[..., None], vi << e[..., None]
-    v = np.stack([vr, vi], axis=2).reshape(n, -1)[:, :layer.attrs["out"]]
+    return np.stack([vr, vi], axis=2).reshape(n, -1)[:, :layer.attrs["out"]], c
+
+
+def bc_linear_forward(layer, x):
+    """bc_linear through the fixed-point FFT datapath: x int64 [N, in] -> int64 [N, out]."""
+    v, c = bc_linear_prefinish(layer, x)
     return finish(v, c["bias_adj"], c["fe"], bool(layer.attrs["relu"]))
 
 
