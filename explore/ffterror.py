@@ -42,9 +42,9 @@ def _linear_view(layer):
     if layer.kind == "bc_linear":
         return layer
     a = layer.attrs
-    return Layer(layer.name, "bc_linear", {"in": a["in_ch"] * a["kh"] * a["kw"], "out": a["out_ch"],
-                                           "k": a["k"], "out_shift": a["out_shift"], "relu": a["relu"],
-                                           **({"fft_frac": a["fft_frac"]} if "fft_frac" in a else {})},
+    conv = ("in_ch", "out_ch", "kh", "kw", "stride", "padding")
+    return Layer(layer.name, "bc_linear", {**{k: v for k, v in a.items() if k not in conv},
+                                           "in": a["in_ch"] * a["kh"] * a["kw"], "out": a["out_ch"]},
                  layer.params)
 
 

@@ -33,6 +33,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
+from sparrow import SparrowError
 from sparrow import fixedfft as G
 from sparrow.hw.cmac import CMAC_LATENCY, cmac_min_acc_width
 from sparrow.hw.bc_units import (BlockGeometry, FrequencyMAC, InputLoader, OutputReader,
@@ -206,7 +207,7 @@ class BCEngine(Engine):
     ----------
     layer : sparrow.modeldir.Layer
         A bc_linear layer (attributes ``in``, ``out``, ``k``, ``out_shift``,
-        ``relu``, optional ``fft_frac``; params ``w`` int8 [out/k, in/k, k],
+        ``relu``, optional ``fft_frac`` and ``ws_shift``; params ``w`` int8 [out/k, in/k, k],
         ``bias`` [out]).  Its weights become ROM contents.
     generic : bool
         A simulation build whose widths depend on the structure only
@@ -232,7 +233,8 @@ class BCEngine(Engine):
         '{key}'"``, ``"FFT size must be a power of two from 4 to 64, not {k!r}"``,
         ``"{Input|Output} count must be a multiple of k={k} up to 65536, not {n!r}"``,
         ``"Output shift must be between 0 and 31, not {s}"``, ``"fft_frac must be an
-        integer between 0 and 16, not {f!r}"``, ``"w must be int8 of shape [...]"``,
+        integer between 0 and 16, not {f!r}"``, ``"ws_shift must be an integer between 0
+        and {8 - L} for k = {k}, not {r!r}"``, ``"w must be int8 of shape [...]"``,
         ``"bias must have shape [{out}]"``.
     """
 
@@ -257,6 +259,10 @@ class BCEngine(Engine):
         frac = attrs.get("fft_frac", G.DEFAULT_FRAC)
         if not isinstance(frac, int) or not 0 <= frac <= 16:
             raise ValueError(f"fft_frac must be an integer between 0 and 16, not {frac!r}")
+        try:
+            G.ws_shift(attrs)
+        except SparrowError as exc:
+            raise ValueError(str(exc)) from None
         w = np.asarray(params.get("w"))
         if w.shape != (n_out // k, n_in // k, k) or w.min() < -128 or w.max() > 127:
             raise ValueError(f"w must be int8 of shape [{n_out // k}, {n_in // k}, {k}]")

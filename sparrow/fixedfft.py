@@ -9,9 +9,11 @@ Everything here is exact integer arithmetic on numpy int64 and is specified in
    bits, and transformed by :func:`fft_int` (radix-2 DIT, 16-bit data, Q14
    twiddles, one rounding per butterfly output, no per-stage scaling).
 2. :func:`split_spectra` separates the pair: X = 2*DFT(x)*2**g, 16-bit.
-3. Weight spectra :func:`weight_spectra` are round(DFT(w) * 2**(8 - L)), 16-bit.
+3. Weight spectra :func:`weight_spectra` are round(DFT(w) * 2**(8 - L - R)), 16-bit,
+   R = ``ws_shift`` (optional attribute in [0, 8 - L], default 0; R = 8 - L stores
+   the integer spectra round(DFT(w)), 8 + L bits, what the compressor writes).
 4. :func:`cmac` accumulates Y_i[m] = sum_j W_ij[m] X_j[m] exactly, then
-   rounds by s1 = 16 - 2L - Fe + out_shift bits (Fe = min(F, out_shift)) and
+   rounds by s1 = 16 - 2L - Fe + out_shift - R bits (Fe = min(F, out_shift)) and
    clamps each component to 20 bits.
 5. Output blocks are paired, Z = Y[2q] + i*Y[2q+1] (Hermitian extension), and
    transformed by the inverse FFT: a block exponent e brings the 21-bit input
@@ -27,7 +29,8 @@ import numpy as np
 from sparrow import SparrowError
 
 __all__ = [
-    "DATA_BITS", "TW_FRAC", "YQ_BITS", "DEFAULT_FRAC", "log2k", "frac_bits", "bitrev",
+    "DATA_BITS", "TW_FRAC", "YQ_BITS", "DEFAULT_FRAC", "log2k", "frac_bits", "ws_shift", "max_ws_shift",
+    "bitrev",
     "twiddles", "fft_int", "split_spectra", "pair_blocks", "forward_spectra",
     "weight_spectra", "cmac", "ifft_input", "adjusted_bias", "finish", "bc_linear_prefinish",
     "bc_linear_forward",
@@ -77,6 +80,26 @@ def frac_bits(attrs):
     """Fe = min(fft_frac, out_shift), the fractional output bits of the IFFT."""
     f = attrs.get("fft_frac", DEFAULT_FRAC)
     return min(int(f), int(attrs["out_shift"]))
+
+
+def max_ws_shift(k):
+    """The largest ``ws_shift`` of an FFT size k: 8 - L (weight spectra round(DFT(w)), integers)."""
+    return 8 - log2k(k)
+
+
+def ws_shift(attrs):
+    """R, the weight spectra's right shift: attribute ``ws_shift`` (default 0), in [0, 8 - L].
+
+    Raises
+    ------
+    SparrowError
+        ``"ws_shift must be an integer between 0 and {8 - L} for k = {k}, not {r!r}"``.
+    """
+    r = attrs.get("ws_shift", 0)
+    hi = max_ws_shift(int(attrs["k"]))
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r <= hi:
+        raise SparrowError(f"ws_shift must be an integer between 0 and {hi} for k = {attrs['k']}, not {r!r}")
+    return int(r)
 
 
 def bitrev(n, bits):
@@ -196,13 +219,14 @@ def forward_spectra(x, k):
     return re, im
 
 
-def weight_spectra(w):
+def weight_spectra(w, shift=0):
     """Weight spectra (re, im) int64 [out/k, in/k, k/2+1] of w int8 [out/k, in/k, k].
 
     With the integer tables C30[t] = round(2**30 cos(2 pi t/k)), S30[t] =
     round(2**30 sin(2 pi t/k)), t in [0, k):  Wr[m] = sum_n w[n] C30[mn mod k],
-    Wi[m] = -sum_n w[n] S30[mn mod k], then each is rshift(., 22 + L) and
-    saturated to 16 bits: round(DFT(w) * 2**(8 - L)).
+    Wi[m] = -sum_n w[n] S30[mn mod k], then each is rshift(., 22 + L + shift) and
+    saturated to 16 bits: round(DFT(w) * 2**(8 - L - shift)); ``shift`` is the layer's
+    ``ws_shift`` R (:func:`ws_shift`; 8 - L gives round(DFT(w)), 8 + L bits signed).
     """
     w = _i64(w)
     k = w.shape[-1]
@@ -213,13 +237,14 @@ def weight_spectra(w):
     mn = (np.arange(k // 2 + 1)[:, None] * t[None, :]) % k        # [H, k]
     wr = np.einsum("abn,mn->abm", w, c30[mn])
     wi = -np.einsum("abn,mn->abm", w, s30[mn])
-    sh = WS_FRAC - (8 - L)
+    sh = WS_FRAC - (8 - L) + int(shift)
     return sat(rshift(wr, sh), DATA_BITS), sat(rshift(wi, sh), DATA_BITS)
 
 
-def cmac_shift(k, out_shift, fe):
-    """s1 = 16 - 2L - Fe + out_shift: the rounding shift from the MAC sum to the IFFT input."""
-    return 16 - 2 * log2k(k) - fe + out_shift
+def cmac_shift(k, out_shift, fe, ws=0):
+    """s1 = 16 - 2L - Fe + out_shift - R: the rounding shift from the MAC sum to the IFFT input
+    (R = ``ws``, the weight spectra's shift; s1 >= 8 - L >= 2 for R <= 8 - L)."""
+    return 16 - 2 * log2k(k) - fe + out_shift - ws
 
 
 def cmac(wr, wi, xr, xi, s1):
@@ -276,13 +301,14 @@ def finish(v, bias_adj, fe, use_relu):
 
 
 def layer_constants(layer):
-    """The per-layer constants of the datapath: dict k, L, g, fe, s1, nb, nbo, wr, wi, bias_adj."""
+    """The per-layer constants of the datapath: dict k, L, g, fe, ws (R), s1, nb, nbo, wr, wi, bias_adj."""
     a = layer.attrs
     k = int(a["k"])
     L = log2k(k)
     fe = frac_bits(a)
-    wr, wi = weight_spectra(layer.params["w"])
-    return {"k": k, "L": L, "g": 7 - L, "fe": fe, "s1": cmac_shift(k, a["out_shift"], fe),
+    ws = ws_shift(a)
+    wr, wi = weight_spectra(layer.params["w"], ws)
+    return {"k": k, "L": L, "g": 7 - L, "fe": fe, "ws": ws, "s1": cmac_shift(k, a["out_shift"], fe, ws),
             "nb": a["in"] // k, "nbo": a["out"] // k, "wr": wr, "wi": wi,
             "bias_adj": adjusted_bias(layer.params["bias"], a["out_shift"], fe)}
 

@@ -71,13 +71,13 @@ _REQUIRED = {
 }
 FFT_FRAC_RANGE = (0, 16)
 _OPTIONAL = {
-    "dense_linear": {}, "bc_linear": {"fft_frac": "int"}, "dense_conv2d": {}, "bc_conv2d": {},
+    "dense_linear": {}, "bc_linear": {"fft_frac": "int", "ws_shift": "int"}, "dense_conv2d": {}, "bc_conv2d": {},
     "sd_linear": {"z_bits": "int"},
     "sd_conv2d": {"z_bits": "int", "in": "int", "out": "int"},
     "maxpool2d": {}, "flatten": {},
 }
 _OPTIONAL["dense_conv2d"] = {"in": "int", "out": "int"}
-_OPTIONAL["bc_conv2d"] = {"in": "int", "out": "int", "fft_frac": "int"}
+_OPTIONAL["bc_conv2d"] = {"in": "int", "out": "int", "fft_frac": "int", "ws_shift": "int"}
 _LAYER_KEYS = {"name", "kind", "params"}
 
 
@@ -263,6 +263,8 @@ def _check_attrs(where, kind, attrs):
         for key in ("in", "out"):
             if out[key] % out["k"]:
                 raise where.error(f"field 'k' ({out['k']}) does not divide {key} ({out[key]})")
+        if "ws_shift" in out:       # R <= 8 - L keeps the MAC shift s1 >= 2 (docs/format.md)
+            _check_int(where, "ws_shift", out["ws_shift"], 0, 8 - out["k"].bit_length() + 1)
     return out
 
 

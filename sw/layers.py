@@ -411,8 +411,12 @@ class BCLinear(QLayer):
         return acc + self._bias_q(acc_exp), acc_exp
 
     def export_params(self):
+        """Attributes ``k`` and ``ws_shift`` = 8 - log2(k): the chip stores the integer weight spectra
+        round(DFT(w)), 8 + log2(k) bits a component (docs/format.md, step 2), not 16."""
+        from sparrow import fixedfft as golden_bc
         codes, sw = self.wquant.codes(self.w)
-        return {"k": self.k}, {"w": codes.numpy().astype(np.int8)}, self.in_exp + sw
+        return ({"k": self.k, "ws_shift": golden_bc.max_ws_shift(self.k)}, {"w": codes.numpy().astype(np.int8)},
+                self.in_exp + sw)
 
     def exact_output(self, x, y):
         """In float64 inference, the fixed-point FFT datapath of the exported layer (sparrow.fixedfft)."""

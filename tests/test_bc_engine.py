@@ -34,6 +34,10 @@ def test_parameter_errors():
     with pytest.raises(ValueError, match=r"^fft_frac must be an integer between 0 and 16, not 17$"):
         BCEngine.from_layer(lay)
     lay = _layer(rng, 4, 8, 8)
+    lay.attrs["ws_shift"] = 7
+    with pytest.raises(ValueError, match=r"^ws_shift must be an integer between 0 and 6 for k = 4, not 7$"):
+        BCEngine.from_layer(lay)
+    lay = _layer(rng, 4, 8, 8)
     lay.params["w"] = lay.params["w"][:1]
     with pytest.raises(ValueError, match=r"^w must be int8 of shape \[2, 2, 4\]$"):
         BCEngine.from_layer(lay)
@@ -115,16 +119,17 @@ def test_images(tmp_path, k, n_in, n_out, extra):
 
 
 # (simulator, k, in, out, relu, extra attributes): odd block counts, full-scale inputs,
-# small out_shift (fft_frac clipped), explicit fft_frac; several output pairs each, so
+# small out_shift (fft_frac clipped), explicit fft_frac, integer weight spectra (ws_shift
+# 8 - L, what the compressor writes) and one between; several output pairs each, so
 # the MAC of one pair overlaps the output of the previous one.
 CASES = [
     ("verilator", 4, 12, 20, True, {}),
-    ("verilator", 16, 64, 48, False, {"out_shift": 3}),
+    ("verilator", 16, 64, 48, False, {"out_shift": 3, "ws_shift": 4}),
     ("verilator", 64, 128, 64, False, {"fft_frac": 8}),
-    ("verilator", 8, 8, 40, True, {}),                       # nb = 1: a gap cycle per bin
+    ("verilator", 8, 8, 40, True, {"ws_shift": 5}),          # nb = 1: a gap cycle per bin
     ("icarus", 4, 8, 12, False, {}),
-    ("icarus", 8, 24, 8, True, {"fft_frac": 0}),
-    ("icarus", 32, 64, 96, False, {}),
+    ("icarus", 8, 24, 8, True, {"fft_frac": 0, "ws_shift": 5}),
+    ("icarus", 32, 64, 96, False, {"ws_shift": 1}),
 ]
 
 
@@ -132,10 +137,7 @@ CASES = [
 def test_engine_bit_exact(simulator, k, n_in, n_out, relu, extra):
     rng = np.random.default_rng(k * 1000 + n_in + n_out)
     lay = _layer(rng, k, n_in, n_out, relu=relu)
-    if "out_shift" in extra:
-        lay.attrs["out_shift"] = extra["out_shift"]
-    if "fft_frac" in extra:
-        lay.attrs["fft_frac"] = extra["fft_frac"]
+    lay.attrs.update(extra)
     nvec = 6 if simulator == "verilator" else 3
     x = rng.integers(-128, 128, size=(nvec, n_in))
     x[0], x[1] = -128, 127                                   # full scale

@@ -10,15 +10,28 @@ from sparrow.sw.randmodel import random_layer
 
 
 @pytest.mark.parametrize("k", [4, 8, 16, 32, 64])
-def test_weight_spectra_are_rounded_dft(k):
+@pytest.mark.parametrize("integer", [False, True])
+def test_weight_spectra_are_rounded_dft(k, integer):
+    """round(DFT(w) * 2^(8 - L - R)); R = 8 - L gives round(DFT(w)), 8 + L bits signed."""
     rng = np.random.default_rng(k)
     w = rng.integers(-128, 128, size=(3, 2, k))
     w[0, 0] = -128
-    wr, wi = G.weight_spectra(w)
-    ref = np.fft.rfft(w) * 2.0 ** (8 - G.log2k(k))
+    shift = G.max_ws_shift(k) if integer else 0
+    wr, wi = G.weight_spectra(w, shift)
+    ref = np.fft.rfft(w) * 2.0 ** (8 - G.log2k(k) - shift)
     assert np.abs(wr - ref.real).max() <= 0.5 + 1e-9
     assert np.abs(wi - ref.imag).max() <= 0.5 + 1e-9
-    assert wr[0, 0, 0] == -32768 and not wi[..., 0].any() and not wi[..., -1].any()
+    assert wr[0, 0, 0] == -(1 << (15 - shift)) and not wi[..., 0].any() and not wi[..., -1].any()
+    bits = 8 + G.log2k(k) if integer else 16
+    assert max(wr.max(), wi.max()) < 1 << (bits - 1) and min(wr.min(), wi.min()) >= -(1 << (bits - 1))
+
+
+@pytest.mark.parametrize("bad", [-1, 6, 1.5, True, "2"])
+def test_ws_shift_range(bad):
+    lay = random_layer("bc_linear", np.random.default_rng(0), in_=16, out=8, k=8)
+    lay.attrs["ws_shift"] = bad
+    with pytest.raises(SparrowError, match=r"^ws_shift must be an integer between 0 and 5 for k = 8, not "):
+        G.layer_constants(lay)
 
 
 @pytest.mark.parametrize("k", [4, 16, 64])
@@ -68,13 +81,14 @@ def test_rshift_identity_of_the_output_stage():
             assert (lhs == rhs).all()
 
 
-def _error_hist(rng, k, layers=4, vectors=32, shift_delta=0):
+def _error_hist(rng, k, layers=4, vectors=32, shift_delta=0, ws=0):
     hist = np.zeros(512, np.int64)
     for _ in range(layers):
         n_in = int(rng.choice([2, 4, 8])) * max(k, 16)
         n_out = int(rng.choice([1, 2, 3])) * k
         lay = random_layer("bc_linear", rng, in_=n_in, out=n_out, k=k, relu=bool(rng.integers(2)))
         lay.attrs["out_shift"] += shift_delta
+        lay.attrs["ws_shift"] = ws
         x = rng.integers(-128, 128, size=(vectors, n_in))
         d = np.abs(G.bc_linear_forward(lay, x) - golden.bc_linear_ideal(lay, x)).ravel()
         np.add.at(hist, d, 1)
@@ -82,11 +96,13 @@ def _error_hist(rng, k, layers=4, vectors=32, shift_delta=0):
 
 
 @pytest.mark.parametrize("k", [4, 8, 16, 32, 64])
-def test_error_bound_against_ideal(k):
-    """>= 99% of outputs within 1 LSB of the exact circulant product, none off by more than 2."""
+@pytest.mark.parametrize("integer", [False, True])
+def test_error_bound_against_ideal(k, integer):
+    """>= 99% of outputs within 1 LSB of the exact circulant product, none off by more than 2
+    (16-bit weight spectra, and the integer spectra the compressor writes)."""
     rng = np.random.default_rng(50 + k)
     for delta in (0, -1):                  # as exported, and with 4x more saturation
-        hist = _error_hist(rng, k, shift_delta=delta)
+        hist = _error_hist(rng, k, shift_delta=delta, ws=G.max_ws_shift(k) if integer else 0)
         total = hist.sum()
         assert hist[:2].sum() >= 0.99 * total, hist[:4]
         assert not hist[3:].any(), np.nonzero(hist)[0]
@@ -111,14 +127,17 @@ def _exact_circulant(layer, x):
 
 
 @pytest.mark.parametrize("k", [4, 8, 16, 32, 64])
-def test_datapath_within_one_lsb_of_the_exact_circulant_product(k):
-    """As README and docs/design-fft.md state: every output within 1 LSB of the exact product."""
+@pytest.mark.parametrize("integer", [False, True])
+def test_datapath_within_one_lsb_of_the_exact_circulant_product(k, integer):
+    """As README and docs/design-fft.md state: every output within 1 LSB of the exact product
+    (16-bit and integer weight spectra)."""
     rng = np.random.default_rng(700 + k)
     counts = np.zeros(3, np.int64)                          # exact, off by 1, off by more
     for _ in range(6):
         n_in = int(rng.choice([1, 2, 3, 8])) * k
         n_out = int(rng.choice([1, 2, 3])) * k
         lay = random_layer("bc_linear", rng, in_=n_in, out=n_out, k=k, relu=bool(rng.integers(2)))
+        lay.attrs["ws_shift"] = G.max_ws_shift(k) if integer else 0
         x = rng.integers(-128, 128, size=(24, n_in))
         x[0], x[1] = -128, 127                              # full scale
         diff = np.abs(G.bc_linear_forward(lay, x) - _exact_circulant(lay, x)).ravel()

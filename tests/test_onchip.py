@@ -130,3 +130,21 @@ def test_demo_model_fits_one_pe_group_within_the_goal():
     for groups in (1, 16):
         oc = model_onchip(model, EngineConfig(pes=16, max_groups=groups))
         assert oc["weight_bits"] <= 1.25 * st["weight_bits"], (groups, oc["weight_bits"], st["weight_bits"])
+
+
+def test_circulant_cnn_within_the_goal():
+    """digits-cnn, block-circulant (k = 8 conv2): the compressor writes integer weight spectra
+    (ws_shift = 8 - L), so the spectrum ROM holds 8 + L bits a component at most and the chip
+    at most 1.25x the encoded bits (15-bit spectra held 1.54x); short training."""
+    from sparrow import fixedfft
+    from sparrow.sw.pipeline import compress_digits
+    model, _ = compress_digits("digits-cnn", "circulant", {"epochs": 3, "qat_epochs": 2}, seed=0,
+                               progress=False, fp32_epochs=5)
+    st = model_storage(model)
+    oc = model_onchip(model, EngineConfig(pes=4, max_groups=1))
+    conv2 = next(l for l in model.layers if l.name == "conv2")
+    L = fixedfft.log2k(conv2.attrs["k"])
+    assert conv2.attrs["ws_shift"] == 8 - L
+    ws = next(l for l in oc["layers"] if l["name"] == "conv2")["memories"]["ws"]
+    assert ws["width"] <= 4 * (8 + L), ws
+    assert oc["weight_bits"] <= 1.25 * st["weight_bits"], (oc["weight_bits"], st["weight_bits"])
