@@ -217,7 +217,7 @@ class SDEngine(Engine):
                                  else None, rom_attrs=rom_attrs("bias", generic),
                                  runtime_shift=generic)
         # generic: each group issues its board group's columns (the board's entries per block)
-        self._program = sd_program(s, e, tiles, pes, layout, list_rows=board.group_rows)
+        self._program = sd_program(s, e, tiles, pes, layout, list_rows=board.group_rows, narrow=not generic)
         self._program_rows = board.group_rows
         self._active = len(self._program.groups)      # groups that hold rows
         if generic:         # one ROM: each group's list and a zero word, one after the other
@@ -278,7 +278,7 @@ class SDEngine(Engine):
     def memory_images(self):
         """``{name: (width, words, layout)}`` of every ROM, exactly as the RTL holds them."""
         B, d, eb, zero = self._layout
-        cw, ww = code_width(eb, zero), self._program.word_width
+        cw = code_width(eb, zero)
         code = (f"exp[0:{eb}], sign[{eb}], nz[{eb + 1}]" if zero else
                 f"exp[0:{eb}], sign[{eb}] (no zero codes)")
         bw, bias = self._post.bias_image
@@ -287,21 +287,23 @@ class SDEngine(Engine):
         for g, (words, ends, first_v, first_last, second_v) in enumerate(
                 [] if self._generic else self._program.groups):
             pad = self._code_depths[g] - len(words)
+            bg = self._program.group_rows[g]
             images[self._rom_name("codes", g)] = (
-                ww, list(words) + [0] * pad,
+                self._program.word_widths[g], list(words) + [0] * pad,
                 f"PE group {g} of {self._groups} ({self._active} hold rows; rows g*{B}..g*{B}+{B - 1} "
                 f"of each row block of "
-                f"{self._pes}): one entry per nonzero column of the group's rows or fill "
-                f"(sparrow.hw.sd_program); LSB first: {B} codes of {cw} bits ({code}), the "
-                f"v[{B * cw}:{B * cw + d}] of the entry after next (delta column, {(1 << d) - 1} = "
-                f"fill; 0 past a tile's last), last[{B * cw + d}], next entry's "
-                f"last[{B * cw + d + 1}]; tile t ends at tile_ends[t] = {ends}, its first entry "
+                f"{self._pes}, this group's words the codes of {bg}): one entry per nonzero column of "
+                f"the group's rows or fill "
+                f"(sparrow.hw.sd_program); LSB first: {bg} codes of {cw} bits ({code}), the "
+                f"v[{bg * cw}:{bg * cw + d}] of the entry after next (delta column, {(1 << d) - 1} = "
+                f"fill; 0 past a tile's last), last[{bg * cw + d}], next entry's "
+                f"last[{bg * cw + d + 1}]; tile t ends at tile_ends[t] = {ends}, its first entry "
                 f"has v = {first_v}, last = {first_last}, its second v = {second_v}; then {pad} "
                 f"zero word(s) (the issue stage reads one word past the last entry)")
         if self._generic:      # one ROM: the groups' lists one after the other
             offsets, _, words = self._generic_code_rom()
             images["codes"] = (
-                ww, words,
+                self._program.word_width, words,
                 f"the lists of the {self._active} PE groups of {B} row(s) (rows g*{B}..g*{B}+{B - 1} "
                 f"of each row block of {self._pes}) one after the other, each followed by a zero "
                 f"word (the issue stage reads one word past a list), from addresses {offsets}, "
@@ -525,7 +527,7 @@ class SDEngine(Engine):
         for g, (words, ends, first_v, first_last, second_v) in enumerate(self._program.groups):
             depth = self._code_depths[g]
             # Block RAM even when shallow: as LUTs a wide ROM costs thousands of cells.
-            crom = Memory(shape=self._program.word_width, depth=depth,
+            crom = Memory(shape=self._program.word_widths[g], depth=depth,
                           init=list(words) + [0] * (depth - len(words)), attrs=ram)
             m.submodules[self._rom_name("codes", g)] = crom
             out.append((crom.read_port(), 0, depth,
@@ -553,6 +555,7 @@ class SDEngine(Engine):
         """
         B, d, eb, zero = self._layout
         cw = code_width(eb, zero)
+        bw = self._program.group_rows[g] * cw        # the group's codes; its PEs past them get 0
         cr, first, depth, tile_end, tile_v, tile_last, tile_v2 = rom
         # generic: the start address comes from the tiles ROM (restart loads it before a vector)
         pc = Signal(range(depth), init=first if isinstance(first, int) else 0, name=f"pc{g}")
@@ -569,8 +572,8 @@ class SDEngine(Engine):
         fill = Signal(name=f"fill{g}")
         # While waiting s1 is empty: the same adder loads 0 + the tile's first v (no
         # multiplexer behind the adder, whose operand from the ROM is the critical path).
-        v_after = Mux(s1_valid, cr.data[B * cw:B * cw + d], Mux(issuing, tile_v2, tile_v))
-        last_next = Mux(s1_valid, cr.data[B * cw + d + 1], tile_last)
+        v_after = Mux(s1_valid, cr.data[bw:bw + d], Mux(issuing, tile_v2, tile_v))
+        last_next = Mux(s1_valid, cr.data[bw + d + 1], tile_last)
         m.d.comb += [cr.addr.eq(pc), cr.en.eq(advance), zr.addr.eq(Cat(col[:zbits], ib)),
                      zr.en.eq(advance)]
         with m.If(advance | ~issuing):
@@ -584,5 +587,6 @@ class SDEngine(Engine):
             m.d.sync += pc.eq(first)
         return {"fire": fire, "s1_valid": s1_valid, "last1": last1,
                 "at_last_next": Mux(advance, more & last_next, s1_valid & last1),
-                "done": (pc == tile_end) & ~s1_valid, "codes": cr.data[:B * cw], "z": zr.data,
+                "done": (pc == tile_end) & ~s1_valid,
+                "codes": Cat(cr.data[:bw], Const(0, B * cw - bw)), "z": zr.data,
                 "term": real1 & (~last1 | close)}

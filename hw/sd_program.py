@@ -11,12 +11,14 @@ the model's encoding counts, whatever P is.  A row block ends for all groups
 at once (the drain chain takes the P sums together), so it costs as many
 cycles as its longest group list.
 
-Group entry (one ROM word, LSB first, ``cw`` = :func:`~sparrow.hw.pe_array.code_width`)::
+Group entry (one ROM word, LSB first, ``cw`` = :func:`~sparrow.hw.pe_array.code_width`;
+``Bg`` = the most rows group g holds in a row block: B, or fewer for the last group of a
+tile shorter than P, whose ROM is narrower, :func:`sd_group_widths`)::
 
-    [0, B*cw)            B codes, row gB+i at bits [i*cw, (i+1)*cw)
-    [B*cw, B*cw+d)       v of the group's entry AFTER NEXT in the tile (0 past its last)
-    B*cw+d               last: this entry ends the group's part of a row block
-    B*cw+d+1             the next entry's last flag (0 after the tile's last)
+    [0, Bg*cw)           Bg codes, row gB+i at bits [i*cw, (i+1)*cw)
+    [Bg*cw, Bg*cw+d)     v of the group's entry AFTER NEXT in the tile (0 past its last)
+    Bg*cw+d              last: this entry ends the group's part of a row block
+    Bg*cw+d+1            the next entry's last flag (0 after the tile's last)
 
 Columns are delta coded with ``d`` bits: the first entry of a block has
 ``base = 0``; an entry with ``v < 2^d - 1`` is column ``c = base + v`` and sets
@@ -53,7 +55,7 @@ from sparrow.hw.pe_array import code_width, encode_code
 
 __all__ = ["EXP_BITS", "MAX_GROUPS", "SDLayout", "SDProgram", "sd_exp_bits", "sd_row_blocks",
            "sd_active_groups", "sd_array_pes", "sd_group_sizes", "sd_generic_layout",
-           "sd_layout", "sd_program", "code_rom_depth", "generic_code_depth", "sd_col_bits"]
+           "sd_group_widths", "sd_layout", "sd_program", "code_rom_depth", "generic_code_depth", "sd_col_bits"]
 
 #: Exponent code width of the model format (coef_exp in [0, 7]).
 EXP_BITS = 3
@@ -78,12 +80,16 @@ class SDProgram(NamedTuple):
     group (:func:`sd_active_groups`): group g's ROM words (ints), the address one past each
     tile's last entry, each tile's first entry's ``v`` and ``last``, and its second entry's
     ``v`` (0 when the tile has one entry); ``block_entries`` the entries of every row block
-    (its longest group list, tile 0's blocks first); ``word_width`` the bits of one word.
+    (its longest group list, tile 0's blocks first); ``word_width`` the bits of the widest
+    word (B codes); ``group_rows[g]`` the codes (Bg) and ``word_widths[g]`` the bits of a
+    word of group g's ROM.
     """
     groups: list
     block_entries: list
     layout: SDLayout
     word_width: int
+    group_rows: list
+    word_widths: list
 
 
 def sd_col_bits(n_in):
@@ -141,6 +147,17 @@ def _group_rows(r0, r1, pes, group_rows, active):
             for g in range(0, active * group_rows, group_rows)]
 
 
+def sd_group_widths(rows, pes, group_rows, narrow=True):
+    """Codes a word of each active group holds: the most rows the group holds in a row block
+    (B, or fewer for the last group of a tile of ``rows`` < P rows: no code for a row that no
+    block has); B for every group when not ``narrow`` (a generic build's one ROM)."""
+    active = sd_active_groups(rows, pes, group_rows)
+    if not narrow:
+        return [group_rows] * active
+    return [max(1, min(group_rows, rows - g * group_rows)) if rows < pes else group_rows
+            for g in range(active)]
+
+
 def _entries(cols, delta_bits):
     """``[(v, column or None)]`` of one group's part of a row block (columns ascending)."""
     fill = (1 << delta_bits) - 1
@@ -167,7 +184,9 @@ def _count(cols, delta_bits):
 def _layout_cost(s, tiles, pes, group_rows, delta_bits, exp_bits):
     """``(rom bits, cycles, zero codes needed)`` of a candidate layout."""
     nz = s != 0
-    active = sd_active_groups(s.shape[0] // tiles, pes, group_rows)
+    rows = s.shape[0] // tiles
+    active = sd_active_groups(rows, pes, group_rows)
+    widths = sd_group_widths(rows, pes, group_rows)
     per_group = np.zeros(active, dtype=np.int64)
     cycles, zero = 0, False
     for r0, r1, _ in sd_row_blocks(s, tiles, pes):
@@ -175,13 +194,14 @@ def _layout_cost(s, tiles, pes, group_rows, delta_bits, exp_bits):
         for g, (g0, g1) in enumerate(_group_rows(r0, r1, pes, group_rows, active)):
             block = nz[g0:g1]
             cols = np.flatnonzero(block.any(axis=0))
-            if len(cols) and (g1 - g0 < group_rows or not block[:, cols].all()):
+            if len(cols) and (g1 - g0 < widths[g] or not block[:, cols].all()):
                 zero = True
             n = _count(cols, delta_bits)
             per_group[g] += n
             longest = max(longest, n)
         cycles += longest
-    width = group_rows * code_width(exp_bits, zero) + delta_bits + 2
+    cw = code_width(exp_bits, zero)
+    width = np.array(widths) * cw + delta_bits + 2
     return int(((per_group + 1) * width).sum()), cycles, zero
 
 
@@ -248,12 +268,15 @@ def sd_layout(coef_sign, coef_exp, tiles, pes, generic=False, max_groups=MAX_GRO
     return best[1]
 
 
-def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROUPS, list_rows=None):
+def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROUPS, list_rows=None,
+               narrow=True):
     """The code ROMs of an sd_linear layer (:class:`SDProgram`; layout: :func:`sd_layout`).
 
     ``list_rows`` (default the layout's B; a multiple of it, or at least a row block):
     each group issues the columns of the ``list_rows`` rows that hold its own, a generic
     build's groups those of the board layout's group (the board's entries per row block).
+    ``narrow``: a group's words hold only the rows it ever holds (:func:`sd_group_widths`);
+    off, every word holds B codes (a generic build's one ROM).
     """
     s = np.asarray(coef_sign, dtype=np.int64)
     e = np.asarray(coef_exp, dtype=np.int64)
@@ -264,6 +287,7 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
         raise ValueError(f"List rows {L} are not a multiple of the group size {B}")
     cw = code_width(eb, zero)
     active = sd_active_groups(s.shape[0] // tiles, pes, B)
+    widths = sd_group_widths(s.shape[0] // tiles, pes, B, narrow)
     blocks = sd_row_blocks(s, tiles, pes)
     per_tile = len(blocks) // tiles
     groups = [([], [], [], [], []) for _ in range(active)]
@@ -286,6 +310,7 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
         block_entries.append(max(len(x) for x in row))
         lists.append(row)
     for g, (words, ends, first_v, first_last, second_v) in enumerate(groups):
+        bw = widths[g] * cw
         for t in range(tiles):
             entries = [x for row in lists[t * per_tile:(t + 1) * per_tile] for x in row[g]]
             first_v.append(entries[0][0])
@@ -294,9 +319,9 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
             for i, (v, w, last) in enumerate(entries):
                 nlast = entries[i + 1][2] if i + 1 < len(entries) else 0
                 vv = entries[i + 2][0] if i + 2 < len(entries) else 0
-                words.append(w | (vv << (B * cw)) | (last << (B * cw + d)) | (nlast << (B * cw + d + 1)))
+                words.append(w | (vv << bw) | (last << (bw + d)) | (nlast << (bw + d + 1)))
             ends.append(len(words))
-    return SDProgram(groups, block_entries, layout, B * cw + d + 2)
+    return SDProgram(groups, block_entries, layout, B * cw + d + 2, widths, [b * cw + d + 2 for b in widths])
 
 
 def generic_code_depth(words, max_words):

@@ -59,6 +59,21 @@ def _layer_full_blocks(rng):
                   "bias": rng.integers(-4000, 4000, size=n_out).astype(np.int32)})
 
 
+def _layer_short_tile(rng):
+    """10 rows in the compressor's 4-row blocks (4, 4, 2), every row nonzero at its block's
+    columns, on 16 PEs: one row block, groups of 4 rows, the last group's ROM 2 codes wide
+    and no nz bit (its PEs past row 9 get code 0: never drained)."""
+    n_in, n_out = 24, 10
+    stored = rng.random((3, n_in)) < 0.4
+    sign = np.repeat(stored, 4, axis=0)[:n_out] * rng.choice([-1, 1], size=(n_out, n_in))
+    exp = rng.integers(0, 8, size=(n_out, n_in))
+    return Layer("short", "sd_linear",
+                 {"in": n_in, "out": n_out, "k": 1, "basis_shift": 0, "out_shift": 6, "relu": True},
+                 {"basis": np.ones((1, n_in, 1, 1), np.int8), "coef_sign": sign.astype(np.int8),
+                  "coef_exp": exp.astype(np.uint8),
+                  "bias": rng.integers(-4000, 4000, size=n_out).astype(np.int32)})
+
+
 CASES = {
     # name: (layer factory, engine parameters)
     "small-relu-T2": (lambda r: random_layer("sd_linear", r, name="small", in_=12, out=10, k=4,
@@ -72,6 +87,7 @@ CASES = {
     "wide-k8-P16": (lambda r: random_layer("sd_linear", r, name="wide", in_=64, out=40, k=8,
                                            density=0.2), EngineConfig(pes=16, out_lanes=4, bcast=2)),
     "full-blocks-P32": (_layer_full_blocks, EngineConfig(pes=32, out_lanes=2, bcast=1)),
+    "short-tile-P16": (_layer_short_tile, EngineConfig(pes=16)),
 }
 
 
@@ -87,6 +103,9 @@ def test_sd_engine_bit_exact(simulator, case):
     engine = SDEngine.from_layer(layer, config)
     if case == "full-blocks-P32":
         assert engine.program.layout[0] == 32 and not engine.program.layout.zero_codes
+    if case == "short-tile-P16":
+        assert engine.program.layout.group_rows == 4 and not engine.program.layout.zero_codes
+        assert engine.program.group_rows == [4, 4, 2]
     y, cycles = run_engine(engine, x, simulator, label=layer.name, expected=expected,
                            gaps=0.2 if case == "small-relu-T2" else 0.0, name="sd_engine")
     np.testing.assert_array_equal(y, expected)
@@ -145,6 +164,23 @@ def test_layout_follows_the_compressor_blocks():
         assert program.word_width == 4 * 3 + layout.delta_bits + 2
         assert real <= int(stored.sum())
     assert sd_layout(sign, exp, 1, 16, generic=True)[2:] == (3, True)
+
+
+def test_short_tile_groups_store_only_their_rows():
+    """A tile shorter than P: the last group's words hold the codes of the rows it has (2 of 4),
+    the others B; a generic build (``narrow`` off) keeps B everywhere; the ROM bits count it."""
+    from sparrow.hw.sd_program import sd_group_widths
+    layer = _layer_short_tile(np.random.default_rng(5))
+    sign, exp = layer.params["coef_sign"], layer.params["coef_exp"]
+    layout = SDLayout(group_rows=4, delta_bits=6, exp_bits=3, zero_codes=False)
+    program = sd_program(sign, exp, 1, 16, layout)
+    cw = 4
+    assert program.group_rows == [4, 4, 2] and program.word_widths == [4 * cw + 8, 4 * cw + 8, 2 * cw + 8]
+    assert all(w < 1 << program.word_widths[g] for g, (words, *_) in enumerate(program.groups) for w in words)
+    wide = sd_program(sign, exp, 1, 16, layout, narrow=False)
+    assert wide.group_rows == [4, 4, 4] and wide.block_entries == program.block_entries
+    assert sd_group_widths(10, 16, 4) == [4, 4, 2] and sd_group_widths(10, 4, 4) == [4]
+    assert sd_group_widths(10, 16, 8) == [8, 2] and sd_group_widths(10, 16, 4, narrow=False) == [4, 4, 4]
 
 
 def test_layout_never_costs_cycles():
