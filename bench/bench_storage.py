@@ -25,10 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sparrow.hw.onchip import ONCHIP_GOAL as GOAL
+
 #: The compressed methods and the encoded storage each must reach (x fp32).
 TARGETS = {"smartdeal": 30.0, "admm": 40.0, "circulant": 16.0}
-#: The goal: on-chip weight bits at most this times the encoded bits.
-GOAL = 1.25
 
 
 def _model_dir(base, model, method, block=None):

@@ -24,8 +24,12 @@ from sparrow import SparrowError
 from sparrow.hw.component import discard
 from sparrow.hw.engine import EngineConfig
 from sparrow.hw.engines import engine_for_layer
+from sparrow.hw.sd_program import MAX_GROUPS
 
-__all__ = ["ROLES", "rom_role", "image_bits", "engine_onchip", "model_onchip", "memory_blocks",
+#: On-chip weight bits at most this times the encoded bits: the storage goal (bench_storage, the hint).
+ONCHIP_GOAL = 1.25
+
+__all__ = ["ROLES", "ONCHIP_GOAL", "rom_role", "image_bits", "engine_onchip", "model_onchip", "memory_blocks",
            "BLOCK_RAMS", "storage_line", "discard_units"]
 
 #: ROM name -> role for the ROMs that do not hold weights.
@@ -122,5 +126,14 @@ def storage_line(model, config, encoded_ratio, fp32_bits):
     except SparrowError as exc:
         return f"storage: {encoded_ratio:.1f}x encoded, on chip n/a ({exc})"
     ratio = f"{fp32_bits / oc['weight_bits']:.1f}x" if oc["weight_bits"] else "n/a"
-    return (f"storage: {encoded_ratio:.1f}x encoded, {ratio} on chip ({config.pes} PEs: "
+    line = (f"storage: {encoded_ratio:.1f}x encoded, {ratio} on chip ({config.pes} PEs: "
             f"{oc['weight_bits']} weight bits in ROM, biases {oc['bias_bits']} bits beside)")
+    over = oc["weight_bits"] * encoded_ratio / fp32_bits if fp32_bits else 0.0
+    rows = config.pes // config.max_groups
+    sd = any(layer.kind.startswith("sd_") for layer in model.layers)
+    if sd and over > ONCHIP_GOAL and config.max_groups < MAX_GROUPS and rows > 1:
+        line += (f"; the chip holds {over:.2f}x the encoding: {config.max_groups} PE group"
+                 f"{'s' if config.max_groups > 1 else ''} of {rows} rows store"
+                 f"{'s' if config.max_groups == 1 else ''} a word per column of each {rows}-row "
+                 f"block, so shorter pruning blocks cost more (compress with --block {rows})")
+    return line

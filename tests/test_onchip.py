@@ -148,3 +148,22 @@ def test_circulant_cnn_within_the_goal():
     ws = next(l for l in oc["layers"] if l["name"] == "conv2")["memories"]["ws"]
     assert ws["width"] <= 4 * (8 + L), ws
     assert oc["weight_bits"] <= 1.25 * st["weight_bits"], (oc["weight_bits"], st["weight_bits"])
+
+
+def test_storage_line_says_when_blocks_are_too_short_for_the_groups():
+    """4-row blocks on one group of 16 PEs (the UP5K's layout) hold far more than their encoding:
+    the line says why and what to do; 16 groups store them as encoded and say nothing more."""
+    from sparrow.hw.onchip import storage_line
+    rng = np.random.default_rng(3)
+    stored = rng.random((8, 64)) < 0.15
+    sign = np.repeat(stored, 4, axis=0) * rng.choice([-1, 1], size=(32, 64))
+    sd = random_layer("sd_linear", rng, name="fc", in_=64, out=32, k=1, relu=True)
+    sd.params["coef_sign"] = sign.astype(np.int8)
+    sd.params["coef_exp"] = rng.integers(0, 4, size=(32, 64)).astype(np.uint8)
+    model = random_model([sd], (64,))
+    st = model_storage(model, 4)
+    one = storage_line(model, EngineConfig(pes=16, max_groups=1), st["ratio"], st["fp32_bits"])
+    assert "x the encoding: 1 PE group of 16 rows stores a word per column of each 16-row block, " \
+           "so shorter pruning blocks cost more (compress with --block 16)" in one, one
+    many = storage_line(model, EngineConfig(pes=16, max_groups=16), st["ratio"], st["fp32_bits"])
+    assert "the encoding" not in many and many.endswith("bits beside)"), many
