@@ -210,7 +210,8 @@ class SDLinear(QLayer):
         T: output rows are split in T equal tiles, each with its own basis.
     block : int
         P: coefficients are pruned in P x 1 blocks (P consecutive rows of a tile,
-        one column), so whole columns of a P-row group are zero.
+        one column, aligned to the tile's first row; a tile's last block is shorter
+        when P does not divide its rows), so whole columns of a P-row group are zero.
     levels : int
         Number of power-of-two exponents of C (<= 8: the 3-bit coef_exp).
     z_bits : int
@@ -227,8 +228,8 @@ class SDLinear(QLayer):
             raise ValueError(f"K must be a positive integer dividing in ({in_features}), not {k!r}")
         if not isinstance(tiles, int) or tiles < 1 or out_features % tiles:
             raise ValueError(f"Tiles must be a positive integer dividing out ({out_features}), not {tiles!r}")
-        if not isinstance(block, int) or block < 1 or (out_features // tiles) % block:
-            raise ValueError(f"Block must be a positive integer dividing out/tiles "
+        if not isinstance(block, int) or not 1 <= block <= out_features // tiles:
+            raise ValueError(f"Block must be a positive integer at most out/tiles "
                              f"({out_features // tiles}), not {block!r}")
         if not isinstance(z_bits, int) or not 8 <= z_bits <= 16:
             raise ValueError(f"Z bits must be an integer in [8, 16], not {z_bits!r}")
@@ -318,7 +319,7 @@ class SDLinear(QLayer):
         for it in range(max(1, iters)):
             c = torch.linalg.solve(b, wt, left=False)                  # C_g B_g = W_g
             c = c.permute(0, 2, 1, 3).reshape(self.out_features, self.in_features)
-            mask = block_mask(crit.scores(c, self.block, self.tiles), density, self.block, self.tiles) \
+            mask = block_mask(crit.scores(c, self.block, self.tiles), density, self.block, self.tiles, r) \
                 if density < 1.0 else torch.ones_like(c)
             q = self.cquant(c, mask)[0] if self.pow2 else c * mask
             ct = q.reshape(t, r, g, k).permute(0, 2, 1, 3)              # [t, g, r, k]

@@ -159,7 +159,7 @@ class _BlockPruned(Method):
         if k is None:
             # keep the basis (8 * T * in * k bits) at most 1/128 of the fp32 weights
             k = _largest_divisor(n_in, min(c.k, n_out // (32 * tiles)))
-        block = _largest_divisor(n_out // tiles, layer_value(c.block, name, 4))
+        block = min(n_out // tiles, layer_value(c.block, name, 4))     # a short last block when P does not divide
         return dict(k=k, tiles=tiles, block=block, levels=layer_value(c.levels, name, 8),
                     z_bits=8 if c.z_bits is None else c.z_bits)
 
@@ -246,7 +246,9 @@ class SmartDealConfig(_BlockConfig):
     tiles : int
         T: output-row tiles with their own basis (1 when T does not divide ``out``).
     block : int or per layer
-        P: rows per pruning block (the largest divisor of out / T at most P).
+        P: rows per pruning block (at most out / T), aligned to the PE array's row blocks of
+        P rows: a tile's last block is shorter when P does not divide out / T (10 rows in
+        blocks of 4: 4, 4, 2).
     levels : int or per layer
         Power-of-two exponents of C, 1..8 (3-bit codes).
     z_bits : int
@@ -325,7 +327,8 @@ class SmartDeal(_BlockPruned):
             for m, final in targets.values():
                 d = cubic_density(step, total, final)
                 with torch.no_grad():
-                    m.mask.copy_(block_mask(crit.scores(m.coef * m.mask, m.block, m.tiles), d, m.block, m.tiles))
+                    m.mask.copy_(block_mask(crit.scores(m.coef * m.mask, m.block, m.tiles), d, m.block, m.tiles,
+                                            m.out_features // m.tiles))
                 crit.update(m.coef, m.block, m.tiles)
 
         trainer.fit(qm, c.prune_epochs, c.lr, c.seed, after_step=after, penalty=crit.regulariser(sds))
@@ -461,7 +464,7 @@ class ADMM(_BlockPruned):
 
     def _project(self, crit, w, m, density):
         """Z-step: keep the top ``density`` P x 1 blocks of w by ``crit``, round them to powers of two."""
-        mask = block_mask(crit.scores(w, m.block, m.tiles), density, m.block, m.tiles)
+        mask = block_mask(crit.scores(w, m.block, m.tiles), density, m.block, m.tiles, m.out_features // m.tiles)
         return m.cquant(w, mask)[0].detach(), mask
 
     def recipe(self, qm, trainer):

@@ -17,18 +17,36 @@ that configurations use to constructors.
 
 import torch
 
-__all__ = ["BlockMagnitude", "ReweightedL1", "CRITERIA", "make_criterion", "block_norms", "block_mask",
+__all__ = ["BlockMagnitude", "ReweightedL1", "CRITERIA", "make_criterion", "blocks_per_tile", "block_norms",
+           "block_mask",
            "cubic_density"]
 
 
+def blocks_per_tile(rows, block):
+    """P x 1 blocks down one column of a tile of ``rows`` rows: ceil(rows / P) (the last may be shorter)."""
+    return -(-rows // block)
+
+
 def block_norms(w, block, tiles=1):
-    """L2 norm of every P x 1 block of w [out, in] -> [out/P, in] (blocks never straddle tiles)."""
+    """L2 norm of every P x 1 block of w [out, in] -> [T * ceil(rows/P), in], rows = out/T.
+
+    Blocks are P consecutive rows of one tile, aligned to the tile's first row (as the PE
+    array's row blocks are); when P does not divide the rows, each tile's last block is
+    shorter.  Blocks never straddle tiles.
+    """
     out, n_in = w.shape
-    return w.reshape(out // block, block, n_in).norm(dim=1)
+    rows = out // tiles
+    nbt = blocks_per_tile(rows, block)
+    wt = w.reshape(tiles, rows, n_in)
+    if nbt * block > rows:
+        wt = torch.cat([wt, wt.new_zeros(tiles, nbt * block - rows, n_in)], dim=1)
+    return wt.reshape(tiles * nbt, block, n_in).norm(dim=1)
 
 
-def block_mask(scores, density, block, tiles=1):
-    """0/1 mask [out, in] keeping the ``density`` fraction of blocks with the highest scores."""
+def block_mask(scores, density, block, tiles=1, rows=None):
+    """0/1 mask [T * rows, in] keeping the ``density`` fraction of blocks with the highest scores
+    (``scores`` [T * ceil(rows/P), in] as :func:`block_norms`; ``rows`` per tile, default
+    P times the blocks per tile)."""
     nb = scores.numel()
     keep = max(1, int(round(density * nb)))
     flat = scores.flatten()
@@ -36,7 +54,10 @@ def block_mask(scores, density, block, tiles=1):
     idx = torch.sort(flat, descending=True, stable=True).indices[:keep]
     m = torch.zeros(nb, dtype=torch.float32)
     m[idx] = 1.0
-    return m.reshape(scores.shape).repeat_interleave(block, dim=0)
+    m = m.reshape(scores.shape).repeat_interleave(block, dim=0)
+    nbt = scores.shape[0] // tiles
+    rows = nbt * block if rows is None else rows
+    return m.reshape(tiles, nbt * block, -1)[:, :rows].reshape(tiles * rows, -1)
 
 
 class BlockMagnitude:

@@ -116,7 +116,11 @@ def param_names(seq):
 
 
 def _kept_energy(a, block, keep):
-    """Sum of the ``keep`` largest P x 1 block energies of a [out, in] (a = w**2)."""
+    """Sum of the ``keep`` largest P x 1 block energies of a [out, in] (a = w**2; the last block
+    is shorter when P does not divide out)."""
+    pad = -a.shape[0] % block
+    if pad:
+        a = np.concatenate([a, np.zeros((pad, a.shape[1]))])
     e = a.reshape(a.shape[0] // block, block, a.shape[1]).sum(axis=1).ravel()
     return float(np.partition(e, e.size - keep)[e.size - keep:].sum()) if keep < e.size else float(e.sum())
 
@@ -133,9 +137,9 @@ def block_permutation(w, block, density, passes=3):
     a = np.asarray(w, dtype=np.float64) ** 2
     out = a.shape[0]
     perm = np.argsort(-a.sum(axis=1), kind="stable")
-    if block <= 1 or out // block < 2:
+    if block <= 1 or -(-out // block) < 2:
         return np.arange(out)
-    keep = max(1, int(round(density * a.size / block)))
+    keep = max(1, int(round(density * -(-out // block) * a.shape[1])))
     best = _kept_energy(a[perm], block, keep)
     for _ in range(passes):
         improved = False

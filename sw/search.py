@@ -139,11 +139,12 @@ class _BlockSpace:
             d = m.density(s, self.total)
             p = m.layer_params(s.in_features, s.out_features, s.name)
             k, t, blk = p["k"], p["tiles"], p["block"]
-            nblocks = (s.out_features // blk) * s.in_features
+            block_rows = t * -(-(s.out_features // t) // blk)
+            nblocks = block_rows * s.in_features
             kept = max(1, round(d * nblocks))
             code = math.ceil(math.log2(2 * levels + 1))
             index = min(nblocks, kept * max(1, math.ceil(math.log2(s.in_features)))
-                        + (s.out_features // blk) * max(1, math.ceil(math.log2(s.in_features + 1))))
+                        + block_rows * max(1, math.ceil(math.log2(s.in_features + 1))))
             basis = 8 * t * s.in_features * k if self.method == "smartdeal" else 0
             bits += kept * blk * code + index + basis + 16
         return bits

@@ -8,8 +8,9 @@ Per kind (``in``/``out`` are the im2col sizes for convolutions):
 
 * dense: 8 bits per weight.
 * sd: the basis, 8 bits per entry (T * in * k); the coefficients in P x 1
-  blocks (P rows of one tile, one column): every block holding a nonzero
-  stores P codes of ceil(log2(n)) bits, n = number of (sign, exp) values in
+  blocks (P rows of one tile, one column, from the tile's first row; the last
+  block of a tile is shorter when P does not divide its rows): every block
+  holding a nonzero stores one code per row of ceil(log2(n)) bits, n = number of (sign, exp) values in
   use (2 * levels, plus one for zero when a stored block holds zeros), and an
   index: the cheaper of a bitmask (one bit per block) and CSR (a column index
   of ceil(log2(in)) bits per stored block plus a count of ceil(log2(in + 1))
@@ -34,14 +35,21 @@ def _ceil_log2(n):
 
 
 def _sd_coef_bits(sign, exp, block, tiles):
+    """(code bits, index bits, stored blocks): blocks of P rows from each tile's first row, the
+    tile's last block shorter when P does not divide its rows (it stores its rows' codes only)."""
     out, n_in = sign.shape
-    blocks = (sign != 0).reshape(out // block, block, n_in)
-    stored = blocks.any(axis=1)                       # [out/P, in]
+    rows = out // tiles
+    nbt = -(-rows // block)
+    pad = nbt * block - rows
+    nz = np.pad((sign != 0).reshape(tiles, rows, n_in), ((0, 0), (0, pad), (0, 0)))
+    real = np.pad(np.ones((tiles, rows), bool), ((0, 0), (0, pad))).reshape(tiles * nbt, block)
+    blocks = nz.reshape(tiles * nbt, block, n_in)
+    stored = blocks.any(axis=1)                       # [T * ceil(rows/P), in]
     nb = int(stored.sum())
     levels = np.unique(exp[sign != 0]).size if nb else 0
-    has_zero = bool((~blocks & stored[:, None, :]).any())
+    has_zero = bool((~blocks & stored[:, None, :] & real[:, :, None]).any())
     n_values = 2 * max(levels, 1) + (1 if has_zero else 0)
-    code_bits = nb * block * _ceil_log2(n_values)
+    code_bits = int((stored * real.sum(axis=1)[:, None]).sum()) * _ceil_log2(n_values)
     bitmask = stored.size
     csr = nb * _ceil_log2(n_in) + stored.shape[0] * _ceil_log2(n_in + 1)
     return code_bits, min(bitmask, csr), nb

@@ -102,14 +102,15 @@ def test_circulant_search_chooses_block_sizes(task):
 
 
 def test_builtin_digits_search_starts_from_the_hand_tuned_settings(tmp_path):
-    from sparrow.sw.pipeline import compress_model, digits_search_setup
+    from sparrow.sw.pipeline import METHOD_CONFIGS, compress_model, digits_search_setup
     fp32, data, hand, start = digits_search_setup("digits-mlp", "smartdeal", epochs=10)
-    assert start == {"levels": 4, "density": {"fc1": 0.12, "fc2": 0.4}} and "prune_epochs" in hand
+    tuned = METHOD_CONFIGS[("digits-mlp", "smartdeal")]["density"]
+    assert start == {"levels": 4, "density": tuned} and "prune_epochs" in hand
     assert data.x_train.shape == (1149, 64) and data.x_val.shape == (288, 64) and data.x_test.shape == (360, 64)
     m, r = compress_model(fp32, data, "smartdeal", max_drop=5.0, trials=1, overrides={**hand, **TINY}, start=start,
                           name="digits-mlp", progress=False)
     first = r["search_trace"][6]         # after 2 layers x 3 probes
-    assert first["phase"] == "search" and first["settings"]["density"] == {"fc1": 0.12, "fc2": 0.4}
+    assert first["phase"] == "search" and first["settings"]["density"] == tuned
     assert first["settings"]["levels"] == 4
     assert r["split"] == "test" and r["test_samples"] == 360 and r["golden_vs_torch_mismatching_samples"] == 0
     r = _cli("compress", "--model", "digits-mlp", "--method", "admm", "--data", tmp_path / "d.npz", "--out",

@@ -82,14 +82,14 @@ def test_break_even_ratio():
 def test_compress_break_even_auto_keeps_layers_dense_when_pruning_cannot_pay():
     from sparrow.cli.compress import break_even_ratios
     from sparrow.sw.pipeline import compress_digits
-    cfg = {"admm_epochs": 2, "retrain_epochs": 1, "qat_epochs": 1, "density": 0.3}
+    cfg = {"admm_epochs": 2, "retrain_epochs": 1, "qat_epochs": 1, "density": 0.35}
     fast = break_even_ratios("digits-mlp", "admm", cfg, dense_lanes=1)
     slow = break_even_ratios("digits-mlp", "admm", cfg, dense_lanes=4096)
-    assert set(slow) == {"fc1", "fc2"} and min(slow.values()) > 0.7      # above the target sparsity
+    assert set(slow) == {"fc1", "fc2"} and min(slow.values()) > 0.65     # above the target sparsity
     _, rep_fast = compress_digits("digits-mlp", "admm", {**cfg, "break_even": fast}, progress=False,
                                   fp32_epochs=2)
     model, rep = compress_digits("digits-mlp", "admm", {**cfg, "break_even": slow}, progress=False,
                                  fp32_epochs=2)
     assert model.meta["config"]["break_even"] == slow
-    assert rep["nonzero"] > 3 * rep_fast["nonzero"]
+    assert rep["nonzero"] > 2.5 * rep_fast["nonzero"]          # dense against 35% of the blocks
     assert rep["golden_vs_torch_mismatching_samples"] == 0

@@ -37,12 +37,13 @@ def test_golden_equals_fake_quant_torch_on_whole_test_split(name, method, tmp_pa
         for l in (l for l in back.layers if l.has_params):
             assert l.attrs["k"] == 1 and l.attrs["basis_shift"] == 6 and np.all(l.params["basis"] == 64)
     if method in ("smartdeal", "admm"):
-        # P x 1 block structure: every block of P rows of a column is all zero or stored
+        # P x 1 blocks from row 0 (a short last block when P does not divide the rows): few stored
         for l in (l for l in back.layers if l.has_params):
             p = back.meta["blocks"][l.name]
-            nz = (l.params["coef_sign"] != 0).reshape(l.attrs["out"] // p, p, -1)
-            density = nz.any(axis=1).mean()
-            assert density < 0.75
+            nz = l.params["coef_sign"] != 0
+            stored = np.array([nz[r:r + p].any(axis=0) for r in range(0, l.attrs["out"], p)])
+            assert stored.shape == (-(-l.attrs["out"] // p), l.attrs["in"])
+            assert stored.mean() < 0.75
 
 
 def test_admm_options_keep_golden_equal_to_torch():

@@ -118,8 +118,8 @@ def test_bc_fft_forward_equals_circulant_matrix():
 def test_layer_validation_messages():
     with pytest.raises(ValueError, match="K must be a positive integer dividing in"):
         SDLinear(10, 4, k=3)
-    with pytest.raises(ValueError, match="Block must be"):
-        SDLinear(8, 6, k=2, block=4)
+    with pytest.raises(ValueError, match=r"^Block must be a positive integer at most out/tiles \(3\), not 4$"):
+        SDLinear(8, 6, k=2, tiles=2, block=4)
     with pytest.raises(ValueError, match="K must be a power of two"):
         BCLinear(12, 12, k=6)
     with pytest.raises(TypeError, match="In features must be a positive integer"):
@@ -180,6 +180,37 @@ def _kept_block_energy(w, block, keep):
     energies = sorted((sum(w[r + i, c] ** 2 for i in range(block)) for r in range(0, w.shape[0], block)
                        for c in range(w.shape[1])), reverse=True)
     return float(sum(energies[:keep]))
+
+
+def test_blocks_follow_the_pe_row_blocks_with_a_short_last_block():
+    """10 rows in blocks of 4 (the row blocks of a 4-PE array): rows 0-3, 4-7 and 8-9, per tile."""
+    from sparrow.sw.prune import block_norms
+    from sparrow.sw.storage import layer_storage
+    from sparrow.modeldir import Layer
+    torch.manual_seed(1)
+    w = torch.randn(20, 6)                                      # two tiles of 10 rows
+    scores = block_norms(w, 4, tiles=2)
+    assert scores.shape == (6, 6)
+    assert torch.allclose(scores[2], w[8:10].norm(dim=0)) and torch.allclose(scores[5], w[18:20].norm(dim=0))
+    m = block_mask(scores, 0.5, 4, tiles=2, rows=10)
+    assert m.shape == (20, 6)
+    for t in range(2):
+        for r0, r1 in ((0, 4), (4, 8), (8, 10)):
+            blk = m[t * 10 + r0:t * 10 + r1]
+            assert torch.all((blk.sum(0) == 0) | (blk.sum(0) == r1 - r0))
+    kept = sum(int((m[t * 10 + r0:t * 10 + r1].sum(0) > 0).sum()) for t in range(2)
+               for r0, r1 in ((0, 4), (4, 8), (8, 10)))
+    assert kept == 18                                           # half of the 2 x 3 x 6 blocks
+    # storage: a stored short block holds its 2 rows' codes, not 4
+    sign = np.zeros((10, 6), np.int8)
+    sign[8:10, 0] = 1                                           # one block of the short last row block
+    sign[0:4, 1] = -1                                           # one full block
+    lay = Layer("fc", "sd_linear", {"in": 6, "out": 10, "k": 1, "basis_shift": 0, "out_shift": 0,
+                                    "relu": False, "z_bits": 8},
+                {"basis": np.ones((1, 6, 1, 1), np.int8), "coef_sign": sign,
+                 "coef_exp": np.zeros((10, 6), np.uint8), "bias": np.zeros(10, np.int32)})
+    st = layer_storage(lay, 4)
+    assert st["blocks"] == 2 and st["code_bits"] == (2 + 4) * 1        # two values: +-1, 1-bit codes
 
 
 def test_block_permutation_keeps_more_block_energy_and_the_function():
