@@ -64,8 +64,9 @@ def configure(parser):
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to write (replaced atomically)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--density", type=_density, help="fraction of P x 1 coefficient blocks kept (smartdeal, admm)")
-    parser.add_argument("--block", type=int, help="P: rows per pruning block (the PE count of a tile); a built-in "
-                        "model takes the settings measured for P where there are some (digits-mlp smartdeal: 16)")
+    parser.add_argument("--block", type=int, help="P: rows per pruning block, from each tile's first row (the PE "
+                        "count of a PE group: 16 for a UP5K build at 16 PEs); a built-in model takes the settings "
+                        "measured for P where there are some (digits-mlp smartdeal and admm: 16)")
     parser.add_argument("--k", type=int, help="basis group size (smartdeal) or circulant block size (circulant)")
     parser.add_argument("--tiles", type=int, help="T: output-row tiles with their own basis (smartdeal)")
     parser.add_argument("--criterion", choices=("magnitude", "reweighted-l1"), help="block pruning criterion")
