@@ -37,7 +37,7 @@ TARGETS = {"dense-int8": (None, None), "smartdeal": (30.0, 1.0), "circulant": (1
 
 
 def main(argv=None):
-    from sparrow.sw.methods import METHODS
+    from sparrow.sw.methods import BLOCK_METHODS, METHODS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"])
     ap.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=[m for m in TARGETS if m in METHODS])
@@ -63,7 +63,7 @@ def main(argv=None):
     for name in args.models:
         for method in args.methods:
             for seed in args.seeds:
-                over = {"block": args.block} if args.block and method in ("smartdeal", "admm") else None
+                over = {"block": args.block} if args.block and method in BLOCK_METHODS else None
                 _, r = compress_digits(name, method, over, seed=seed, progress=False)
                 ratio_t, pp_t = TARGETS.get(method, (None, None))
                 ok = "" if ratio_t is None else (

@@ -75,6 +75,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from sparrow.modeldir import load_model
+    from sparrow.sw.methods import BLOCK_METHODS
     from sparrow.sw.storage import model_storage
 
     hdr = ("| model | method | PEs | groups | encoded | encoded bits | on chip | on-chip bits "
@@ -84,7 +85,7 @@ def main(argv=None):
     misses = 0
     for model_name in args.models:
         for method in args.methods:
-            block = args.block if method in ("smartdeal", "admm") else None
+            block = args.block if method in BLOCK_METHODS else None
             out = _model_dir(args.dir, model_name, method, block)
             if not (args.reuse and (out / "manifest.json").is_file()):
                 _compress(model_name, method, args.seed, out, block)

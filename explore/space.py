@@ -27,7 +27,7 @@ inferences/s at the same resources).
 """
 
 from sparrow import SparrowError
-from sparrow.sw.methods import CIRCULANT_KS, METHODS
+from sparrow.sw.methods import BLOCK_METHODS, CIRCULANT_KS, METHODS
 
 __all__ = ["DENSITY_RANGE", "LEVELS", "BLOCKS", "has_settings", "suggest", "hand_params", "options_of",
            "hardware_grid"]
@@ -62,7 +62,7 @@ def suggest(trial, methods, dims):
     A trial enqueued with its parameters (a hand-set configuration) keeps them,
     whatever ``methods`` holds."""
     method = trial.suggest_categorical("method", list(methods))
-    if method in ("smartdeal", "admm"):
+    if method in BLOCK_METHODS:
         for n in dims:
             trial.suggest_float(f"{method}.density.{n}", *DENSITY_RANGE, log=True)
         trial.suggest_categorical(f"{method}.levels", LEVELS)
@@ -83,7 +83,7 @@ def _default(method, field):
 def hand_params(method, hand, dims):
     """The Optuna parameters of ``method``'s hand-set configuration ``hand`` (a Config overrides dict)."""
     params = {"method": method}
-    if method in ("smartdeal", "admm"):
+    if method in BLOCK_METHODS:
         dens = hand.get("density", _default(method, "density"))
         for n in dims:
             d = dens.get(n, dens.get("default", 1.0)) if isinstance(dens, dict) else dens

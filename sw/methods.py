@@ -38,7 +38,7 @@ from sparrow.sw.qmodel import (PARAM_LAYERS, conv_args, dims, export_model, fuse
                                permute_for_blocks)
 from sparrow.validate import check_bool, check_choice, check_int, check_number, check_range
 
-__all__ = ["METHODS", "register", "Method", "SmartDeal", "Circulant", "ADMM", "DenseInt8", "LayerShape",
+__all__ = ["METHODS", "BLOCK_METHODS", "register", "Method", "SmartDeal", "Circulant", "ADMM", "DenseInt8", "LayerShape",
            "SmartDealConfig", "CirculantConfig", "ADMMConfig", "DenseInt8Config"]
 
 METHODS = {}
@@ -521,3 +521,7 @@ class DenseInt8(Method):
 
     def make_layer(self, module, relu, name):
         return _dense_int8(module, relu)
+
+
+#: The methods that prune P x 1 blocks (option ``block``: smartdeal, admm).
+BLOCK_METHODS = tuple(name for name, cls in METHODS.items() if issubclass(cls, _BlockPruned))
