@@ -200,7 +200,7 @@ def sweep_model_dir(work, name):
     out = Path(work) / "models" / name
     if not (out / "manifest.json").exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "sparrow.cli", "compress", *shlex.split(MODELS[name]),
+        cmd = [sys.executable, "-m", "sparrow", "compress", *shlex.split(MODELS[name]),
                "--out", str(out), "--quiet"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
