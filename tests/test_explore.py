@@ -43,6 +43,16 @@ def test_fit_reproduces_the_stored_place_and_route_records():
                                                                                  r["fmax_mhz"])
 
 
+def test_the_sweep_compresses_its_models_with_the_cli(tmp_path):
+    """``fit --sweep`` makes each model with ``python -m sparrow compress`` (MODELS), once."""
+    from sparrow.explore.fit import sweep_model_dir
+    out = sweep_model_dir(tmp_path, "dense")
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["name"] == "digits-mlp" and doc["meta"]["method"] == "dense-int8"
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert sweep_model_dir(tmp_path, "dense") == out and (out / "manifest.json").stat().st_mtime_ns == stamp
+
+
 def test_refit_of_the_stored_sweep_gives_the_stored_coefficients(tmp_path):
     from sparrow.explore.fit import FIT_FILE, SWEEP_FILE, refit
     fresh = refit(SWEEP_FILE, tmp_path / "fit.json")
