@@ -85,6 +85,10 @@ SWEEP = [
     ("ulx3s-85f", "bc", {}, False),
     ("ulx3s-85f", "admm", {"pes": 32, "bcast": 1}, False),
     ("ulx3s-85f", "sd", {"pes": 128, "bcast": 2}, False),
+    ("ulx3s-85f", "sd", {"pes": 32}, False),
+    ("ulx3s-85f", "admm", {"pes": 16}, False),
+    ("ulx3s-85f", "sd-d20", {"pes": 16}, False),
+    ("ulx3s-85f", "admm", {"pes": 64}, False),
     ("ulx3s-85f", "admm", {"pes": 48}, True),
 ]
 
