@@ -123,6 +123,25 @@ def cycles(boards, work):
     return worst
 
 
+def hardware_changes_since_sweep(boards):
+    """``{board: [commit subjects]}``: the commits that touched hw/ or fpga/ after the oldest commit
+    the board's sweep records measured (empty: the data is current; None: git cannot tell)."""
+    import subprocess
+    from sparrow.explore.fit import DATA, load_sweep
+    root = DATA.parent.parent
+    out = {}
+    for board in boards:
+        commits = {r.get("commit", "").replace("+dirty", "") for r in load_sweep() if r["board"] == board}
+        commits.discard("")
+        logs = []
+        for c in commits:
+            r = subprocess.run(["git", "log", "--format=%h %s", f"{c}..HEAD", "--", "hw", "fpga"],
+                               capture_output=True, text=True, cwd=root)
+            logs.append(r.stdout.split("\n")[:-1] if r.returncode == 0 else None)
+        out[board] = None if not logs or None in logs else max(logs, key=len)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sparrow.bench.bench_estimate",
                                      description=__doc__.splitlines()[0])
@@ -131,6 +150,14 @@ def main(argv=None):
     parser.add_argument("--cycles", action="store_true", help="also the cycle model against RTL simulation")
     parser.add_argument("--work", default="build/explore-fit", help="the sweep's models and builds")
     args = parser.parse_args(argv)
+    for board, changes in hardware_changes_since_sweep(args.boards).items():
+        if changes is None:
+            print(f"{board}: git cannot tell whether the sweep measured the current hardware")
+        elif changes:
+            print(f"{board}: the sweep predates {len(changes)} commit(s) to hw/ or fpga/ (newest: "
+                  f"{changes[0]}); re-measure with python -m sparrow.explore.fit --sweep")
+        else:
+            print(f"{board}: the sweep measured the current hw/ and fpga/")
     worst = resources(args.boards, args.pnr, args.work)
     if args.cycles:
         worst["cycles"] = cycles(args.boards, args.work)
