@@ -10,7 +10,7 @@ the minimal example that hypothesis shrinks to is a directory that
 ``sparrow sim`` and ``sparrow golden`` reproduce.
 
 A *structure* (sizes, k, tiles, z_bits, PEs, lanes; for bc_linear also its
-shift and relu) fixes the compiled simulator; what is drawn inside it (signs,
+shift, relu and weight-spectrum shift ``ws_shift``) fixes the compiled simulator; what is drawn inside it (signs,
 exponents, bases, weights, biases, the sd/dense shifts and relu, sparsity
 patterns with empty rows and all-zero blocks, inputs with all -128 and all
 127 rows) never causes a compile.  The short
@@ -40,7 +40,7 @@ SHORT_STRUCTURES = {
     "sd_linear": {"in": 12, "out": 10, "k": 3, "tiles": 2, "basis_shift": 5, "out_shift": 9,
                   "relu": True, "z_bits": 12, "pes": 4, "out_lanes": 1},
     "dense_linear": {"in": 9, "out": 11, "out_shift": 10, "relu": False, "lanes": 4},
-    "bc_linear": {"in": 16, "out": 12, "k": 4, "out_shift": 9, "relu": True},
+    "bc_linear": {"in": 16, "out": 12, "k": 4, "out_shift": 9, "relu": True, "ws_shift": 6},
 }
 
 _INT8 = st.integers(-128, 127)
@@ -74,7 +74,8 @@ def structures(kind):
         def bc(draw):
             k = draw(st.sampled_from([4, 8, 16]))
             return {"in": k * draw(st.integers(1, 3)), "out": k * draw(st.integers(1, 3)), "k": k,
-                    "out_shift": draw(st.integers(0, 16)), "relu": draw(st.booleans())}
+                    "out_shift": draw(st.integers(0, 16)), "relu": draw(st.booleans()),
+                    "ws_shift": draw(st.integers(0, 9 - k.bit_length()))}
         return bc()
     raise ValueError(f"no fuzzer for kind {kind!r}")
 
@@ -127,7 +128,7 @@ def models(draw, kind, structure=None):
         engine = {"dense_lanes": s["lanes"]}
     elif kind == "bc_linear":
         k = s["k"]
-        attrs.update(k=k)
+        attrs.update(k=k, ws_shift=s.get("ws_shift", 0))
         w = draw(hnp.arrays(np.int8, (n_out // k, n_in // k, k), elements=_INT8))
         if draw(st.booleans()):
             w[0] = 0                        # an all-zero block row
