@@ -129,9 +129,10 @@ def hardware_changes_since_sweep(boards):
     import subprocess
     from sparrow.explore.fit import DATA, load_sweep
     root = DATA.parent.parent
+    records = load_sweep()
     out = {}
     for board in boards:
-        commits = {r.get("commit", "").replace("+dirty", "") for r in load_sweep() if r["board"] == board}
+        commits = {r.get("commit", "").replace("+dirty", "") for r in records if r["board"] == board}
         commits.discard("")
         logs = []
         for c in commits:

@@ -81,15 +81,19 @@ class SDProgram(NamedTuple):
     tile's last entry, each tile's first entry's ``v`` and ``last``, and its second entry's
     ``v`` (0 when the tile has one entry); ``block_entries`` the entries of every row block
     (its longest group list, tile 0's blocks first); ``word_width`` the bits of the widest
-    word (B codes); ``group_rows[g]`` the codes (Bg) and ``word_widths[g]`` the bits of a
-    word of group g's ROM.
+    word (B codes); ``group_rows[g]`` the codes (Bg) of a word of group g's ROM.
     """
     groups: list
     block_entries: list
     layout: SDLayout
     word_width: int
     group_rows: list
-    word_widths: list
+
+    @property
+    def word_widths(self):
+        """The bits of a word of each group's ROM: Bg codes, the delta and the two last flags."""
+        _, d, eb, zero = self.layout
+        return [b * code_width(eb, zero) + d + 2 for b in self.group_rows]
 
 
 def sd_col_bits(n_in):
@@ -321,7 +325,7 @@ def sd_program(coef_sign, coef_exp, tiles, pes, layout=None, max_groups=MAX_GROU
                 vv = entries[i + 2][0] if i + 2 < len(entries) else 0
                 words.append(w | (vv << bw) | (last << (bw + d)) | (nlast << (bw + d + 1)))
             ends.append(len(words))
-    return SDProgram(groups, block_entries, layout, B * cw + d + 2, widths, [b * cw + d + 2 for b in widths])
+    return SDProgram(groups, block_entries, layout, B * cw + d + 2, widths)
 
 
 def generic_code_depth(words, max_words):

@@ -29,6 +29,7 @@ import numpy as np
 
 from sparrow import SparrowError
 from sparrow.arrays import replace_directory
+from sparrow.fixedfft import max_ws_shift
 
 __all__ = [
     "FORMAT", "VERSION", "KINDS", "LINEAR_KINDS", "CONV_KINDS", "PARAM_KINDS",
@@ -264,7 +265,7 @@ def _check_attrs(where, kind, attrs):
             if out[key] % out["k"]:
                 raise where.error(f"field 'k' ({out['k']}) does not divide {key} ({out[key]})")
         if "ws_shift" in out:       # R <= 8 - L keeps the MAC shift s1 >= 2 (docs/format.md)
-            _check_int(where, "ws_shift", out["ws_shift"], 0, 8 - out["k"].bit_length() + 1)
+            _check_int(where, "ws_shift", out["ws_shift"], 0, max_ws_shift(out["k"]))
     return out
 
 

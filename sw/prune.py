@@ -17,22 +17,17 @@ that configurations use to constructors.
 
 import torch
 
-__all__ = ["BlockMagnitude", "ReweightedL1", "CRITERIA", "make_criterion", "blocks_per_tile", "block_norms",
-           "block_mask",
+from sparrow.sw.blocks import blocks_per_tile
+
+__all__ = ["BlockMagnitude", "ReweightedL1", "CRITERIA", "make_criterion", "block_norms", "block_mask",
            "cubic_density"]
-
-
-def blocks_per_tile(rows, block):
-    """P x 1 blocks down one column of a tile of ``rows`` rows: ceil(rows / P) (the last may be shorter)."""
-    return -(-rows // block)
 
 
 def block_norms(w, block, tiles=1):
     """L2 norm of every P x 1 block of w [out, in] -> [T * ceil(rows/P), in], rows = out/T.
 
-    Blocks are P consecutive rows of one tile, aligned to the tile's first row (as the PE
-    array's row blocks are); when P does not divide the rows, each tile's last block is
-    shorter.  Blocks never straddle tiles.
+    Blocks as :mod:`sparrow.sw.blocks` (from each tile's first row, the last shorter when P
+    does not divide the rows); torch, so that a penalty on the norms has a gradient.
     """
     out, n_in = w.shape
     rows = out // tiles

@@ -18,6 +18,7 @@ from torch import nn
 
 from sparrow import SparrowError
 from sparrow.modeldir import Layer, Model, validate_model
+from sparrow.sw.blocks import blocks_per_tile, split_blocks
 from sparrow.sw.digits import train
 from sparrow.sw.layers import QLayer, SDLinear
 from sparrow.sw.quant import fake_quant
@@ -118,10 +119,7 @@ def param_names(seq):
 def _kept_energy(a, block, keep):
     """Sum of the ``keep`` largest P x 1 block energies of a [out, in] (a = w**2; the last block
     is shorter when P does not divide out)."""
-    pad = -a.shape[0] % block
-    if pad:
-        a = np.concatenate([a, np.zeros((pad, a.shape[1]))])
-    e = a.reshape(a.shape[0] // block, block, a.shape[1]).sum(axis=1).ravel()
+    e = split_blocks(a, block)[0].sum(axis=1).ravel()
     return float(np.partition(e, e.size - keep)[e.size - keep:].sum()) if keep < e.size else float(e.sum())
 
 
@@ -137,9 +135,9 @@ def block_permutation(w, block, density, passes=3):
     a = np.asarray(w, dtype=np.float64) ** 2
     out = a.shape[0]
     perm = np.argsort(-a.sum(axis=1), kind="stable")
-    if block <= 1 or -(-out // block) < 2:
+    if block <= 1 or blocks_per_tile(out, block) < 2:
         return np.arange(out)
-    keep = max(1, int(round(density * -(-out // block) * a.shape[1])))
+    keep = max(1, int(round(density * blocks_per_tile(out, block) * a.shape[1])))
     best = _kept_energy(a[perm], block, keep)
     for _ in range(passes):
         improved = False

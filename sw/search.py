@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sparrow.sw.blocks import blocks_per_tile
 from sparrow.sw.compressor import compress
 from sparrow.sw.golden import real_input_accuracy
 from sparrow.sw.methods import CIRCULANT_KS, METHODS
@@ -139,7 +140,7 @@ class _BlockSpace:
             d = m.density(s, self.total)
             p = m.layer_params(s.in_features, s.out_features, s.name)
             k, t, blk = p["k"], p["tiles"], p["block"]
-            block_rows = t * -(-(s.out_features // t) // blk)
+            block_rows = t * blocks_per_tile(s.out_features // t, blk)
             nblocks = block_rows * s.in_features
             kept = max(1, round(d * nblocks))
             code = math.ceil(math.log2(2 * levels + 1))

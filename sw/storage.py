@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from sparrow.sw.blocks import split_blocks
+
 __all__ = ["layer_storage", "model_storage", "LAYER_META_BITS", "MODEL_META_BITS"]
 
 LAYER_META_BITS = 16
@@ -37,13 +39,8 @@ def _ceil_log2(n):
 def _sd_coef_bits(sign, exp, block, tiles):
     """(code bits, index bits, stored blocks): blocks of P rows from each tile's first row, the
     tile's last block shorter when P does not divide its rows (it stores its rows' codes only)."""
-    out, n_in = sign.shape
-    rows = out // tiles
-    nbt = -(-rows // block)
-    pad = nbt * block - rows
-    nz = np.pad((sign != 0).reshape(tiles, rows, n_in), ((0, 0), (0, pad), (0, 0)))
-    real = np.pad(np.ones((tiles, rows), bool), ((0, 0), (0, pad))).reshape(tiles * nbt, block)
-    blocks = nz.reshape(tiles * nbt, block, n_in)
+    n_in = sign.shape[1]
+    blocks, real = split_blocks(sign != 0, block, tiles)
     stored = blocks.any(axis=1)                       # [T * ceil(rows/P), in]
     nb = int(stored.sum())
     levels = np.unique(exp[sign != 0]).size if nb else 0
